@@ -1,0 +1,77 @@
+# The two commands: `make demo` and `make test`. Both install what is missing first.
+SHELL := /bin/bash
+JOBS  ?= $(shell nproc)
+SUDO  := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+CMAKE_FLAGS ?=
+WERROR := $(if $(MPX_WERROR),-DMPX_WERROR=$(MPX_WERROR),)
+
+BUILD_PKGS := build-essential cmake libcereal-dev libgtest-dev libgmock-dev libbenchmark-dev python3
+FUZZ_PKGS  := clang libclang-rt-14-dev
+BENCH_PKGS := libboost-dev python3-matplotlib
+
+.PHONY: all deps deps-fuzz deps-bench build demo test test-asan fuzz bench format clean
+
+all: build
+
+# Installs the Debian packages that are not installed yet (apt-get; via sudo when not root).
+define install_missing
+	@missing=$$(for p in $(1); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | \
+	  grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "Installing missing packages: $$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+endef
+
+deps:
+	$(call install_missing,$(BUILD_PKGS))
+deps-fuzz:
+	$(call install_missing,$(FUZZ_PKGS))
+deps-bench:
+	$(call install_missing,$(BENCH_PKGS))
+
+build/release/CMakeCache.txt:
+	cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release $(WERROR) $(CMAKE_FLAGS)
+
+build: deps build/release/CMakeCache.txt
+	cmake --build build/release -j $(JOBS)
+
+demo: build
+	./build/release/mpx-demo
+
+test: deps
+	cmake -S . -B build/test -DCMAKE_BUILD_TYPE=RelWithDebInfo $(WERROR) $(CMAKE_FLAGS)
+	cmake --build build/test -j $(JOBS)
+	cd build/test && ctest --output-on-failure -j $(JOBS) --timeout 300
+
+test-asan: deps
+	cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=Debug -DMPX_SANITIZE=address,undefined \
+	  -DMPX_BUILD_BENCH=OFF -DMPX_BUILD_DEMO=OFF $(WERROR) $(CMAKE_FLAGS)
+	cmake --build build/asan -j $(JOBS)
+	cd build/asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  ctest --output-on-failure -j $(JOBS) --timeout 600
+
+FUZZ_SECONDS ?= 60
+fuzz: deps deps-fuzz
+	CXX=clang++ cmake -S . -B build/fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMPX_FUZZ=ON \
+	  -DMPX_BUILD_TESTS=OFF -DMPX_BUILD_EXAMPLES=OFF -DMPX_BUILD_BENCH=OFF -DMPX_BUILD_DEMO=OFF \
+	  -DMPX_INSTALL=OFF $(WERROR) $(CMAKE_FLAGS)
+	cmake --build build/fuzz -j $(JOBS)
+	@for f in build/fuzz/fuzz/*_fuzz; do \
+	  [ -x "$$f" ] || continue; \
+	  echo "== $$f ($(FUZZ_SECONDS) s)"; \
+	  mkdir -p build/fuzz/corpus/$$(basename $$f); \
+	  "$$f" -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -print_final_stats=1 \
+	    build/fuzz/corpus/$$(basename $$f) fuzz/seeds 2>&1 | tail -n 15 || exit 1; \
+	done
+
+bench: deps deps-bench build
+	./bench/compare
+
+format:
+	git ls-files '*.hpp' '*.cpp' | xargs clang-format -i
+
+clean:
+	rm -rf build

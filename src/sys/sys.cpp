@@ -1,0 +1,128 @@
+// The private sys layer: system-call wrapper, fds, memfd/mmap, pidfd, futex.
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <sched.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <string>
+
+#include "mpx/detail/waiter.hpp"
+#include "sys/fd.hpp"
+#include "sys/mapping.hpp"
+#include "sys/pidfd.hpp"
+#include "sys/syscall.hpp"
+
+namespace mpx::sys {
+
+namespace {
+std::atomic<FailureInjector> g_injector{nullptr};
+}  // namespace
+
+void throw_errno(const char* what, int err) {
+  throw std::system_error(err, std::generic_category(), what);
+}
+
+void set_failure_injector(FailureInjector injector) noexcept {
+  g_injector.store(injector, std::memory_order_release);
+}
+
+int injected_failure(const char* what) noexcept {
+  FailureInjector injector = g_injector.load(std::memory_order_acquire);
+  return injector ? injector(what) : 0;
+}
+
+Fd Fd::dup() const {
+  return Fd(call("fcntl(F_DUPFD_CLOEXEC)", [&] { return ::fcntl(fd_, F_DUPFD_CLOEXEC, 0); }));
+}
+
+std::pair<Fd, Fd> make_pipe(int extra_flags) {
+  int fds[2];
+  call("pipe2", [&] { return ::pipe2(fds, O_CLOEXEC | extra_flags); });
+  return {Fd(fds[0]), Fd(fds[1])};
+}
+
+void Mapping::reset() noexcept {
+  if (addr_) ::munmap(addr_, size_);
+  addr_ = nullptr;
+  size_ = 0;
+}
+
+Fd memfd(const char* name, std::size_t size) {
+  std::string what = std::string("memfd_create(") + name + ")";
+  Fd fd(call(what.c_str(), [&] { return ::memfd_create(name, MFD_CLOEXEC); }));
+  call("ftruncate", [&] { return ::ftruncate(fd.get(), static_cast<off_t>(size)); });
+  return fd;
+}
+
+Mapping map_shared(int fd, std::size_t size) {
+  void* addr = call("mmap", [&] {
+    return ::mmap(nullptr, size == 0 ? 1 : size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  });
+  return Mapping(addr, size == 0 ? 1 : size);
+}
+
+Mapping map_anonymous_shared(std::size_t size) {
+  void* addr = call("mmap(anonymous shared)", [&] {
+    return ::mmap(nullptr, size == 0 ? 1 : size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+                  -1, 0);
+  });
+  return Mapping(addr, size == 0 ? 1 : size);
+}
+
+Fd pidfd_open(pid_t pid) {
+  return Fd(
+      static_cast<int>(call("pidfd_open", [&] { return ::syscall(SYS_pidfd_open, pid, 0); })));
+}
+
+bool pidfd_send_signal(int pidfd, int sig) {
+  long rc = call_raw("pidfd_send_signal",
+                     [&] { return ::syscall(SYS_pidfd_send_signal, pidfd, sig, nullptr, 0); });
+  if (rc == -1) {
+    if (errno == ESRCH) return false;
+    throw_errno("pidfd_send_signal");
+  }
+  return true;
+}
+
+}  // namespace mpx::sys
+
+namespace mpx::detail {
+
+bool futex_wait(std::atomic<uint32_t>& word, uint32_t expected, const Deadline& deadline) {
+  auto ts = deadline.monotonic_timespec();
+  if (ts && deadline.expired()) return false;
+  // FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC time; no FUTEX_PRIVATE_FLAG, so
+  // the word may live in memory shared between processes.
+  long rc = ::syscall(SYS_futex, reinterpret_cast<uint32_t*>(&word), FUTEX_WAIT_BITSET, expected,
+                      ts ? &*ts : nullptr, nullptr, FUTEX_BITSET_MATCH_ANY);
+  if (rc == -1 && errno == ETIMEDOUT) return false;
+  // 0 (woken), EAGAIN (value changed), EINTR (signal): the caller re-checks its state.
+  return true;
+}
+
+void futex_wake(std::atomic<uint32_t>& word, int count) noexcept {
+  ::syscall(SYS_futex, reinterpret_cast<uint32_t*>(&word), FUTEX_WAKE, count, nullptr, nullptr, 0);
+}
+
+namespace {
+int compute_spin_limit() noexcept {
+  if (const char* env = std::getenv("MPX_SPIN")) return std::atoi(env);
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (::sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) <= 1) return 0;
+  // About 2000 pause instructions (tens of µs) cover the cost of waking a halted vCPU,
+  // measured in ../shared/anchors (spin <= 2000 pause then futex: 0.5-0.8 µs round trip).
+  return 2000;
+}
+}  // namespace
+
+int spin_limit() noexcept {
+  static const int limit = compute_spin_limit();
+  return limit;
+}
+
+}  // namespace mpx::detail
