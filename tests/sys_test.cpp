@@ -1,6 +1,7 @@
 // Tests of the private sys layer: the syscall wrapper, fds, shared mappings, the waiter.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -14,6 +15,7 @@
 #include "sys/fd.hpp"
 #include "sys/mapping.hpp"
 #include "sys/pidfd.hpp"
+#include "sys/robust_mutex.hpp"
 #include "sys/syscall.hpp"
 
 using namespace std::chrono_literals;
@@ -153,4 +155,33 @@ TEST(ErrorsTest, WorkerLostNamesPidAndSignal) {
   EXPECT_NE(std::string(exited.what()).find("exited with code 3"), std::string::npos);
   static_assert(std::is_base_of_v<std::runtime_error, mpx::Error>);
   static_assert(std::is_base_of_v<std::logic_error, mpx::ValueError>);
+}
+
+TEST(RobustMutexTest, OwnerKilledWhileHoldingItIsReportedToTheNextLocker) {
+  auto map = mpx::sys::map_anonymous_shared(sizeof(mpx::sys::RobustMutex));
+  auto* mutex = new (map.data()) mpx::sys::RobustMutex;
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    mutex->lock();
+    ::raise(SIGKILL);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFSIGNALED(status));
+  EXPECT_EQ(mutex->lock(Deadline::after(5s)), mpx::sys::RobustMutex::Result::kOwnerDied);
+  mutex->mark_consistent();
+  mutex->unlock();
+  EXPECT_EQ(mutex->lock(Deadline::after(5s)), mpx::sys::RobustMutex::Result::kAcquired);
+  mutex->unlock();
+  mutex->~RobustMutex();
+}
+
+TEST(RobustMutexTest, LockTimesOutWhileAnotherThreadHoldsIt) {
+  mpx::sys::RobustMutex mutex;
+  mutex.lock();
+  std::thread t([&] {
+    EXPECT_EQ(mutex.lock(Deadline::after(100ms)), mpx::sys::RobustMutex::Result::kTimedOut);
+  });
+  t.join();
+  mutex.unlock();
 }

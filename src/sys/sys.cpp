@@ -14,6 +14,7 @@
 #include "sys/fd.hpp"
 #include "sys/mapping.hpp"
 #include "sys/pidfd.hpp"
+#include "sys/robust_mutex.hpp"
 #include "sys/syscall.hpp"
 
 namespace mpx::sys {
@@ -126,3 +127,62 @@ int spin_limit() noexcept {
 }
 
 }  // namespace mpx::detail
+
+namespace mpx::sys {
+
+RobustMutex::RobustMutex() {
+  pthread_mutexattr_t attr;
+  ::pthread_mutexattr_init(&attr);
+  ::pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+  ::pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
+  int rc = ::pthread_mutex_init(&mutex_, &attr);
+  ::pthread_mutexattr_destroy(&attr);
+  if (rc != 0) throw_errno("pthread_mutex_init(robust, pshared)", rc);
+}
+
+RobustMutex::~RobustMutex() {
+  ::pthread_mutex_destroy(&mutex_);
+}
+
+RobustMutex::Result RobustMutex::classify(int rc, const char* what) {
+  switch (rc) {
+    case 0:
+      return Result::kAcquired;
+    case EOWNERDEAD:
+      return Result::kOwnerDied;
+    case EBUSY:
+    case ETIMEDOUT:
+      return Result::kTimedOut;
+    default:
+      throw_errno(what, rc);
+  }
+}
+
+RobustMutex::Result RobustMutex::try_lock() {
+  return classify(::pthread_mutex_trylock(&mutex_), "pthread_mutex_trylock");
+}
+
+RobustMutex::Result RobustMutex::lock(const mpx::detail::Deadline& deadline) {
+  Result r = try_lock();
+  if (r != Result::kTimedOut) return r;
+  for (int i = mpx::detail::spin_limit() / 16; i > 0; --i) {
+    for (int j = 0; j < 16; ++j)
+      mpx::detail::cpu_relax();
+    r = try_lock();
+    if (r != Result::kTimedOut) return r;
+  }
+  if (deadline.is_never()) return classify(::pthread_mutex_lock(&mutex_), "pthread_mutex_lock");
+  timespec ts = *deadline.monotonic_timespec();
+  return classify(::pthread_mutex_clocklock(&mutex_, CLOCK_MONOTONIC, &ts),
+                  "pthread_mutex_clocklock");
+}
+
+void RobustMutex::mark_consistent() {
+  if (int rc = ::pthread_mutex_consistent(&mutex_)) throw_errno("pthread_mutex_consistent", rc);
+}
+
+void RobustMutex::unlock() {
+  if (int rc = ::pthread_mutex_unlock(&mutex_)) throw_errno("pthread_mutex_unlock", rc);
+}
+
+}  // namespace mpx::sys

@@ -1,0 +1,43 @@
+// src/sys/robust_mutex.hpp — a process-shared, robust mutex placed in shared memory.
+//
+// A thin layer over a pthread mutex with PTHREAD_PROCESS_SHARED and PTHREAD_MUTEX_ROBUST:
+// when the owner dies holding it, the next lock() succeeds and reports OwnerDied so
+// that the caller can repair the state it guards and call mark_consistent(). lock()
+// spins briefly (trylock) before it sleeps, like every wait in mpx.
+//
+// Owned by a thread: only the thread that locked it may unlock it.
+#pragma once
+
+#include <pthread.h>
+
+#include "mpx/detail/deadline.hpp"
+
+namespace mpx::sys {
+
+class RobustMutex {
+ public:
+  enum class Result { kAcquired, kOwnerDied, kTimedOut };
+
+  // Initialises the mutex in place (the object must live in the shared mapping).
+  RobustMutex();
+  ~RobustMutex();
+  RobustMutex(const RobustMutex&) = delete;
+  RobustMutex& operator=(const RobustMutex&) = delete;
+
+  // Blocks until acquired or the deadline passes. kOwnerDied: acquired, and the previous
+  // owner died holding it; call mark_consistent() once the guarded state is repaired,
+  // or unlock() without it to make the mutex unusable (ENOTRECOVERABLE -> throws).
+  // Throws std::system_error (EDEADLK when this thread holds it already).
+  Result lock(const mpx::detail::Deadline& deadline = mpx::detail::Deadline::never());
+  // Never blocks; kTimedOut when another holds it.
+  Result try_lock();
+  void mark_consistent();
+  // Throws std::system_error(EPERM) when this thread does not hold it.
+  void unlock();
+
+ private:
+  Result classify(int rc, const char* what);
+  pthread_mutex_t mutex_;
+};
+
+}  // namespace mpx::sys
