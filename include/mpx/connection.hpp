@@ -1,0 +1,161 @@
+// mpx/connection.hpp — Pipe() and Connection, like multiprocessing.connection.
+//
+//   auto [parent, child] = mpx::Pipe();
+//   mpx::Process p([&] { parent.close(); child.send(42); }); p.start();
+//   child.close(); int v = parent.recv<int>();   // 42
+//
+// Each direction of a pipe is a ring buffer in shared memory: send() copies a framed
+// message in, recv() copies it out, and no system call is made while both sides are
+// busy. A side that has to sleep sleeps on its end's socket ("doorbell"), which the other
+// side rings only when it sees that someone sleeps. Because every end owns a socket,
+// poll()/mpx::wait() work over many connections and process sentinels at once, and the
+// death of the process holding the other end shows as end-of-file (EOFError) instead of
+// a hang.
+//
+// Thread and process safety: an end may be used by several threads or processes that
+// share it (after fork); sends never interleave and each message is received exactly
+// once. As in Python, every process should close() the ends it does not use, or EOF is
+// never seen.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <memory>
+#include <span>
+#include <utility>
+#include <vector>
+
+#include "mpx/detail/deadline.hpp"
+#include "mpx/errors.hpp"
+
+namespace mpx {
+
+// An encoded message (matches mpx/codec.hpp).
+using Bytes = std::vector<std::byte>;
+
+class Connection;
+
+namespace detail {
+class Waitable;
+std::vector<Waitable> wait_objects(const std::vector<Waitable>& objects, const Deadline& deadline);
+}  // namespace detail
+
+// One end of a Pipe(). Move-only; the moved-from end is closed.
+class Connection {
+ public:
+  static constexpr std::size_t npos = static_cast<std::size_t>(-1);
+
+  // A closed connection.
+  Connection() noexcept;
+  Connection(Connection&& other) noexcept;
+  Connection& operator=(Connection&& other) noexcept;
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+  // Closes this end (see close()).
+  ~Connection();
+
+  // Sends `value` through the codec (mpx/codec.hpp), added once the codec has landed.
+
+  // Sends buffer[offset, offset + size) as one message (size npos: to the end). Any size;
+  // a message larger than the ring streams through it whole.
+  // Blocks: while the ring is full (until the reader makes room).
+  // Throws: InvalidStateError (closed or read-only end), ValueError (range outside the
+  //   buffer), std::system_error EPIPE when it has to wait and the other end is closed.
+  void send_bytes(std::span<const std::byte> buffer, std::size_t offset = 0,
+                  std::size_t size = npos);
+
+  // Receives one message. Blocks: until a message arrives.
+  // Throws: EOFError when no message is left and the other end is closed or its process
+  //   died; std::system_error(EMSGSIZE) when the message is longer than maxlength (the
+  //   message is consumed); InvalidStateError (closed or write-only end).
+  Bytes recv_bytes(std::size_t maxlength = npos);
+
+  // Receives one message into buffer[offset...]; returns its size. Blocks like recv_bytes.
+  // Throws: BufferTooShort carrying the whole (consumed) message when it does not fit;
+  //   ValueError when offset > buffer.size(); EOFError and InvalidStateError as recv_bytes.
+  std::size_t recv_bytes_into(std::span<std::byte> buffer, std::size_t offset = 0);
+
+  // Whether a message can be received without blocking, or the other end is closed (then
+  // recv throws EOFError). Does not consume. poll() does not block; poll(timeout) blocks
+  // up to `timeout`.
+  // Throws: InvalidStateError (closed or write-only end).
+  bool poll() { return poll_until(detail::Deadline::after(std::chrono::seconds(0))); }
+  template <class Rep, class Period>
+  bool poll(std::chrono::duration<Rep, Period> timeout) {
+    return poll_until(detail::Deadline::after(timeout));
+  }
+
+  // Closes this end in this process: releases its socket and its mapping of the rings.
+  // The other end sees EOF once every process that holds this end has closed it or died.
+  // Idempotent; never throws.
+  void close() noexcept;
+  bool closed() const noexcept { return !impl_; }
+  bool readable() const noexcept;
+  bool writable() const noexcept;
+  // The end's socket, for poll(2)-style readiness only: it becomes readable when the
+  // other side rings the bell or closes. To wait for messages use poll() or mpx::wait(),
+  // which arm the bell first. Throws InvalidStateError when closed.
+  int fileno() const;
+
+ private:
+  struct Impl;
+  friend std::pair<Connection, Connection> Pipe(bool duplex, std::size_t capacity);
+  friend std::vector<detail::Waitable> detail::wait_objects(
+      const std::vector<detail::Waitable>& objects, const detail::Deadline& deadline);
+  explicit Connection(std::unique_ptr<Impl> impl) noexcept;
+
+  bool poll_until(const detail::Deadline& deadline);
+  Impl& checked(bool want_read, bool want_write) const;
+  // One message from parts (concatenated), no copy beyond the ring.
+  void send_parts(std::span<const std::span<const std::byte>> parts);
+  // Receives one message into `out` (resized to it).
+  void recv_into(Bytes& out);
+
+  std::unique_ptr<Impl> impl_;
+};
+
+// A connected pair of Connections (multiprocessing.Pipe). duplex: both ends send and
+// receive; otherwise the pair is (reader, writer). capacity: ring bytes per direction
+// (rounded up to a power of two, at least 4 KiB; default 256 KiB).
+// Across fork: made before Process::start(), both ends are inherited by the child; each
+// process closes the end it does not use.
+// OS resources: one anonymous shared mapping (gone with the last process that maps it)
+// and a socketpair (O_CLOEXEC); released by close()/destructors.
+std::pair<Connection, Connection> Pipe(bool duplex = true, std::size_t capacity = 0);
+
+namespace detail {
+// Something mpx::wait() can wait for: a Connection (ready when a message or EOF can be
+// received) or a file descriptor such as Process::sentinel() (ready when readable).
+class Waitable {
+ public:
+  Waitable(Connection& connection) noexcept : connection_(&connection) {}  // NOLINT
+  Waitable(int fd) noexcept : fd_(fd) {}                                   // NOLINT
+  Connection* connection() const noexcept { return connection_; }
+  // The file descriptor; -1 for a Connection (use connection()->fileno()).
+  int fd() const noexcept { return fd_; }
+  friend bool operator==(const Waitable&, const Waitable&) = default;
+
+ private:
+  Connection* connection_ = nullptr;
+  int fd_ = -1;
+};
+}  // namespace detail
+
+using Waitable = detail::Waitable;
+
+// Waits until at least one of `objects` is ready and returns the ready ones, in the
+// order given (multiprocessing.connection.wait). Connections are ready when recv would
+// not block (a message, or EOF); fds (Process::sentinel()) when readable.
+//   auto ready = mpx::wait({conn, p.sentinel()}, 1s);
+// Blocks: until one is ready; with a timeout at most that long (then returns empty).
+// Throws: InvalidStateError when a Connection is closed or write-only.
+inline std::vector<Waitable> wait(const std::vector<Waitable>& objects) {
+  return detail::wait_objects(objects, detail::Deadline::never());
+}
+template <class Rep, class Period>
+std::vector<Waitable> wait(const std::vector<Waitable>& objects,
+                           std::chrono::duration<Rep, Period> timeout) {
+  return detail::wait_objects(objects, detail::Deadline::after(timeout));
+}
+
+}  // namespace mpx

@@ -1,0 +1,255 @@
+// Pipe() and Connection over shared-memory rings with a socket doorbell (ring.hpp).
+#include "mpx/connection.hpp"
+
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <new>
+#include <system_error>
+
+#include "ring.hpp"
+#include "sys/fd.hpp"
+#include "sys/mapping.hpp"
+#include "sys/syscall.hpp"
+
+namespace mpx {
+
+struct Connection::Impl {
+  std::shared_ptr<sys::Mapping> mapping;  // shared by both ends while in one process
+  sys::Fd socket;
+  detail::Doorbell bell;
+  detail::Ring in;   // messages to this end (absent on a write-only end)
+  detail::Ring out;  // messages from this end (absent on a read-only end)
+  bool has_in = false;
+  bool has_out = false;
+};
+
+std::pair<Connection, Connection> Pipe(bool duplex, std::size_t capacity) {
+  const std::size_t cap =
+      detail::Ring::round_capacity(capacity == 0 ? detail::Ring::kDefaultPipeCapacity : capacity);
+  const std::size_t ring_bytes = detail::Ring::region_size(cap);
+  const int rings = duplex ? 2 : 1;
+  auto mapping = std::make_shared<sys::Mapping>(sys::map_anonymous_shared(ring_bytes * rings));
+  std::byte* region[2] = {mapping->bytes(), mapping->bytes() + ring_bytes};
+  for (int i = 0; i < rings; ++i)
+    detail::Ring::init(region[i], cap, 0);
+
+  int fds[2];
+  sys::call("socketpair(AF_UNIX, SOCK_STREAM)",
+            [&] { return ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds); });
+  sys::Fd sock_a(fds[0]);
+  sys::Fd sock_b(fds[1]);
+
+  auto make_end = [&](sys::Fd sock, std::byte* in, std::byte* out) {
+    auto impl = std::make_unique<Connection::Impl>();
+    impl->mapping = mapping;
+    impl->socket = std::move(sock);
+    impl->bell.fd = impl->socket.get();
+    if (in) {
+      impl->in = detail::Ring(in, &impl->bell);
+      impl->has_in = true;
+    }
+    if (out) {
+      impl->out = detail::Ring(out, &impl->bell);
+      impl->has_out = true;
+    }
+    return Connection(std::move(impl));
+  };
+  if (duplex) {
+    Connection a = make_end(std::move(sock_a), region[0], region[1]);
+    Connection b = make_end(std::move(sock_b), region[1], region[0]);
+    return {std::move(a), std::move(b)};
+  }
+  Connection reader = make_end(std::move(sock_a), region[0], nullptr);
+  Connection writer = make_end(std::move(sock_b), nullptr, region[0]);
+  return {std::move(reader), std::move(writer)};
+}
+
+Connection::Connection() noexcept = default;
+Connection::Connection(std::unique_ptr<Impl> impl) noexcept : impl_(std::move(impl)) {}
+Connection::Connection(Connection&& other) noexcept = default;
+Connection& Connection::operator=(Connection&& other) noexcept {
+  if (this != &other) {
+    close();
+    impl_ = std::move(other.impl_);
+  }
+  return *this;
+}
+Connection::~Connection() {
+  close();
+}
+
+void Connection::close() noexcept {
+  impl_.reset();
+}
+bool Connection::readable() const noexcept {
+  return impl_ && impl_->has_in;
+}
+bool Connection::writable() const noexcept {
+  return impl_ && impl_->has_out;
+}
+
+int Connection::fileno() const {
+  return checked(false, false).socket.get();
+}
+
+Connection::Impl& Connection::checked(bool want_read, bool want_write) const {
+  if (!impl_) throw InvalidStateError("connection is closed");
+  if (want_read && !impl_->has_in) throw InvalidStateError("connection is write-only");
+  if (want_write && !impl_->has_out) throw InvalidStateError("connection is read-only");
+  return *impl_;
+}
+
+void Connection::send_parts(std::span<const std::span<const std::byte>> parts) {
+  Impl& impl = checked(false, true);
+  impl.out.write(parts, detail::Deadline::never());
+}
+
+void Connection::send_bytes(std::span<const std::byte> buffer, std::size_t offset,
+                            std::size_t size) {
+  checked(false, true);
+  if (offset > buffer.size()) throw ValueError("send_bytes: offset is beyond the buffer");
+  if (size == npos) size = buffer.size() - offset;
+  if (size > buffer.size() - offset)
+    throw ValueError("send_bytes: offset + size is beyond the buffer");
+  const std::span<const std::byte> part = buffer.subspan(offset, size);
+  send_parts(std::span<const std::span<const std::byte>>(&part, 1));
+}
+
+namespace {
+
+struct IntoVector {
+  Bytes* out;
+  std::size_t maxlength;
+  bool too_long = false;
+  bool no_memory = false;
+  static std::byte* reserve(void* ctx, std::size_t total) noexcept {
+    auto* self = static_cast<IntoVector*>(ctx);
+    self->too_long = total > self->maxlength;
+    self->no_memory = false;
+    if (self->too_long) return nullptr;
+    try {
+      self->out->resize(total);
+    } catch (...) {
+      self->no_memory = true;
+      return nullptr;
+    }
+    return self->out->data();
+  }
+};
+
+struct IntoSpan {
+  std::span<std::byte> buffer;
+  Bytes overflow;
+  bool fits = true;
+  bool no_memory = false;
+  std::size_t size = 0;
+  static std::byte* reserve(void* ctx, std::size_t total) noexcept {
+    auto* self = static_cast<IntoSpan*>(ctx);
+    self->size = total;
+    self->no_memory = false;
+    self->fits = total <= self->buffer.size();
+    if (self->fits) return self->buffer.data();
+    try {
+      self->overflow.resize(total);
+    } catch (...) {
+      self->no_memory = true;
+      return nullptr;
+    }
+    return self->overflow.data();
+  }
+};
+
+}  // namespace
+
+void Connection::recv_into(Bytes& out) {
+  Impl& impl = checked(true, false);
+  IntoVector into{&out, npos};
+  impl.in.read(&IntoVector::reserve, &into, detail::Deadline::never());
+  if (into.no_memory) throw std::bad_alloc();
+}
+
+Bytes Connection::recv_bytes(std::size_t maxlength) {
+  Impl& impl = checked(true, false);
+  Bytes out;
+  IntoVector into{&out, maxlength};
+  impl.in.read(&IntoVector::reserve, &into, detail::Deadline::never());
+  if (into.too_long)
+    throw std::system_error(EMSGSIZE, std::generic_category(),
+                            "recv_bytes: message longer than maxlength");
+  if (into.no_memory) throw std::bad_alloc();
+  return out;
+}
+
+std::size_t Connection::recv_bytes_into(std::span<std::byte> buffer, std::size_t offset) {
+  Impl& impl = checked(true, false);
+  if (offset > buffer.size()) throw ValueError("recv_bytes_into: offset is beyond the buffer");
+  IntoSpan into{buffer.subspan(offset)};
+  impl.in.read(&IntoSpan::reserve, &into, detail::Deadline::never());
+  if (into.no_memory) throw std::bad_alloc();
+  if (!into.fits) throw BufferTooShort(std::move(into.overflow));
+  return into.size;
+}
+
+bool Connection::poll_until(const detail::Deadline& deadline) {
+  Impl& impl = checked(true, false);
+  if (impl.in.has_data() || impl.bell.peer_closed) return true;
+  if (deadline.expired()) {
+    impl.bell.drain();
+    return impl.in.has_data() || impl.bell.peer_closed;
+  }
+  return impl.in.wait_readable(deadline) || impl.bell.peer_closed;
+}
+
+namespace detail {
+
+std::vector<Waitable> wait_objects(const std::vector<Waitable>& objects, const Deadline& deadline) {
+  std::vector<Connection::Impl*> impls(objects.size(), nullptr);
+  for (std::size_t i = 0; i < objects.size(); ++i) {
+    if (Connection* c = objects[i].connection()) impls[i] = &c->checked(true, false);
+  }
+  auto ready_now = [&](std::size_t i) {
+    Connection::Impl* impl = impls[i];
+    return impl && (impl->in.has_data() || impl->bell.peer_closed);
+  };
+  std::vector<Waitable> ready;
+  auto collect = [&] {
+    for (std::size_t i = 0; i < objects.size(); ++i)
+      if (ready_now(i)) ready.push_back(objects[i]);
+  };
+  std::vector<pollfd> fds(objects.size());
+  for (;;) {
+    collect();
+    if (!ready.empty()) return ready;
+    // Arm every connection's bell, then look again: a writer that published before it
+    // could see the flag rang no bell.
+    for (Connection::Impl* impl : impls)
+      if (impl) impl->in.header()->reader_sleeping.store(1, std::memory_order_seq_cst);
+    collect();
+    if (ready.empty()) {
+      for (std::size_t i = 0; i < objects.size(); ++i)
+        fds[i] = pollfd{impls[i] ? impls[i]->bell.fd : objects[i].fd(), POLLIN, 0};
+      sys::call("poll(wait)", [&] {
+        return ::poll(fds.data(), static_cast<nfds_t>(fds.size()), deadline.poll_timeout_ms());
+      });
+      for (std::size_t i = 0; i < objects.size(); ++i) {
+        if (fds[i].revents == 0) continue;
+        if (impls[i]) {
+          impls[i]->bell.drain();  // a stale bell must not count as a message
+          if (ready_now(i)) ready.push_back(objects[i]);
+        } else {
+          ready.push_back(objects[i]);
+        }
+      }
+    }
+    for (Connection::Impl* impl : impls)
+      if (impl) impl->in.header()->reader_sleeping.store(0, std::memory_order_relaxed);
+    if (!ready.empty() || deadline.expired()) return ready;
+  }
+}
+
+}  // namespace detail
+
+}  // namespace mpx

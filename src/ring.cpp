@@ -1,0 +1,369 @@
+// The shared-memory message ring; see ring.hpp for the protocol.
+#include "ring.hpp"
+
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <new>
+
+#include "mpx/errors.hpp"
+#include "sys/syscall.hpp"
+
+namespace mpx::detail {
+
+namespace {
+
+constexpr uint32_t kFirst = 1;
+constexpr uint32_t kLast = 2;
+
+struct ChunkHeader {
+  uint64_t total;
+  uint32_t length;
+  uint32_t flags;
+};
+static_assert(sizeof(ChunkHeader) == 16);
+
+constexpr uint64_t align8(uint64_t n) noexcept {
+  return (n + 7) & ~uint64_t{7};
+}
+constexpr std::size_t align64(std::size_t n) noexcept {
+  return (n + 63) & ~std::size_t{63};
+}
+
+constexpr std::size_t kHeaderBytes = align64(sizeof(RingHeader));
+
+// How often a reader in the middle of a streamed message checks that its writer lives.
+constexpr auto kWriterCheckInterval = std::chrono::milliseconds(20);
+
+class UnlockGuard {
+ public:
+  explicit UnlockGuard(sys::RobustMutex& m) noexcept : m_(m) {}
+  ~UnlockGuard() {
+    try {
+      m_.unlock();
+    } catch (...) {
+    }
+  }
+  UnlockGuard(const UnlockGuard&) = delete;
+  UnlockGuard& operator=(const UnlockGuard&) = delete;
+
+ private:
+  sys::RobustMutex& m_;
+};
+
+// Takes `m`; a dead previous owner needs no repair beyond marking it consistent (see the
+// crash-safety rules in ring.hpp). false: timed out.
+bool lock_robust(sys::RobustMutex& m, const Deadline& deadline) {
+  auto r = m.lock(deadline);
+  if (r == sys::RobustMutex::Result::kTimedOut) return false;
+  if (r == sys::RobustMutex::Result::kOwnerDied) m.mark_consistent();
+  return true;
+}
+
+}  // namespace
+
+void Doorbell::drain() noexcept {
+  char buf[64];
+  for (;;) {
+    ssize_t n =
+        sys::call_raw("recv(doorbell)", [&] { return ::recv(fd, buf, sizeof(buf), MSG_DONTWAIT); });
+    if (n > 0) continue;
+    if (n == 0) peer_closed = true;
+    // ECONNRESET: the peer died with bells unread; that is a hang-up too.
+    if (n < 0 && errno == ECONNRESET) peer_closed = true;
+    return;
+  }
+}
+
+void Doorbell::ring() noexcept {
+  const char bell = 1;
+  // EAGAIN: the socket is full of bells already; EPIPE: nobody left to wake.
+  (void)sys::call_raw("send(doorbell)",
+                      [&] { return ::send(fd, &bell, 1, MSG_DONTWAIT | MSG_NOSIGNAL); });
+}
+
+std::size_t Ring::round_capacity(std::size_t bytes) noexcept {
+  std::size_t cap = 4096;
+  const std::size_t max = std::size_t{1} << 40;
+  while (cap < bytes && cap < max)
+    cap <<= 1;
+  return cap;
+}
+
+std::size_t Ring::region_size(std::size_t capacity) noexcept {
+  return kHeaderBytes + capacity;
+}
+
+void Ring::init(void* region, std::size_t capacity, std::size_t maxsize) {
+  auto* h = new (region) RingHeader;
+  h->capacity = capacity;
+  h->max_chunk = capacity / 4 - sizeof(ChunkHeader);
+  h->maxsize = maxsize;
+  h->magic.store(kRingMagic, std::memory_order_release);
+}
+
+Ring::Ring(void* region, Doorbell* bell) noexcept
+    : h_(static_cast<RingHeader*>(region)),
+      data_(static_cast<std::byte*>(region) + kHeaderBytes),
+      bell_(bell) {}
+
+uint64_t Ring::qsize() const noexcept {
+  // items_put is raised before the head store that lets a reader take the item, so
+  // reading got first never yields got > put.
+  uint64_t got = h_->items_got.load(std::memory_order_seq_cst);
+  uint64_t put = h_->items_put.load(std::memory_order_seq_cst);
+  return put - got;
+}
+
+void Ring::wake_readers() noexcept {
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (bell_) {
+    if (h_->reader_sleeping.load(std::memory_order_relaxed) != 0 &&
+        h_->reader_sleeping.exchange(0, std::memory_order_seq_cst) != 0)
+      bell_->ring();
+  } else if (h_->data_word.sleepers.load(std::memory_order_relaxed) != 0) {
+    notify(h_->data_word);
+  }
+}
+
+void Ring::wake_writers() noexcept {
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (bell_) {
+    if (h_->writer_sleeping.load(std::memory_order_relaxed) != 0 &&
+        h_->writer_sleeping.exchange(0, std::memory_order_seq_cst) != 0)
+      bell_->ring();
+  } else if (h_->space_word.sleepers.load(std::memory_order_relaxed) != 0) {
+    notify(h_->space_word);
+  }
+}
+
+template <class Pred>
+bool Ring::wait_for(bool for_data, Pred&& ready, const Deadline& deadline) {
+  if (!bell_) return wait_until(for_data ? h_->data_word : h_->space_word, ready, deadline);
+
+  if (ready()) return true;
+  if (bell_->peer_closed) return false;
+  if (spin_until(ready, spin_limit())) return true;
+  std::atomic<uint32_t>& flag = for_data ? h_->reader_sleeping : h_->writer_sleeping;
+  bell_->waiting_threads.fetch_add(1, std::memory_order_relaxed);
+  struct Leave {
+    Doorbell* bell;
+    ~Leave() { bell->waiting_threads.fetch_sub(1, std::memory_order_relaxed); }
+  } leave{bell_};
+  for (;;) {
+    flag.store(1, std::memory_order_seq_cst);
+    if (ready()) {
+      flag.store(0, std::memory_order_relaxed);
+      return true;
+    }
+    int ms = deadline.poll_timeout_ms();
+    // Two threads sleeping on one end share its socket, so one may drain the bell meant
+    // for the other; short sleeps bound that delay. A lone waiter sleeps undisturbed.
+    if (bell_->waiting_threads.load(std::memory_order_relaxed) > 1 && (ms < 0 || ms > 10)) ms = 10;
+    pollfd p{bell_->fd, POLLIN, 0};
+    sys::call("poll(doorbell)", [&] { return ::poll(&p, 1, ms); });
+    bell_->drain();
+    if (ready()) return true;
+    if (bell_->peer_closed || deadline.expired()) {
+      flag.store(0, std::memory_order_relaxed);
+      return false;
+    }
+  }
+}
+
+bool Ring::write(std::span<const std::span<const std::byte>> parts, const Deadline& deadline,
+                 bool count_task) {
+  if (!lock_robust(h_->write_mutex, deadline)) return false;
+  UnlockGuard guard(h_->write_mutex);
+  RingHeader& h = *h_;
+  const uint64_t cap = h.capacity;
+  auto broken_pipe = [&] {
+    if (bell_ && bell_->peer_closed)
+      throw std::system_error(EPIPE, std::generic_category(), "send: the other end is closed");
+  };
+
+  const uint64_t put = h.items_put.load(std::memory_order_relaxed);
+  if (h.maxsize != 0 && put - h.cached_got >= h.maxsize) {
+    auto room = [&] {
+      h.cached_got = h.items_got.load(std::memory_order_seq_cst);
+      return put - h.cached_got < h.maxsize;
+    };
+    if (!wait_for(false, room, deadline)) {
+      broken_pipe();
+      return false;
+    }
+  }
+
+  uint64_t total = 0;
+  for (auto part : parts)
+    total += part.size();
+  uint64_t head = h.head.load(std::memory_order_relaxed);
+  uint64_t remaining = total;
+  std::size_t part_index = 0;
+  std::size_t part_offset = 0;
+  bool first = true;
+  do {
+    const uint64_t want = std::min<uint64_t>(remaining, h.max_chunk);
+    const uint64_t need = align8(sizeof(ChunkHeader) + want);
+    // Stream large messages in whatever room there is (at least 1/16 of the ring) so
+    // that writer and reader copy at the same time.
+    const uint64_t least = std::min<uint64_t>(need, align8(sizeof(ChunkHeader) + cap / 16));
+    if (cap - (head - h.cached_tail) < least) {
+      auto room = [&] {
+        h.cached_tail = h.tail.load(std::memory_order_seq_cst);
+        return cap - (head - h.cached_tail) >= least;
+      };
+      if (!wait_for(false, room, deadline)) {
+        broken_pipe();
+        return false;  // an unfinished message is abandoned; readers drop it
+      }
+    }
+    const uint64_t room = cap - (head - h.cached_tail);
+    const uint64_t length = std::min<uint64_t>(want, (room - sizeof(ChunkHeader)) & ~uint64_t{7});
+    const bool last = length == remaining;
+    ChunkHeader c{total, static_cast<uint32_t>(length), (first ? kFirst : 0) | (last ? kLast : 0)};
+    copy_in(head, reinterpret_cast<const std::byte*>(&c), sizeof(c));
+    uint64_t pos = head + sizeof(c);
+    uint64_t left = length;
+    while (left > 0) {
+      auto part = parts[part_index];
+      const uint64_t n = std::min<uint64_t>(left, part.size() - part_offset);
+      copy_in(pos, part.data() + part_offset, n);
+      pos += n;
+      left -= n;
+      part_offset += n;
+      if (part_offset == part.size()) {
+        ++part_index;
+        part_offset = 0;
+      }
+    }
+    while (part_index < parts.size() && parts[part_index].empty())
+      ++part_index;
+    if (last) {
+      h.items_put.store(put + 1, std::memory_order_relaxed);
+      if (count_task) h.unfinished.fetch_add(1, std::memory_order_relaxed);
+    }
+    head += align8(sizeof(ChunkHeader) + length);
+    h.head.store(head, std::memory_order_release);
+    wake_readers();
+    remaining -= length;
+    first = false;
+  } while (remaining > 0);
+  return true;
+}
+
+bool Ring::writer_abandoned(uint64_t at) noexcept {
+  try {
+    auto r = h_->write_mutex.try_lock();
+    if (r == sys::RobustMutex::Result::kTimedOut) return false;  // the writer is at work
+    if (r == sys::RobustMutex::Result::kOwnerDied) h_->write_mutex.mark_consistent();
+    // No writer holds the lock: if nothing new was published, the message we are in
+    // will never be finished.
+    bool abandoned = h_->head.load(std::memory_order_seq_cst) == at;
+    h_->write_mutex.unlock();
+    return abandoned;
+  } catch (...) {
+    return false;
+  }
+}
+
+bool Ring::read(ReserveFn reserve, void* ctx, const Deadline& deadline) {
+  if (!lock_robust(h_->read_mutex, deadline)) return false;
+  UnlockGuard guard(h_->read_mutex);
+  RingHeader& h = *h_;
+  uint64_t t = h.tail.load(std::memory_order_relaxed);
+  auto ready = [&] {
+    h.cached_head = h.head.load(std::memory_order_seq_cst);
+    return h.cached_head != t;
+  };
+  bool mid = false;
+  std::byte* dest = nullptr;
+  uint64_t total = 0;
+  uint64_t got = 0;
+  for (;;) {
+    if (h.cached_head == t && !ready()) {
+      if (!mid) {
+        if (!wait_for(true, ready, deadline)) {
+          if (bell_ && bell_->peer_closed && !ready()) throw EOFError();
+          if (!ready()) return false;
+        }
+      } else {
+        // Inside a streamed message: its writer is alive and at work, or dead (then the
+        // message is dropped). The caller's deadline no longer applies.
+        for (;;) {
+          if (wait_for(true, ready, Deadline::after(kWriterCheckInterval))) break;
+          if (bell_ && bell_->peer_closed) {
+            if (ready()) break;
+            throw EOFError();
+          }
+          if (writer_abandoned(t)) {
+            mid = false;
+            break;
+          }
+        }
+        if (!mid) continue;
+      }
+    }
+
+    ChunkHeader c;
+    copy_out(t, reinterpret_cast<std::byte*>(&c), sizeof(c));
+    const uint64_t size = align8(sizeof(ChunkHeader) + c.length);
+    if (c.length > h.max_chunk || size > h.cached_head - t) {
+      // Not a chunk a writer of this ring could have made: drop everything published.
+      t = h.cached_head;
+      h.tail.store(t, std::memory_order_release);
+      wake_writers();
+      mid = false;
+      continue;
+    }
+    if (c.flags & kFirst) {
+      mid = true;  // a partial message before it (its writer died) is dropped
+      total = c.total;
+      got = 0;
+      dest = reserve(ctx, total);
+    }
+    if (mid) {
+      if (got + c.length > total) {
+        mid = false;
+      } else {
+        if (dest) copy_out(t + sizeof(c), dest + got, c.length);
+        got += c.length;
+      }
+    }
+    t += size;
+    const bool last = (c.flags & kLast) != 0;
+    // Every last chunk consumed counts, delivered or dropped, to keep qsize exact.
+    if (last)
+      h.items_got.store(h.items_got.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    h.tail.store(t, std::memory_order_release);
+    wake_writers();
+    if (mid && last) {
+      if (got == total) return true;
+      mid = false;
+    }
+  }
+}
+
+bool Ring::wait_readable(const Deadline& deadline) {
+  auto ready = [&] { return has_data(); };
+  return wait_for(true, ready, deadline);
+}
+
+void Ring::task_done() {
+  int64_t v = h_->unfinished.load(std::memory_order_relaxed);
+  do {
+    if (v <= 0) throw ValueError("task_done() called too many times");
+  } while (!h_->unfinished.compare_exchange_weak(v, v - 1, std::memory_order_seq_cst));
+  if (v == 1) notify(h_->join_word);
+}
+
+bool Ring::join(const Deadline& deadline) {
+  return wait_until(
+      h_->join_word, [&] { return h_->unfinished.load(std::memory_order_seq_cst) <= 0; }, deadline);
+}
+
+}  // namespace mpx::detail

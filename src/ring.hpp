@@ -1,0 +1,165 @@
+// src/ring.hpp — the shared-memory message ring under every mpx channel (Connection
+// direction, Queue). Private: used by src/connection.cpp and src/queues.cpp.
+//
+// Layout: a RingHeader followed by `capacity` bytes (a power of two). Positions `head`
+// (bytes published by writers) and `tail` (bytes consumed by readers) only grow; the
+// bytes in [tail, head) are whole chunks:
+//
+//   chunk = { u64 total message size, u32 payload length, u32 flags } payload, padding to 8
+//
+// A message is one or more chunks: the first has kFirst, the last kLast (a small message
+// is one chunk with both). A message larger than a chunk streams through the ring: the
+// writer publishes chunk after chunk while the reader copies them out. One writer at a
+// time (write_mutex, held for the whole message) and one reader at a time (read_mutex),
+// so messages never interleave.
+//
+// Crash safety comes from two rules: a chunk becomes visible only once complete (head is
+// stored after its bytes), and a reader at a message boundary discards chunks without
+// kFirst, and a reader in the middle of a message discards it when a chunk with kFirst
+// arrives. So:
+//  - a writer killed mid-message leaves a message without kLast: the next writer (robust
+//    mutex: kOwnerDied) simply starts a new message, and the reader throws the partial one
+//    away; a reader waiting for the rest notices the dead writer itself (try_lock on the
+//    write mutex) and throws the partial message away too;
+//  - a reader killed mid-message leaves continuation chunks at the tail: the next reader
+//    skips them.
+// Nothing else needs repair; kOwnerDied only has to mark the mutex consistent.
+//
+// Waiting: queues sleep on futexes (detail/waiter.hpp). Connections pass a Doorbell: the
+// sleeping side sets a flag in shared memory and polls its socket; the other side writes
+// a byte to the socket only when it sees the flag, so a busy channel makes no system call.
+// The socket's hang-up tells a reader that the other end is gone (EOF).
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <span>
+
+#include "mpx/detail/deadline.hpp"
+#include "mpx/detail/waiter.hpp"
+#include "sys/robust_mutex.hpp"
+
+namespace mpx::detail {
+
+inline constexpr uint32_t kRingMagic = 0x6d707852;  // "mpxR"
+
+struct alignas(64) RingHeader {
+  // Written once by init().
+  uint64_t capacity = 0;
+  uint64_t max_chunk = 0;  // largest payload per chunk
+  uint64_t maxsize = 0;    // items; 0 = unbounded
+  std::atomic<uint32_t> magic{0};
+
+  // Writer side (under write_mutex, except the atomics read by readers).
+  alignas(64) sys::RobustMutex write_mutex;
+  std::atomic<uint64_t> head{0};
+  std::atomic<uint64_t> items_put{0};
+  uint64_t cached_tail = 0;
+  uint64_t cached_got = 0;
+
+  // Reader side (under read_mutex).
+  alignas(64) sys::RobustMutex read_mutex;
+  std::atomic<uint64_t> tail{0};
+  std::atomic<uint64_t> items_got{0};
+  uint64_t cached_head = 0;
+
+  // Readers waiting for data / writers waiting for room.
+  alignas(64) WaitWord data_word;
+  std::atomic<uint32_t> reader_sleeping{0};
+  alignas(64) WaitWord space_word;
+  std::atomic<uint32_t> writer_sleeping{0};
+
+  // JoinableQueue.
+  alignas(64) std::atomic<int64_t> unfinished{0};
+  WaitWord join_word;
+};
+
+// The socket side of a Connection end (process-local; one per end, shared by its two
+// rings). fd is this end's socket; bells from the peer arrive on it, bells to the peer
+// leave through it.
+struct Doorbell {
+  int fd = -1;
+  bool peer_closed = false;
+  std::atomic<int> waiting_threads{0};
+  // Reads all pending bell bytes without blocking; notes the peer's hang-up.
+  void drain() noexcept;
+  // Sends one bell byte (never blocks; a full socket already carries a bell).
+  void ring() noexcept;
+};
+
+// Where read() puts a message: called once per message start (again if a partial message
+// is discarded) with the message's total size; returns where to copy it, or nullptr to
+// drop the payload. May not throw.
+using ReserveFn = std::byte* (*)(void* ctx, std::size_t total) noexcept;
+
+class Ring {
+ public:
+  static constexpr std::size_t kDefaultQueueCapacity = std::size_t{1} << 20;
+  static constexpr std::size_t kDefaultPipeCapacity = std::size_t{256} << 10;
+
+  // The capacity actually used for a request: a power of two in [4 KiB, 1 TiB].
+  static std::size_t round_capacity(std::size_t bytes) noexcept;
+  // Bytes of shared memory a ring of `capacity` (already rounded) needs.
+  static std::size_t region_size(std::size_t capacity) noexcept;
+  // Constructs a ring in `region` (region_size(capacity) bytes, 64-aligned, zeroed).
+  static void init(void* region, std::size_t capacity, std::size_t maxsize);
+
+  Ring() noexcept = default;
+  Ring(void* region, Doorbell* bell) noexcept;
+
+  // Writes one message made of `parts` (concatenated). Blocks for room (and, with a
+  // maxsize, until fewer than maxsize items are queued). false: the deadline passed
+  // before the message was complete; a partly streamed message is then abandoned and
+  // never delivered. `count_task` adds one to the unfinished-task count on commit.
+  // Doorbell mode throws std::system_error(EPIPE) when it must wait and the peer is gone.
+  bool write(std::span<const std::span<const std::byte>> parts, const Deadline& deadline,
+             bool count_task = false);
+  // Reads one whole message. false: the deadline passed before a message started (once
+  // a message has started, it is read to its end or dropped if its writer died).
+  // Doorbell mode throws mpx::EOFError when no message is left and the peer is gone.
+  bool read(ReserveFn reserve, void* ctx, const Deadline& deadline);
+
+  // Unconsumed bytes exist (a message, maybe partial).
+  bool has_data() const noexcept {
+    return h_->head.load(std::memory_order_acquire) != h_->tail.load(std::memory_order_acquire);
+  }
+  uint64_t qsize() const noexcept;
+  RingHeader* header() const noexcept { return h_; }
+  std::size_t capacity() const noexcept { return static_cast<std::size_t>(h_->capacity); }
+
+  // Blocks until has_data() or the deadline (Doorbell: or the peer is gone).
+  bool wait_readable(const Deadline& deadline);
+
+  // JoinableQueue support.
+  void task_done();  // throws mpx::ValueError when called too often
+  bool join(const Deadline& deadline);
+
+ private:
+  template <class Pred>
+  bool wait_for(bool for_data, Pred&& ready, const Deadline& deadline);
+  void wake_readers() noexcept;
+  void wake_writers() noexcept;
+  bool writer_abandoned(uint64_t at) noexcept;
+  // Copies across the ring's end as needed.
+  void copy_in(uint64_t pos, const std::byte* src, std::size_t n) noexcept {
+    const std::size_t off = static_cast<std::size_t>(pos & (h_->capacity - 1));
+    const std::size_t first = std::min<std::size_t>(n, h_->capacity - off);
+    std::memcpy(data_ + off, src, first);
+    if (n > first) std::memcpy(data_, src + first, n - first);
+  }
+  void copy_out(uint64_t pos, std::byte* dst, std::size_t n) const noexcept {
+    const std::size_t off = static_cast<std::size_t>(pos & (h_->capacity - 1));
+    const std::size_t first = std::min<std::size_t>(n, h_->capacity - off);
+    std::memcpy(dst, data_ + off, first);
+    if (n > first) std::memcpy(dst + first, data_, n - first);
+  }
+
+  RingHeader* h_ = nullptr;
+  std::byte* data_ = nullptr;
+  Doorbell* bell_ = nullptr;
+};
+
+}  // namespace mpx::detail
