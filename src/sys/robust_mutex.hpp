@@ -9,6 +9,7 @@
 #pragma once
 
 #include <pthread.h>
+#include <sys/types.h>
 
 #include "mpx/detail/deadline.hpp"
 
@@ -34,6 +35,10 @@ class RobustMutex {
   void mark_consistent();
   // Throws std::system_error(EPERM) when this thread does not hold it.
   void unlock();
+  // The kernel thread id of the owner, 0 when unlocked or when the owner died (the kernel
+  // clears the owner's tid from the futex word when it dies). A relaxed read: exact when
+  // the caller compares it with its own tid, a hint otherwise.
+  pid_t owner_tid() const noexcept;
 
  private:
   Result classify(int rc, const char* what);

@@ -1,6 +1,8 @@
 // The private sys layer: system-call wrapper, fds, memfd/mmap, pidfd, futex.
 #include <fcntl.h>
 #include <linux/futex.h>
+#include <poll.h>
+#include <pthread.h>
 #include <sched.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -15,6 +17,7 @@
 #include "sys/mapping.hpp"
 #include "sys/pidfd.hpp"
 #include "sys/robust_mutex.hpp"
+#include "sys/self.hpp"
 #include "sys/syscall.hpp"
 
 namespace mpx::sys {
@@ -183,6 +186,60 @@ void RobustMutex::mark_consistent() {
 
 void RobustMutex::unlock() {
   if (int rc = ::pthread_mutex_unlock(&mutex_)) throw_errno("pthread_mutex_unlock", rc);
+}
+
+pid_t RobustMutex::owner_tid() const noexcept {
+  return static_cast<pid_t>(__atomic_load_n(&mutex_.__data.__lock, __ATOMIC_RELAXED) &
+                            FUTEX_TID_MASK);
+}
+
+namespace {
+std::atomic<pid_t> g_pid{0};
+thread_local pid_t t_tid = 0;
+
+void reset_after_fork() noexcept {
+  g_pid.store(0, std::memory_order_relaxed);
+  t_tid = 0;
+}
+
+void install_atfork() noexcept {
+  static const bool installed = [] {
+    ::pthread_atfork(nullptr, nullptr, reset_after_fork);
+    return true;
+  }();
+  (void)installed;
+}
+}  // namespace
+
+void refresh_after_fork() noexcept {
+  reset_after_fork();
+}
+
+pid_t this_pid() noexcept {
+  pid_t pid = g_pid.load(std::memory_order_relaxed);
+  if (pid == 0) {
+    install_atfork();
+    pid = ::getpid();
+    g_pid.store(pid, std::memory_order_relaxed);
+  }
+  return pid;
+}
+
+pid_t this_tid() noexcept {
+  if (t_tid == 0) {
+    install_atfork();
+    t_tid = static_cast<pid_t>(::syscall(SYS_gettid));
+  }
+  return t_tid;
+}
+
+bool process_alive(pid_t pid) noexcept {
+  long fd = call_raw("pidfd_open", [&] { return ::syscall(SYS_pidfd_open, pid, 0); });
+  if (fd < 0) return errno != ESRCH;
+  pollfd p{static_cast<int>(fd), POLLIN, 0};
+  int rc = call_raw("poll(pidfd)", [&] { return ::poll(&p, 1, 0); });
+  ::close(static_cast<int>(fd));
+  return !(rc == 1 && (p.revents & POLLIN));
 }
 
 }  // namespace mpx::sys
