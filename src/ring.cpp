@@ -64,6 +64,36 @@ bool lock_robust(sys::RobustMutex& m, const Deadline& deadline) {
   return true;
 }
 
+// wait_until() of detail/waiter.hpp, plus the `woken` flag (see RingHeader): a sleeper
+// clears it before it registers, the first waker sets it and makes the futex call.
+template <class Pred>
+bool sleep_until(WaitWord& word, std::atomic<uint32_t>& woken, Pred& ready,
+                 const Deadline& deadline) {
+  if (ready()) return true;
+  if (spin_until(ready, spin_limit())) return true;
+  for (;;) {
+    woken.store(0, std::memory_order_seq_cst);
+    const uint32_t seq = word.seq.load(std::memory_order_seq_cst);
+    word.sleepers.fetch_add(1, std::memory_order_seq_cst);
+    if (ready()) {
+      word.sleepers.fetch_sub(1, std::memory_order_relaxed);
+      return true;
+    }
+    const bool in_time = futex_wait(word.seq, seq, deadline);
+    word.sleepers.fetch_sub(1, std::memory_order_relaxed);
+    if (ready()) return true;
+    if (!in_time || deadline.expired()) return false;
+  }
+}
+
+// Call after a seq_cst fence that follows the state change.
+void wake(WaitWord& word, std::atomic<uint32_t>& woken) noexcept {
+  if (word.sleepers.load(std::memory_order_relaxed) != 0 &&
+      woken.load(std::memory_order_relaxed) == 0 &&
+      woken.exchange(1, std::memory_order_seq_cst) == 0)
+    notify(word);
+}
+
 }  // namespace
 
 void Doorbell::drain() noexcept {
@@ -125,8 +155,8 @@ void Ring::wake_readers() noexcept {
     if (h_->reader_sleeping.load(std::memory_order_relaxed) != 0 &&
         h_->reader_sleeping.exchange(0, std::memory_order_seq_cst) != 0)
       bell_->ring();
-  } else if (h_->data_word.sleepers.load(std::memory_order_relaxed) != 0) {
-    notify(h_->data_word);
+  } else {
+    wake(h_->data_word, h_->data_woken);
   }
 }
 
@@ -136,14 +166,18 @@ void Ring::wake_writers() noexcept {
     if (h_->writer_sleeping.load(std::memory_order_relaxed) != 0 &&
         h_->writer_sleeping.exchange(0, std::memory_order_seq_cst) != 0)
       bell_->ring();
-  } else if (h_->space_word.sleepers.load(std::memory_order_relaxed) != 0) {
-    notify(h_->space_word);
+  } else {
+    wake(h_->space_word, h_->space_woken);
   }
 }
 
 template <class Pred>
 bool Ring::wait_for(bool for_data, Pred&& ready, const Deadline& deadline) {
-  if (!bell_) return wait_until(for_data ? h_->data_word : h_->space_word, ready, deadline);
+  if (deadline.expired()) return ready();  // a non-blocking call does not spin
+  if (!bell_) {
+    return for_data ? sleep_until(h_->data_word, h_->data_woken, ready, deadline)
+                    : sleep_until(h_->space_word, h_->space_woken, ready, deadline);
+  }
 
   if (ready()) return true;
   if (bell_->peer_closed) return false;

@@ -53,23 +53,27 @@ struct alignas(64) RingHeader {
   uint64_t maxsize = 0;    // items; 0 = unbounded
   std::atomic<uint32_t> magic{0};
 
-  // Writer side (under write_mutex, except the atomics read by readers).
+  // Writer side: the lock and what only its holder touches, then (on its own cache
+  // line, so that polling readers do not slow the lock down) what readers look at.
   alignas(64) sys::RobustMutex write_mutex;
-  std::atomic<uint64_t> head{0};
-  std::atomic<uint64_t> items_put{0};
   uint64_t cached_tail = 0;
   uint64_t cached_got = 0;
+  alignas(64) std::atomic<uint64_t> head{0};
+  std::atomic<uint64_t> items_put{0};
 
-  // Reader side (under read_mutex).
+  // Reader side, likewise.
   alignas(64) sys::RobustMutex read_mutex;
-  std::atomic<uint64_t> tail{0};
-  std::atomic<uint64_t> items_got{0};
   uint64_t cached_head = 0;
+  alignas(64) std::atomic<uint64_t> tail{0};
+  std::atomic<uint64_t> items_got{0};
 
-  // Readers waiting for data / writers waiting for room.
+  // *_woken: a wake-up is on its way to the current sleepers, so wakers make one futex
+  // call per sleep, not one per message (sleepers stays raised until they run again).
   alignas(64) WaitWord data_word;
+  std::atomic<uint32_t> data_woken{0};
   std::atomic<uint32_t> reader_sleeping{0};
   alignas(64) WaitWord space_word;
+  std::atomic<uint32_t> space_woken{0};
   std::atomic<uint32_t> writer_sleeping{0};
 
   // JoinableQueue.
