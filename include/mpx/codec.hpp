@@ -1,0 +1,140 @@
+// mpx/codec.hpp — values to bytes and back, with a type check on the way in.
+//
+//   mpx::Bytes msg = mpx::encode(std::vector<int>{1, 2, 3});
+//   auto v = mpx::decode<std::vector<int>>(msg);      // {1, 2, 3}
+//   mpx::decode<std::string>(msg);                     // throws mpx::DecodeError
+//
+// This is what every channel, queue and pool of mpx sends (Python's pickle, without
+// pickle's costs and without its trust in the bytes).
+//
+// Supported types: arithmetic and enum types, bool, trivially copyable structs,
+// std::string (and the other std::basic_string of character types), std::vector
+// (std::vector<bool> too), std::array, std::pair, std::tuple, std::optional,
+// std::variant, std::monostate, std::map, std::unordered_map, std::set,
+// std::unordered_set, any nesting of these, and any type with a cereal serialize() or
+// load()/save() (cereal's headers for the standard types are included here). Anything
+// else is a compile-time error naming what is supported. Pointers, references, views
+// (std::string_view, std::span) and C arrays are never encodable.
+//
+// Wire format (version 1; both ends must be the same build of the same program on the
+// same machine type — there is no byte swapping, the host is little-endian):
+//   message   = tag:u64 payload          (tag in host byte order)
+//   raw T     = the sizeof(T) bytes of the object: arithmetic, enums, trivially
+//               copyable structs, std::array of raw elements, std::monostate
+//   bool      = one byte, 0 or 1
+//   string    = n:varint, then n characters
+//   vector    = n:varint, then n elements (raw elements: one block of n*sizeof(T))
+//   vector<bool> = n:varint, then ceil(n/8) bytes, bit i in byte i/8 at bit i%8
+//   array     = the N elements (when they are not raw)
+//   pair/tuple = the members in order
+//   optional  = one byte 0 (empty) or 1, then the value when 1
+//   variant   = index:varint, then the alternative's value
+//   map/set   = n:varint, then n entries, key then value (sorted for std::map/set)
+//   cereal T  = length:varint, then cereal's binary archive bytes of the value
+//               (host byte order, sizes as u64), exactly `length` of them
+//   varint    = LEB128: 7 bits per byte, low group first, high bit set on all but the
+//               last byte, at most 10 bytes
+//
+// Type tags: a 64-bit FNV-1a hash of the type's structure (its readable name for
+// fundamental, enum and user types; the template's name and its arguments' tags for the
+// standard templates), fixed at compile time. It is the same in every process of the
+// same build, and practically never the same for two types. Two types that print the
+// same name (one `Foo` in each of two anonymous namespaces) share a tag.
+//
+// Safety: decode never trusts a length. Every count is checked against the bytes left
+// before anything is allocated (n elements need n times the smallest encoding of an
+// element), every bool and optional flag must be 0 or 1, every variant index in range,
+// no key may repeat, and the whole message must be used. Truncated, corrupt or trailing
+// bytes throw DecodeError; nothing crashes, and decoding allocates at most a small
+// multiple (sizeof(T)/min encoding, 32 for a std::string of empty strings) of the
+// message's size. Recursive cereal types are limited in nesting depth. The one trust
+// that remains: raw T is copied as bytes, so a trivially copyable struct holding a bool,
+// a pointer or an enum with gaps gets whatever bits the sender wrote — for input that
+// may be hostile, use types whose every bit pattern is valid, or give them a serialize().
+//
+// Cereal caveat: inside a cereal-serialized value, a container of n elements that encode
+// to no bytes at all (empty classes) cannot hold more elements than bytes follow it.
+//
+// Thread safety: all functions are reentrant; nothing is shared but the name registry,
+// which is filled before main and locked when read.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <span>
+#include <string>
+
+#include "mpx/detail/codec_impl.hpp"
+#include "mpx/detail/codec_wire.hpp"
+#include "mpx/errors.hpp"
+
+namespace mpx {
+
+// True when T travels as its raw bytes (one memcpy each way): arithmetic types other
+// than bool, enums, trivially copyable structs, std::array of such, std::monostate.
+// std::optional, std::variant, std::pair and std::tuple never do, even when trivially
+// copyable: their flags and indexes are checked on decode.
+template <class T>
+inline constexpr bool is_trivially_encodable_v = detail::trivially_encodable_v<T>;
+
+// The compact type tag that starts every message of type T. Stable across the processes
+// of one build (not across compilers or mpx versions).
+template <class T>
+std::uint64_t type_tag() {
+  detail::ensure_registered<T>();
+  return detail::Codec<T>::tag;
+}
+
+// A readable name of T: "int", "std::string", "std::vector<std::pair<int, double>>",
+// and the compiler's spelling for enums and user types ("geo::Point").
+template <class T>
+std::string type_name() {
+  return detail::Codec<T>::name();
+}
+
+// Appends the message for `value` (tag, then payload) to `out`. Grows `out` at most
+// once for types whose size is known without running cereal.
+// Blocks: no. Throws: std::bad_alloc; ValueError for a valueless std::variant; what a
+// user's serialize() throws.
+template <class T>
+void encode_append(const T& value, Bytes& out) {
+  using C = detail::Codec<T>;
+  detail::ensure_registered<T>();
+  const std::size_t needed = out.size() + sizeof(std::uint64_t) + C::size(value);
+  if (needed > out.capacity()) out.reserve(std::max(needed, 2 * out.capacity()));
+  detail::Writer w{out};
+  const std::uint64_t tag = C::tag;
+  w.put(&tag, sizeof(tag));
+  C::write(w, value);
+}
+
+// The message for `value`: its type tag, then its payload. One allocation, of the exact
+// size, for types that do not go through cereal.
+// Blocks: no. Throws: as encode_append.
+template <class T>
+Bytes encode(const T& value) {
+  Bytes out;
+  encode_append(value, out);
+  return out;
+}
+
+// Decodes a whole message as a T.
+// Blocks: no. Throws: DecodeError when the message holds another type (the message
+// names both), is truncated or malformed in any way, or has bytes left over; what a
+// user's load()/serialize() throws.
+template <class T>
+T decode(std::span<const std::byte> bytes) {
+  using C = detail::Codec<T>;
+  detail::ensure_registered<T>();
+  detail::Reader r{bytes.data(), bytes.data() + bytes.size(), bytes.data(), &C::name};
+  std::uint64_t tag = 0;
+  r.copy(&tag, sizeof(tag));
+  if (tag != C::tag) detail::throw_type_mismatch(&C::name, C::tag, tag);
+  T value;
+  C::read(r, value);
+  if (r.p != r.end) r.fail("trailing bytes after the value");
+  return value;
+}
+
+}  // namespace mpx
