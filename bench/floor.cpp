@@ -1,0 +1,323 @@
+// bench/floor.cpp — the raw OS floor of each workload, in plain C++ (no mpx, no Boost).
+//
+// usage: mpx-bench-floor <workload>
+// Runs a warm-up, then one measured repetition, and prints one RESULT line (see
+// bench_util.hpp); bench/compare calls it many times, interleaved with the other columns.
+//
+//   process_start_join   fork + _exit(0) + waitpid                              us/op
+//   pipe_roundtrip_64b   64 B ping-pong through shared memory, spin then futex   us/roundtrip
+//   queue_int_1to1       single-producer/single-consumer ring in shared memory  items/s
+//   queue_64b_1to1       same ring, 64-byte items                                items/s
+//   queue_1mib_1to1      same ring, 1 MiB items (copy in + copy out)             GB/s
+//   lock_counter_2proc   2 processes increment a counter under a robust          incr/s
+//                        process-shared pthread mutex
+//   cpu_primes_speedup   primes below 2M: serial time / time on N threads        x
+//   idle_worker_rss      private resident memory of an idle forked child         MiB
+//   memcpy_1mib          (reference) memcpy of 1 MiB blocks between 256 MiB buffers GB/s
+#include <linux/futex.h>
+#include <pthread.h>
+#include <sys/syscall.h>
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "bench_util.hpp"
+
+namespace {
+
+using bench::now_s;
+
+// ---------------------------------------------------------------------------------------
+void process_start_join() {
+  auto once = [] { bench::reap(bench::fork_child([] {})); };
+  for (int i = 0; i < 20; ++i)
+    once();
+  constexpr int kN = 300;
+  double t0 = now_s();
+  for (int i = 0; i < kN; ++i)
+    once();
+  bench::result("process_start_join", (now_s() - t0) / kN * 1e6, "us/op");
+}
+
+// ---------------------------------------------------------------------------------------
+// Ping-pong: `turn` says whose move it is (0 parent, 1 child). A side waiting for its turn
+// spins up to kSpins pauses, then sleeps on a process-shared futex after announcing it in
+// its own `sleeping` flag; the other side issues FUTEX_WAKE only when that flag is set
+// (Dekker-style seq_cst store/load pairs make the announcement and hand-over race-free).
+struct PingPong {
+  alignas(64) std::atomic<uint32_t> turn{0};
+  alignas(64) std::atomic<uint32_t> sleeping[2]{};  // per side: about to sleep / asleep
+  alignas(64) std::array<char, 64> msg{};
+};
+
+constexpr int kSpins = 4000;
+
+void futex_wait(std::atomic<uint32_t>& word, uint32_t expected) {
+  syscall(SYS_futex, reinterpret_cast<uint32_t*>(&word), FUTEX_WAIT, expected, nullptr, nullptr, 0);
+}
+void futex_wake(std::atomic<uint32_t>& word) {
+  syscall(SYS_futex, reinterpret_cast<uint32_t*>(&word), FUTEX_WAKE, 1, nullptr, nullptr, 0);
+}
+
+void wait_turn(PingPong& p, uint32_t mine) {
+  for (int i = 0; i < kSpins; ++i) {
+    if (p.turn.load(std::memory_order_acquire) == mine) return;
+    bench::cpu_relax();
+  }
+  for (;;) {
+    p.sleeping[mine].store(1, std::memory_order_seq_cst);
+    uint32_t now = p.turn.load(std::memory_order_seq_cst);
+    if (now == mine) break;
+    futex_wait(p.turn, now);
+  }
+  p.sleeping[mine].store(0, std::memory_order_relaxed);
+}
+
+void give_turn(PingPong& p, uint32_t theirs) {
+  p.turn.store(theirs, std::memory_order_seq_cst);
+  if (p.sleeping[theirs].load(std::memory_order_seq_cst) != 0) futex_wake(p.turn);
+}
+
+void pipe_roundtrip_64b() {
+  constexpr long kWarm = 5000, kN = 50000;
+  auto* p = bench::shared_new<PingPong>();
+  pid_t child = bench::fork_child([p] {
+    std::array<char, 64> buf{};
+    for (long i = 0; i < kWarm + kN; ++i) {
+      wait_turn(*p, 1);
+      buf = p->msg;  // copy the message out, echo it back
+      p->msg = buf;
+      give_turn(*p, 0);
+    }
+  });
+  std::array<char, 64> out{}, in{};
+  out.fill('x');
+  auto round_trip = [&] {
+    p->msg = out;
+    give_turn(*p, 1);
+    wait_turn(*p, 0);
+    in = p->msg;
+  };
+  for (long i = 0; i < kWarm; ++i)
+    round_trip();
+  double t0 = now_s();
+  for (long i = 0; i < kN; ++i)
+    round_trip();
+  double t = now_s() - t0;
+  bench::reap(child);
+  if (in != out) bench::die("ping-pong corrupted the message");
+  bench::result("pipe_roundtrip_64b", t / kN * 1e6, "us/roundtrip");
+}
+
+// ---------------------------------------------------------------------------------------
+// SPSC ring of fixed-size slots in shared memory, busy-polling on both sides; each side
+// caches the other's index and re-reads it only when the ring looks full/empty.
+struct RingHeader {
+  alignas(64) std::atomic<uint64_t> head{0};  // next slot to write (producer)
+  alignas(64) std::atomic<uint64_t> tail{0};  // next slot to read (consumer)
+};
+
+template <std::size_t kSize>
+double ring_rate(uint64_t depth, long warm, long count) {
+  std::size_t bytes = sizeof(RingHeader) + depth * kSize;
+  void* mem = bench::shared_bytes(bytes);
+  auto* ring = new (mem) RingHeader();
+  char* slots = static_cast<char*>(mem) + sizeof(RingHeader);
+  uint64_t total = static_cast<uint64_t>(warm + count);
+  pid_t child = bench::fork_child([&] {
+    std::vector<char> src(kSize, 'x');
+    uint64_t tail_seen = 0;
+    for (uint64_t h = 0; h < total; ++h) {
+      while (h - tail_seen >= depth) {
+        tail_seen = ring->tail.load(std::memory_order_acquire);
+        if (h - tail_seen >= depth) bench::cpu_relax();
+      }
+      std::memcpy(slots + (h % depth) * kSize, src.data(), kSize);
+      ring->head.store(h + 1, std::memory_order_release);
+    }
+  });
+  std::vector<char> dst(kSize);
+  uint64_t t = 0, head_seen = 0;
+  auto take = [&] {
+    while (t == head_seen) {
+      head_seen = ring->head.load(std::memory_order_acquire);
+      if (t == head_seen) bench::cpu_relax();
+    }
+    std::memcpy(dst.data(), slots + (t % depth) * kSize, kSize);
+    asm volatile("" ::"r"(dst.data()) : "memory");
+    ring->tail.store(++t, std::memory_order_release);
+  };
+  for (long i = 0; i < warm; ++i)
+    take();
+  double t0 = now_s();
+  for (long i = 0; i < count; ++i)
+    take();
+  double secs = now_s() - t0;
+  bench::reap(child);
+  munmap(mem, bytes);
+  return static_cast<double>(count) / secs;
+}
+
+void queue_int_1to1() {
+  bench::result("queue_int_1to1", ring_rate<sizeof(int)>(1024, 500000, 5000000), "items/s");
+}
+void queue_64b_1to1() {
+  bench::result("queue_64b_1to1", ring_rate<64>(1024, 200000, 2000000), "items/s");
+}
+void queue_1mib_1to1() {
+  double rate = ring_rate<(1u << 20)>(8, 100, 1000);
+  bench::result("queue_1mib_1to1", rate * (1u << 20) / 1e9, "GB/s");
+}
+
+void memcpy_1mib() {
+  constexpr std::size_t kBig = 256u << 20, kBlock = 1u << 20;
+  std::vector<char> a(kBig, 1), b(kBig, 2);
+  std::size_t off = 0;
+  auto copy = [&] {
+    std::memcpy(b.data() + off, a.data() + off, kBlock);
+    asm volatile("" ::"r"(b.data()) : "memory");
+    off = (off + kBlock) % kBig;
+  };
+  for (int i = 0; i < 256; ++i)
+    copy();
+  constexpr int kN = 2000;
+  double t0 = now_s();
+  for (int i = 0; i < kN; ++i)
+    copy();
+  bench::result("memcpy_1mib", kN * static_cast<double>(kBlock) / (now_s() - t0) / 1e9, "GB/s");
+}
+
+// ---------------------------------------------------------------------------------------
+struct Counter {
+  pthread_mutex_t mutex;
+  std::atomic<int> go{0};
+  alignas(64) long value = 0;
+};
+
+double robust_counter_rate(Counter* c, long per_process) {
+  c->value = 0;
+  c->go.store(0);
+  pid_t kids[2];
+  for (pid_t& kid : kids) {
+    kid = bench::fork_child([c, per_process] {
+      while (c->go.load(std::memory_order_acquire) == 0)
+        sched_yield();
+      for (long i = 0; i < per_process; ++i) {
+        if (pthread_mutex_lock(&c->mutex) != 0) bench::die("pthread_mutex_lock");
+        ++c->value;
+        pthread_mutex_unlock(&c->mutex);
+      }
+    });
+  }
+  double t0 = now_s();
+  c->go.store(1, std::memory_order_release);
+  for (pid_t kid : kids)
+    bench::reap(kid);
+  double t = now_s() - t0;
+  if (c->value != 2 * per_process) bench::die("lost updates");
+  return 2.0 * static_cast<double>(per_process) / t;
+}
+
+void lock_counter_2proc() {
+  auto* c = bench::shared_new<Counter>();
+  pthread_mutexattr_t attr;
+  pthread_mutexattr_init(&attr);
+  pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+  pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
+  pthread_mutex_init(&c->mutex, &attr);
+  robust_counter_rate(c, 200000);  // warm-up
+  bench::result("lock_counter_2proc", robust_counter_rate(c, 2000000), "incr/s");
+}
+
+// ---------------------------------------------------------------------------------------
+// Chunks are handed out one at a time from a shared counter (like a pool with chunksize 1).
+long primes_on_threads(int n_threads) {
+  std::atomic<long> next{0}, total{0};
+  auto work = [&] {
+    long mine = 0;
+    for (;;) {
+      long lo = next.fetch_add(bench::kPrimeChunk);
+      if (lo >= bench::kPrimeLimit) break;
+      mine += bench::count_primes(lo, std::min(lo + bench::kPrimeChunk, bench::kPrimeLimit));
+    }
+    total += mine;
+  };
+  std::vector<std::thread> threads;
+  for (int i = 1; i < n_threads; ++i)
+    threads.emplace_back(work);
+  work();
+  for (auto& t : threads)
+    t.join();
+  return total.load();
+}
+
+void cpu_primes_speedup() {
+  int cpus = bench::usable_cpus();
+  double t0 = now_s();
+  long serial = 0;
+  for (long lo = 0; lo < bench::kPrimeLimit; lo += bench::kPrimeChunk) {
+    serial += bench::count_primes(lo, std::min(lo + bench::kPrimeChunk, bench::kPrimeLimit));
+  }
+  double t_serial = now_s() - t0;
+  t0 = now_s();
+  long parallel = primes_on_threads(cpus);
+  double t_parallel = now_s() - t0;
+  if (serial != bench::kPrimesBelow2M || parallel != serial) bench::die("wrong prime count");
+  std::printf("EXTRA\tserial\t%.6g\ts\nEXTRA\tparallel\t%.6g\ts\nEXTRA\tworkers\t%d\t\n", t_serial,
+              t_parallel, cpus);
+  bench::result("cpu_primes_speedup", t_serial / t_parallel, "x");
+}
+
+// ---------------------------------------------------------------------------------------
+void idle_worker_rss() {
+  int ready[2], quit[2];
+  if (pipe(ready) != 0 || pipe(quit) != 0) bench::die("pipe");
+  pid_t child = bench::fork_child([&] {
+    close(quit[1]);
+    char c = 1;
+    if (write(ready[1], &c, 1) != 1) bench::die("write");
+    if (read(quit[0], &c, 1) < 0) bench::die("read");  // idle until the parent closes quit
+  });
+  char c = 0;
+  if (read(ready[0], &c, 1) != 1) bench::die("read");
+  double mib = bench::private_rss_mib(child);
+  close(quit[1]);
+  bench::reap(child);
+  bench::result("idle_worker_rss", mib, "MiB");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::string which = argc == 2 ? argv[1] : "";
+  struct Entry {
+    const char* name;
+    void (*run)();
+  };
+  const Entry entries[] = {
+      {"process_start_join", process_start_join},
+      {"pipe_roundtrip_64b", pipe_roundtrip_64b},
+      {"queue_int_1to1", queue_int_1to1},
+      {"queue_64b_1to1", queue_64b_1to1},
+      {"queue_1mib_1to1", queue_1mib_1to1},
+      {"lock_counter_2proc", lock_counter_2proc},
+      {"cpu_primes_speedup", cpu_primes_speedup},
+      {"idle_worker_rss", idle_worker_rss},
+      {"memcpy_1mib", memcpy_1mib},
+  };
+  for (const Entry& e : entries) {
+    if (which == e.name) {
+      e.run();
+      return 0;
+    }
+  }
+  std::fprintf(stderr, "usage: %s <workload>; workloads:", argv[0]);
+  for (const Entry& e : entries)
+    std::fprintf(stderr, " %s", e.name);
+  std::fprintf(stderr, "\n");
+  return 2;
+}
