@@ -1,0 +1,256 @@
+// mpx/queues.hpp — Queue, SimpleQueue and JoinableQueue, like multiprocessing.queues.
+//
+//   mpx::Queue<std::string> q;                 // made before Process::start()
+//   mpx::Process p([&] { q.put("hello"); });   // any process that inherits q may put/get
+//   p.start(); std::string s = q.get(); p.join();
+//
+// A queue is a ring buffer in shared memory: put() copies an encoded item in (mpx/codec.hpp),
+// get() copies it out. There is no feeder thread: put() has finished when it returns, so
+// an item is never lost when its process exits right after, and qsize()/empty()/full()
+// are exact at the moment they are called. Blocking waits spin briefly, then sleep on a
+// futex. Items larger than the ring stream through it whole, never interleaved with
+// another producer's item.
+//
+// Thread and process safety: any number of producers and consumers, threads or processes
+// (inherited through fork, or opened by name). Crash safety: a producer or consumer killed
+// at any point (SIGKILL included) never corrupts the queue nor leaves it locked; an item
+// whose put() did not finish is never delivered; an item whose get() did not finish is
+// lost (it was taken).
+//
+// Copies of a queue object are handles to the same queue.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <utility>
+
+#include "mpx/codec.hpp"
+#include "mpx/detail/deadline.hpp"
+#include "mpx/detail/scratch.hpp"
+#include "mpx/errors.hpp"
+
+namespace mpx {
+
+namespace detail {
+
+// The untyped queue under Queue<T>: whole byte messages in a shared-memory ring.
+class QueueCore {
+ public:
+  // Ring bytes used when none are asked for.
+  static constexpr std::size_t kDefaultCapacity = std::size_t{1} << 20;
+
+  // An anonymous queue (shared with children forked later).
+  QueueCore(std::size_t maxsize, std::size_t capacity);
+  // A named queue (POSIX shared memory "/name", mode 0600); throws FileExistsError.
+  static QueueCore create(const std::string& name, std::size_t maxsize, std::size_t capacity);
+  // Opens a named queue; throws FileNotFoundError.
+  static QueueCore open(const std::string& name);
+
+  // false: timed out. count_task: JoinableQueue's put.
+  bool put(std::span<const std::span<const std::byte>> parts, const Deadline& deadline,
+           bool count_task);
+  // false: timed out. `out` is resized to the item.
+  bool get(Bytes& out, const Deadline& deadline);
+
+  std::size_t qsize() const;
+  std::size_t maxsize() const;
+  std::size_t capacity() const;
+  void close() noexcept;
+  bool closed() const noexcept;
+  void task_done();
+  bool join(const Deadline& deadline);
+
+ private:
+  struct State;
+  explicit QueueCore(std::shared_ptr<State> state) noexcept : state_(std::move(state)) {}
+  State& handle() const;      // throws InvalidStateError when moved from
+  State& open_state() const;  // also when closed
+  std::shared_ptr<State> state_;
+};
+
+template <class T>
+bool put_value(QueueCore& core, const T& value, const Deadline& deadline, bool count_task) {
+  if constexpr (is_trivially_encodable_v<T>) {
+    // Straight into the ring: tag, then the object's bytes (the codec's wire format).
+    const std::uint64_t tag = type_tag<T>();
+    const std::span<const std::byte> parts[2] = {
+        std::as_bytes(std::span<const std::uint64_t>(&tag, 1)),
+        std::as_bytes(std::span<const T>(&value, 1))};
+    return core.put(parts, deadline, count_task);
+  } else {
+    Bytes& buffer = send_scratch();
+    buffer.clear();
+    encode_append(value, buffer);
+    const std::span<const std::byte> part(buffer);
+    bool done =
+        core.put(std::span<const std::span<const std::byte>>(&part, 1), deadline, count_task);
+    trim_scratch(buffer);
+    return done;
+  }
+}
+
+template <class T>
+std::optional<T> get_value(QueueCore& core, const Deadline& deadline) {
+  Bytes& buffer = recv_scratch();
+  if (!core.get(buffer, deadline)) return std::nullopt;
+  struct Trim {
+    Bytes& b;
+    ~Trim() { trim_scratch(b); }
+  } trim{buffer};
+  return decode<T>(buffer);
+}
+
+}  // namespace detail
+
+// A FIFO queue of T between processes and threads (multiprocessing.Queue).
+//   mpx::Queue<int> q(10);  q.put(1);  int v = q.get();
+template <class T>
+class Queue {
+ public:
+  // maxsize: most items held at once (0: unbounded but for memory). capacity: bytes of
+  // the ring (rounded up to a power of two; default 1 MiB); an item larger than the ring
+  // still passes, streamed through it.
+  // OS resources: an anonymous shared mapping, gone with the last process using it.
+  // Across fork: a queue made before fork is shared with the child.
+  explicit Queue(std::size_t maxsize = 0, std::size_t capacity = 0)
+      : core_(maxsize, capacity == 0 ? detail::QueueCore::kDefaultCapacity : capacity) {}
+
+  // A queue other programs can open by name (POSIX shared memory, mode 0600). The creating
+  // process unlinks the name when its last handle goes away; openers keep the queue alive.
+  // Throws: FileExistsError; std::system_error.
+  static Queue create(const std::string& name, std::size_t maxsize = 0, std::size_t capacity = 0) {
+    return Queue(detail::QueueCore::create(
+        name, maxsize, capacity == 0 ? detail::QueueCore::kDefaultCapacity : capacity));
+  }
+  // Opens a queue made by create(name). Throws: FileNotFoundError; std::system_error.
+  static Queue open(const std::string& name) { return Queue(detail::QueueCore::open(name)); }
+
+  // Puts `value` at the back. Blocks: while the queue is full (maxsize items, or no room
+  // in the ring). Timeout form: throws Full when still full after `timeout` (an item
+  // larger than the ring that did not get through whole is dropped, never delivered).
+  // Throws: InvalidStateError after close(); what encoding throws.
+  void put(const T& value) { put_until(value, detail::Deadline::never()); }
+  template <class Rep, class Period>
+  void put(const T& value, std::chrono::duration<Rep, Period> timeout) {
+    put_until(value, detail::Deadline::after(timeout));
+  }
+  // Never blocks; throws Full.
+  void put_nowait(const T& value) { put(value, std::chrono::seconds(0)); }
+  // Never blocks (or up to `timeout`); false instead of Full.
+  bool try_put(const T& value) { return try_put(value, std::chrono::seconds(0)); }
+  template <class Rep, class Period>
+  bool try_put(const T& value, std::chrono::duration<Rep, Period> timeout) {
+    return detail::put_value(core_, value, detail::Deadline::after(timeout), joinable_);
+  }
+
+  // Removes and returns the front item. Blocks: until there is one. Timeout form: throws
+  // Empty when none arrived within `timeout`. Throws: InvalidStateError after close();
+  // DecodeError when the item is not a T (it is consumed).
+  T get() { return get_until(detail::Deadline::never()); }
+  template <class Rep, class Period>
+  T get(std::chrono::duration<Rep, Period> timeout) {
+    return get_until(detail::Deadline::after(timeout));
+  }
+  // Never blocks; throws Empty.
+  T get_nowait() { return get(std::chrono::seconds(0)); }
+  // Never blocks (or up to `timeout`); nullopt instead of Empty.
+  std::optional<T> try_get() { return try_get(std::chrono::seconds(0)); }
+  template <class Rep, class Period>
+  std::optional<T> try_get(std::chrono::duration<Rep, Period> timeout) {
+    return detail::get_value<T>(core_, detail::Deadline::after(timeout));
+  }
+
+  // Items in the queue now (complete items only). Exact at the moment of the call.
+  std::size_t qsize() const { return core_.qsize(); }
+  bool empty() const { return qsize() == 0; }
+  // maxsize items are queued (never true for an unbounded queue).
+  bool full() const { return maxsize() != 0 && qsize() >= maxsize(); }
+  std::size_t maxsize() const { return core_.maxsize(); }
+  // Ring bytes.
+  std::size_t capacity() const { return core_.capacity(); }
+
+  // This handle (and its copies in this process) will put and get no more: they then
+  // throw InvalidStateError. Other processes are not affected. Idempotent.
+  void close() noexcept { core_.close(); }
+  bool closed() const noexcept { return core_.closed(); }
+  // Python compatibility: there is no feeder thread to join or cancel.
+  void join_thread() noexcept {}
+  void cancel_join_thread() noexcept {}
+
+ protected:
+  explicit Queue(detail::QueueCore core, bool joinable = false) noexcept
+      : core_(std::move(core)), joinable_(joinable) {}
+
+  void put_until(const T& value, const detail::Deadline& deadline) {
+    if (!detail::put_value(core_, value, deadline, joinable_)) throw Full();
+  }
+  T get_until(const detail::Deadline& deadline) {
+    std::optional<T> v = detail::get_value<T>(core_, deadline);
+    if (!v) throw Empty();
+    return std::move(*v);
+  }
+
+  detail::QueueCore core_;
+  bool joinable_ = false;
+};
+
+// A Queue that counts unfinished tasks (multiprocessing.JoinableQueue): every put() adds
+// one, task_done() removes one, join() waits until none are left.
+//   mpx::JoinableQueue<Job> jobs;  ... worker: auto j = jobs.get(); run(j); jobs.task_done();
+//   jobs.join();  // every job put so far has been processed
+template <class T>
+class JoinableQueue : public Queue<T> {
+ public:
+  explicit JoinableQueue(std::size_t maxsize = 0, std::size_t capacity = 0)
+      : Queue<T>(detail::QueueCore(maxsize,
+                                   capacity == 0 ? detail::QueueCore::kDefaultCapacity : capacity),
+                 true) {}
+  static JoinableQueue create(const std::string& name, std::size_t maxsize = 0,
+                              std::size_t capacity = 0) {
+    return JoinableQueue(detail::QueueCore::create(
+        name, maxsize, capacity == 0 ? detail::QueueCore::kDefaultCapacity : capacity));
+  }
+  // Opens a queue made by JoinableQueue::create(name).
+  static JoinableQueue open(const std::string& name) {
+    return JoinableQueue(detail::QueueCore::open(name));
+  }
+
+  // Marks one item taken by get() as processed. Never blocks.
+  // Throws: ValueError when called more times than items were put.
+  void task_done() { this->core_.task_done(); }
+  // Blocks until every item put has been marked done. Timeout form: false if some are
+  // still unfinished after `timeout` (Python's join() has no timeout).
+  void join() { this->core_.join(detail::Deadline::never()); }
+  template <class Rep, class Period>
+  bool join(std::chrono::duration<Rep, Period> timeout) {
+    return this->core_.join(detail::Deadline::after(timeout));
+  }
+
+ private:
+  explicit JoinableQueue(detail::QueueCore core) noexcept : Queue<T>(std::move(core), true) {}
+};
+
+// The simplest queue (multiprocessing.SimpleQueue): unbounded, put/get/empty/close.
+template <class T>
+class SimpleQueue {
+ public:
+  // capacity: ring bytes (default 1 MiB); larger items stream through.
+  explicit SimpleQueue(std::size_t capacity = 0)
+      : core_(0, capacity == 0 ? detail::QueueCore::kDefaultCapacity : capacity) {}
+  // Blocks while the ring is full. Throws: InvalidStateError after close().
+  void put(const T& value) { detail::put_value(core_, value, detail::Deadline::never(), false); }
+  // Blocks until an item arrives. Throws: InvalidStateError after close(); DecodeError.
+  T get() { return std::move(*detail::get_value<T>(core_, detail::Deadline::never())); }
+  bool empty() const { return core_.qsize() == 0; }
+  void close() noexcept { core_.close(); }
+  bool closed() const noexcept { return core_.closed(); }
+
+ private:
+  detail::QueueCore core_;
+};
+
+}  // namespace mpx
