@@ -102,7 +102,7 @@ Connection::Impl& Connection::checked(bool want_read, bool want_write) const {
   return *impl_;
 }
 
-void Connection::send_parts(std::span<const std::span<const std::byte>> parts) {
+void Connection::send_parts(detail::Parts parts) {
   Impl& impl = checked(false, true);
   impl.out.write(parts, detail::Deadline::never());
 }

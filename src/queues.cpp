@@ -10,6 +10,7 @@
 #include <new>
 #include <thread>
 
+#include "resource_tracker.hpp"
 #include "ring.hpp"
 #include "sys/fd.hpp"
 #include "sys/mapping.hpp"
@@ -28,7 +29,10 @@ struct QueueCore::State {
   State(const State&) = delete;
   State& operator=(const State&) = delete;
   ~State() {
-    if (!name.empty() && ::getpid() == creator) ::shm_unlink(name.c_str());
+    if (!name.empty() && ::getpid() == creator) {
+      ::shm_unlink(name.c_str());
+      unregister_segment(name);
+    }
   }
 };
 
@@ -78,10 +82,13 @@ QueueCore QueueCore::create(const std::string& name, std::size_t maxsize, std::s
   sys::Fd fd(raw);
   std::shared_ptr<State> state;
   try {
+    // Should this process die without unlinking, its tracker unlinks (DESIGN.md §4).
+    register_segment(path);
     sys::call("ftruncate", [&] { return ::ftruncate(fd.get(), static_cast<off_t>(size)); });
     state = std::make_shared<State>(sys::map_shared(fd.get(), size));
   } catch (...) {
     ::shm_unlink(path.c_str());
+    unregister_segment(path);
     throw;
   }
   state->name = path;
@@ -132,8 +139,7 @@ QueueCore::State& QueueCore::open_state() const {
   return *state_;
 }
 
-bool QueueCore::put(std::span<const std::span<const std::byte>> parts, const Deadline& deadline,
-                    bool count_task) {
+bool QueueCore::put(Parts parts, const Deadline& deadline, bool count_task) {
   return open_state().ring.write(parts, deadline, count_task);
 }
 

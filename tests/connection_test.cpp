@@ -14,6 +14,7 @@
 #include <string>
 #include <system_error>
 #include <thread>
+#include <vector>
 
 #include "support/leak_check.hpp"
 
@@ -82,6 +83,33 @@ TEST(ConnectionTest, DuplexPipeCarriesBytesBothWays) {
   b.send_bytes(bytes_of("pong"));
   EXPECT_EQ(string_of(a.recv_bytes()), "pong");
   EXPECT_TRUE(a.readable() && a.writable() && b.readable() && b.writable());
+}
+
+struct Point {
+  int x;
+  double y;
+};
+
+TEST(ConnectionTest, SendAndRecvCarryTypedValues) {
+  auto [a, b] = mpx::Pipe();
+  a.send(42);
+  a.send(std::string("hello"));
+  a.send(Point{3, 4.5});
+  a.send(std::vector<int>{1, 2, 3});
+  EXPECT_EQ(b.recv<int>(), 42);
+  EXPECT_EQ(b.recv<std::string>(), "hello");
+  Point p = b.recv<Point>();
+  EXPECT_EQ(p.x, 3);
+  EXPECT_EQ(p.y, 4.5);
+  EXPECT_EQ(b.recv<std::vector<int>>(), (std::vector<int>{1, 2, 3}));
+}
+
+TEST(ConnectionTest, RecvOfAnotherTypeThanWasSentThrowsDecodeErrorAndConsumesIt) {
+  auto [a, b] = mpx::Pipe();
+  a.send(std::string("not an int"));
+  a.send(7);
+  EXPECT_THROW(b.recv<int>(), mpx::DecodeError);
+  EXPECT_EQ(b.recv<int>(), 7);
 }
 
 TEST(ConnectionTest, MessagesArriveWholeAndInOrder) {

@@ -374,6 +374,31 @@ TEST(QueueTest, NamedQueueIsOpenedByNameAndUnlinkedByItsCreator) {
   EXPECT_THROW(mpx::Queue<int>::open(name), mpx::FileNotFoundError);
 }
 
+TEST(QueueTest, ANamedQueueIsUnlinkedWhenItsCreatorIsKilled) {
+  const std::string name = mpx_test::unique_name("orphan");
+  auto [ready_r, ready_w] = mpx::Pipe(false);
+  Child creator([&, &ready_r = ready_r, &ready_w = ready_w] {
+    ready_r.close();
+    auto q = mpx::Queue<int>::create(name);
+    q.put(1);
+    ready_w.send_bytes(mpx::Bytes(1));
+    ::pause();
+  });
+  ready_w.close();
+  ready_r.recv_bytes();
+  {
+    auto opened = mpx::Queue<int>::open(name);
+    EXPECT_EQ(opened.get(5s), 1);
+  }
+  creator.kill();
+  EXPECT_EQ(creator.join(), -SIGKILL);
+  // The creator's resource tracker unlinks the name soon after the creator's death.
+  const auto give_up = Clock::now() + 20s;
+  while (access(("/dev/shm/" + name).c_str(), F_OK) == 0 && Clock::now() < give_up)
+    std::this_thread::sleep_for(5ms);
+  EXPECT_NE(access(("/dev/shm/" + name).c_str(), F_OK), 0);
+}
+
 TEST(QueueTest, GettingAnotherTypeThanWasPutThrowsDecodeError) {
   const std::string name = mpx_test::unique_name("typed");
   auto ints = mpx::Queue<int>::create(name);

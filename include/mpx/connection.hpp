@@ -25,13 +25,12 @@
 #include <utility>
 #include <vector>
 
+#include "mpx/codec.hpp"
 #include "mpx/detail/deadline.hpp"
+#include "mpx/detail/scratch.hpp"
 #include "mpx/errors.hpp"
 
 namespace mpx {
-
-// An encoded message (matches mpx/codec.hpp).
-using Bytes = std::vector<std::byte>;
 
 class Connection;
 
@@ -54,7 +53,23 @@ class Connection {
   // Closes this end (see close()).
   ~Connection();
 
-  // Sends `value` through the codec (mpx/codec.hpp), added once the codec has landed.
+  // Sends `value` as one message, encoded by mpx/codec.hpp (its type tag travels with
+  // it). Blocks and throws like send_bytes, plus what encoding throws.
+  template <class T>
+  void send(const T& value) {
+    detail::with_message(value, [&](detail::Parts parts) { send_parts(parts); });
+  }
+
+  // Receives one message sent by send(T). Blocks like recv_bytes.
+  // Throws: DecodeError when the message is not a T (it is consumed); EOFError;
+  //   InvalidStateError.
+  template <class T>
+  T recv() {
+    Bytes& buffer = detail::recv_scratch();
+    detail::ScratchTrim trim{buffer};
+    recv_into(buffer);
+    return decode<T>(buffer);
+  }
 
   // Sends buffer[offset, offset + size) as one message (size npos: to the end). Any size;
   // a message larger than the ring streams through it whole.
@@ -107,7 +122,7 @@ class Connection {
   bool poll_until(const detail::Deadline& deadline);
   Impl& checked(bool want_read, bool want_write) const;
   // One message from parts (concatenated), no copy beyond the ring.
-  void send_parts(std::span<const std::span<const std::byte>> parts);
+  void send_parts(detail::Parts parts);
   // Receives one message into `out` (resized to it).
   void recv_into(Bytes& out);
 

@@ -51,8 +51,7 @@ class QueueCore {
   static QueueCore open(const std::string& name);
 
   // false: timed out. count_task: JoinableQueue's put.
-  bool put(std::span<const std::span<const std::byte>> parts, const Deadline& deadline,
-           bool count_task);
+  bool put(Parts parts, const Deadline& deadline, bool count_task);
   // false: timed out. `out` is resized to the item.
   bool get(Bytes& out, const Deadline& deadline);
 
@@ -74,33 +73,14 @@ class QueueCore {
 
 template <class T>
 bool put_value(QueueCore& core, const T& value, const Deadline& deadline, bool count_task) {
-  if constexpr (is_trivially_encodable_v<T>) {
-    // Straight into the ring: tag, then the object's bytes (the codec's wire format).
-    const std::uint64_t tag = type_tag<T>();
-    const std::span<const std::byte> parts[2] = {
-        std::as_bytes(std::span<const std::uint64_t>(&tag, 1)),
-        std::as_bytes(std::span<const T>(&value, 1))};
-    return core.put(parts, deadline, count_task);
-  } else {
-    Bytes& buffer = send_scratch();
-    buffer.clear();
-    encode_append(value, buffer);
-    const std::span<const std::byte> part(buffer);
-    bool done =
-        core.put(std::span<const std::span<const std::byte>>(&part, 1), deadline, count_task);
-    trim_scratch(buffer);
-    return done;
-  }
+  return with_message(value, [&](Parts parts) { return core.put(parts, deadline, count_task); });
 }
 
 template <class T>
 std::optional<T> get_value(QueueCore& core, const Deadline& deadline) {
   Bytes& buffer = recv_scratch();
+  ScratchTrim trim{buffer};
   if (!core.get(buffer, deadline)) return std::nullopt;
-  struct Trim {
-    Bytes& b;
-    ~Trim() { trim_scratch(b); }
-  } trim{buffer};
   return decode<T>(buffer);
 }
 
@@ -119,9 +99,11 @@ class Queue {
   explicit Queue(std::size_t maxsize = 0, std::size_t capacity = 0)
       : core_(maxsize, capacity == 0 ? detail::QueueCore::kDefaultCapacity : capacity) {}
 
-  // A queue other programs can open by name (POSIX shared memory, mode 0600). The creating
-  // process unlinks the name when its last handle goes away; openers keep the queue alive.
-  // Throws: FileExistsError; std::system_error.
+  // A queue other programs can open by name ("name" or "/name": POSIX shared memory,
+  // mode 0600). OS resources: the name is unlinked by the creating process when its last
+  // handle goes away, or by its resource tracker if it dies first (even by kill -9);
+  // processes that opened it keep the queue itself until they drop it.
+  // Throws: FileExistsError; ValueError (empty name); std::system_error.
   static Queue create(const std::string& name, std::size_t maxsize = 0, std::size_t capacity = 0) {
     return Queue(detail::QueueCore::create(
         name, maxsize, capacity == 0 ? detail::QueueCore::kDefaultCapacity : capacity));
