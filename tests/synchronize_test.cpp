@@ -611,6 +611,25 @@ TEST(ConditionTest, ANotificationIsNotTakenByALaterWaiter) {
   other.join();
 }
 
+TEST(ConditionTest, AWaiterKilledWhileWaitingDoesNotAbsorbANotification) {
+  mpx::Condition cond;
+  mpx::RawValue<int> waiting(0);
+  mpx::Semaphore woke(0);
+  {
+    auto dead = start_waiters(Mode::kProcess, 1, cond, waiting, woke);
+    ::kill(dead[0]->pid(), SIGKILL);
+    dead[0]->wait();
+  }
+  *waiting = 0;
+  auto live = start_waiters(Mode::kThread, 1, cond, waiting, woke);
+  {
+    std::lock_guard guard(cond);
+    cond.notify();  // the dead process waited longer, but the live thread gets it
+  }
+  EXPECT_TRUE(woke.acquire(10s));
+  live[0]->join();
+}
+
 // ------------------------------------------------------------------------------ Barrier
 
 TEST(BarrierTest, ZeroPartiesIsAValueError) {

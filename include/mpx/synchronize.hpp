@@ -13,6 +13,8 @@
 // Across fork: inherited (the child shares the state). Not usable across exec/spawn, and
 // not by unrelated processes (place your own state in a named SharedMemory for that).
 // OS resources: one shared anonymous page per object; no fd, nothing to unlink.
+// Keep a handle to a Lock/RLock alive while holding it: dropping the last handle in a
+// process that holds the lock unmaps a mutex the thread's robust list still names.
 //
 // Blocking: every blocking call spins briefly, then sleeps on a futex (detail/waiter.hpp);
 // timeouts are std::chrono durations on the steady clock. All calls are thread-safe.
