@@ -1,0 +1,55 @@
+// mpx/detail/bound_call.hpp — a callable bound to its arguments, called once.
+// Not public API: the type-erased target of Process and Thread.
+#pragma once
+
+#include <concepts>
+#include <functional>
+#include <memory>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+namespace mpx::detail {
+
+// A one-shot call, type-erased. Move-only targets and arguments are fine.
+class BoundCall {
+ public:
+  virtual ~BoundCall() = default;
+  // Calls the target once with its arguments as rvalues (as std::thread does); its
+  // result, if any, is discarded.
+  virtual void operator()() = 0;
+};
+
+template <class F, class... Args>
+class BoundCallOf final : public BoundCall {
+ public:
+  template <class G, class... A>
+  explicit BoundCallOf(G&& f, A&&... args)
+      : f_(std::forward<G>(f)), args_(std::forward<A>(args)...) {}
+  void operator()() override {
+    std::apply(
+        [this](Args&... args) {
+          static_cast<void>(std::invoke(std::move(f_), std::move(args)...));
+        },
+        args_);
+  }
+
+ private:
+  F f_;
+  std::tuple<Args...> args_;
+};
+
+// The requirement on Process/Thread targets: callable with its decayed arguments as
+// rvalues, like std::thread.
+template <class F, class... Args>
+concept OneShotCallable = std::invocable<std::decay_t<F>, std::decay_t<Args>...> &&
+    std::constructible_from<std::decay_t<F>, F> &&
+    (std::constructible_from<std::decay_t<Args>, Args>&&...);
+
+template <class F, class... Args>
+std::unique_ptr<BoundCall> bind_call(F&& f, Args&&... args) {
+  return std::make_unique<BoundCallOf<std::decay_t<F>, std::decay_t<Args>...>>(
+      std::forward<F>(f), std::forward<Args>(args)...);
+}
+
+}  // namespace mpx::detail

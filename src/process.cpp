@@ -1,0 +1,650 @@
+// Process, fork start method, and the module functions of mpx/process.hpp.
+#include "mpx/process.hpp"
+
+#include <cxxabi.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <fstream>
+#include <functional>
+#include <iostream>
+#include <mutex>
+#include <thread>
+#include <typeinfo>
+
+#include "mpx/errors.hpp"
+#include "process_internal.hpp"
+#include "sys/fd.hpp"
+#include "sys/pidfd.hpp"
+#include "sys/syscall.hpp"
+
+namespace mpx {
+
+namespace detail {
+
+struct ProcessState {
+  enum class Phase { kInitial, kStarting, kStarted, kClosed };
+
+  mutable std::mutex mu;
+  std::string name;
+  bool daemon = false;
+  std::vector<int> identity;
+  Phase phase = Phase::kInitial;
+  pid_t creator = 0;  // the process that created the object; only it may start/join
+  pid_t pid = 0;
+  sys::Fd pidfd;
+  std::optional<int> returncode;
+  std::unique_ptr<BoundCall> target;
+};
+
+}  // namespace detail
+
+namespace {
+
+using detail::ProcessState;
+using Phase = ProcessState::Phase;
+
+// What this process knows about itself and its children. Allocated once and never
+// destroyed, so that it outlives every static object and the exit handler can run last.
+struct Registry {
+  std::mutex mu;
+  std::vector<std::shared_ptr<ProcessState>> children;  // started, not yet reaped
+  bool is_child = false;
+  std::string name = "MainProcess";
+  bool daemon = false;
+  std::vector<int> identity;
+  int counter = 0;
+  std::optional<ProcessInfo> parent;
+  bool exiting = false;
+};
+
+Registry& registry() {
+  static Registry* r = new Registry;
+  return *r;
+}
+
+// The long-lived thread that forks for start() calls made from other threads than the
+// main one (see "PR_SET_PDEATHSIG" in process.hpp). Created on first use.
+struct Forker {
+  std::mutex serial;  // one request at a time
+  std::mutex mu;
+  std::condition_variable cv;
+  const std::function<void()>* job = nullptr;
+  bool done = false;
+  pid_t result = -1;
+  int error = 0;
+};
+Forker* g_forker = nullptr;
+std::mutex* g_forker_mu = new std::mutex;
+
+void forker_loop(Forker* f) {
+  std::unique_lock lock(f->mu);
+  for (;;) {
+    f->cv.wait(lock, [&] { return f->job != nullptr; });
+    const std::function<void()>* job = std::exchange(f->job, nullptr);
+    lock.unlock();
+    pid_t pid = ::fork();
+    if (pid == 0) (*job)();  // never returns
+    int error = errno;
+    lock.lock();
+    f->result = pid;
+    f->error = error;
+    f->done = true;
+    f->cv.notify_all();
+  }
+}
+
+Forker& forker() {
+  std::lock_guard lock(*g_forker_mu);
+  if (!g_forker) {
+    auto* f = new Forker;
+    // The forker runs with every signal blocked so that process-directed signals go to
+    // the user's threads; each child restores its requester's mask.
+    sigset_t all, old;
+    ::sigfillset(&all);
+    ::pthread_sigmask(SIG_SETMASK, &all, &old);
+    try {
+      std::thread(forker_loop, f).detach();
+    } catch (...) {
+      ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+      delete f;
+      throw;
+    }
+    ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    g_forker = f;
+  }
+  return *g_forker;
+}
+
+// fork(), from the calling thread if it is the main thread, else from the forker.
+// The child runs child_main, which never returns.
+pid_t fork_process(const std::function<void()>& child_main) {
+  if (::syscall(SYS_gettid) == ::getpid()) {
+    pid_t pid = ::fork();
+    if (pid == 0) child_main();
+    if (pid < 0) sys::throw_errno("fork");
+    return pid;
+  }
+  Forker& f = forker();
+  std::lock_guard serial(f.serial);
+  std::unique_lock lock(f.mu);
+  f.done = false;
+  f.job = &child_main;
+  f.cv.notify_all();
+  f.cv.wait(lock, [&] { return f.done; });
+  if (f.result < 0) sys::throw_errno("fork", f.error);
+  return f.result;
+}
+
+void lock_registry() {
+  registry().mu.lock();
+}
+void unlock_registry() {
+  registry().mu.unlock();
+}
+
+// Forks must not copy the registry in the middle of a change by another thread.
+void install_fork_handlers() {
+  static std::once_flag once;
+  std::call_once(once, [] { ::pthread_atfork(lock_registry, unlock_registry, unlock_registry); });
+}
+
+void exit_handler() noexcept;
+
+void install_exit_handler() {
+  static std::once_flag once;
+  std::call_once(once, [] { std::atexit(exit_handler); });
+}
+
+std::string default_name(const std::vector<int>& identity) {
+  std::string name = "Process-";
+  for (std::size_t i = 0; i < identity.size(); ++i) {
+    if (i) name += ':';
+    name += std::to_string(identity[i]);
+  }
+  return name;
+}
+
+std::string type_name(const std::type_info* type) {
+  if (!type) return "unknown exception";
+  int status = 0;
+  char* demangled = abi::__cxa_demangle(type->name(), nullptr, nullptr, &status);
+  std::string name = status == 0 && demangled ? demangled : type->name();
+  std::free(demangled);
+  return name;
+}
+
+void forget_child(const ProcessState* st) {
+  Registry& r = registry();
+  std::lock_guard lock(r.mu);
+  std::erase_if(r.children, [&](const auto& c) { return c.get() == st; });
+}
+
+// Reaps the child if it has exited; its exit code, or empty while it runs. Call with
+// st.mu held and the child started.
+std::optional<int> poll_locked(ProcessState& st) {
+  if (st.returncode || !st.pidfd) return st.returncode;
+  siginfo_t info{};
+  int rc = sys::call_raw("waitid(P_PIDFD)", [&] {
+    return ::waitid(P_PIDFD, static_cast<id_t>(st.pidfd.get()), &info, WEXITED | WNOHANG);
+  });
+  if (rc == -1) {
+    if (errno != ECHILD) sys::throw_errno("waitid(P_PIDFD)");
+    // Someone else reaped it (waitpid(-1) elsewhere, or SIGCHLD set to SIG_IGN): the
+    // status is lost.
+    st.returncode = 255;
+  } else if (info.si_pid == 0) {
+    return std::nullopt;
+  } else if (info.si_code == CLD_EXITED) {
+    st.returncode = info.si_status;
+  } else {
+    st.returncode = -info.si_status;
+  }
+  forget_child(&st);
+  return st.returncode;
+}
+
+std::optional<int> poll(ProcessState& st) {
+  std::lock_guard lock(st.mu);
+  return poll_locked(st);
+}
+
+// Reaps finished children (Python's _cleanup, run by start()); returns those running.
+std::vector<std::shared_ptr<ProcessState>> running_children() {
+  std::vector<std::shared_ptr<ProcessState>> children;
+  {
+    Registry& r = registry();
+    std::lock_guard lock(r.mu);
+    children = r.children;
+  }
+  std::erase_if(children, [](const auto& st) { return poll(*st).has_value(); });
+  return children;
+}
+
+void flush_std_streams() noexcept {
+  try {
+    std::cout.flush();
+    std::cerr.flush();
+    std::clog.flush();
+  } catch (...) {
+  }
+  std::fflush(stdout);
+  std::fflush(stderr);
+}
+
+// Waits until the child exits or the deadline passes; true if it has exited.
+bool wait_exit(ProcessState& st, const detail::Deadline& deadline) {
+  for (;;) {
+    int fd;
+    {
+      std::lock_guard lock(st.mu);
+      if (poll_locked(st)) return true;
+      fd = st.pidfd.get();
+    }
+    pollfd p{fd, POLLIN, 0};
+    int rc = sys::call("poll(pidfd)", [&] { return ::poll(&p, 1, deadline.poll_timeout_ms()); });
+    if (rc == 0 && deadline.expired()) return poll(st).has_value();
+  }
+}
+
+// Python's util._exit_function: terminate the daemon children, join the others. Daemon
+// children that ignore SIGTERM get SIGKILL after a grace period.
+void shutdown_children() noexcept {
+  try {
+    {
+      Registry& r = registry();
+      std::lock_guard lock(r.mu);
+      if (r.exiting) return;
+      r.exiting = true;
+    }
+    auto children = running_children();
+    for (auto& st : children)
+      if (st->daemon) sys::pidfd_send_signal(st->pidfd.get(), SIGTERM);
+    auto grace = detail::Deadline::after(std::chrono::seconds(1));
+    for (auto& st : children) {
+      if (!st->daemon) continue;
+      if (!wait_exit(*st, grace)) {
+        sys::pidfd_send_signal(st->pidfd.get(), SIGKILL);
+        wait_exit(*st, detail::Deadline::never());
+      }
+    }
+    for (auto& st : children)
+      if (!st->daemon) wait_exit(*st, detail::Deadline::never());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "mpx: error while joining children at exit: %s\n", e.what());
+  }
+}
+
+void exit_handler() noexcept {
+  detail::join_non_daemon_threads();
+  shutdown_children();
+}
+
+// The end of a child: as Python's _bootstrap after run().
+[[noreturn]] void finish_child(int code) {
+  shutdown_children();
+  detail::join_non_daemon_threads();
+  flush_std_streams();
+  ::_exit(code);
+}
+
+[[noreturn]] void child_main(ProcessState& st, pid_t parent_pid, const sigset_t& mask) {
+  // Die with the parent. If the parent died before prctl, getppid() has changed already.
+  if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != parent_pid) {
+    ::kill(::getpid(), SIGKILL);
+    ::_exit(1);
+  }
+  ::pthread_sigmask(SIG_SETMASK, &mask, nullptr);
+
+  // This process's bookkeeping starts afresh. The parent's child list is leaked on
+  // purpose: destroying it here could run destructors of the parent's objects.
+  Registry& r = registry();
+  new std::vector<std::shared_ptr<ProcessState>>(std::move(r.children));
+  r.children.clear();
+  r.parent.emplace(parent_pid, r.name, r.daemon);
+  r.is_child = true;
+  r.name = st.name;
+  r.daemon = st.daemon;
+  r.identity = st.identity;
+  r.counter = 0;
+  r.exiting = false;
+  g_forker_mu = new std::mutex;
+  g_forker = nullptr;
+  detail::threads_after_fork_in_child();
+
+  // As Python's util._close_stdin: the child does not read the parent's stdin.
+  int devnull = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (devnull >= 0) {
+    ::dup2(devnull, STDIN_FILENO);
+    ::close(devnull);
+  }
+
+  int code = 0;
+  try {
+    if (st.target) (*st.target)();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "Process %s:\n%s: %s\n", st.name.c_str(), type_name(&typeid(e)).c_str(),
+                 e.what());
+    code = 1;
+  } catch (...) {
+    std::fprintf(stderr, "Process %s:\n%s\n", st.name.c_str(),
+                 type_name(abi::__cxa_current_exception_type()).c_str());
+    code = 1;
+  }
+  finish_child(code);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// Process
+
+Process::Process() : Process(ProcessOptions{}, nullptr) {}
+
+Process::Process(ProcessOptions options) : Process(std::move(options), nullptr) {}
+
+Process::Process(ProcessOptions options, std::unique_ptr<detail::BoundCall> target)
+    : state_(std::make_shared<ProcessState>()) {
+  Registry& r = registry();
+  {
+    std::lock_guard lock(r.mu);
+    state_->identity = r.identity;
+    state_->identity.push_back(++r.counter);
+    state_->daemon = options.daemon.value_or(r.daemon);
+  }
+  state_->name = options.name.empty() ? default_name(state_->identity) : std::move(options.name);
+  state_->creator = ::getpid();
+  state_->target = std::move(target);
+}
+
+Process::Process(std::shared_ptr<ProcessState> state) noexcept : state_(std::move(state)) {}
+
+Process::Process(Process&& other) noexcept = default;
+
+Process& Process::operator=(Process&& other) noexcept {
+  if (this != &other) {
+    Process old(std::move(*this));
+    state_ = std::move(other.state_);
+  }
+  return *this;
+}
+
+Process::~Process() {
+  if (!state_ || state_->creator != ::getpid()) return;
+  try {
+    std::lock_guard lock(state_->mu);
+    if (state_->phase == Phase::kStarted) poll_locked(*state_);
+  } catch (...) {
+    // A destructor must not throw; the child stays registered and is reaped later.
+  }
+}
+
+ProcessState& Process::checked(const char* what) const {
+  if (!state_) throw InvalidStateError(std::string(what) + ": the Process object was moved from");
+  if (state_->phase == Phase::kClosed) throw InvalidStateError("process object is closed");
+  return *state_;
+}
+
+void Process::start() {
+  ProcessState& st = checked("start");
+  {
+    std::lock_guard lock(st.mu);
+    if (st.phase == Phase::kClosed) throw InvalidStateError("process object is closed");
+    if (st.phase != Phase::kInitial) throw InvalidStateError("cannot start a process twice");
+    if (st.creator != ::getpid())
+      throw InvalidStateError("can only start a process object created by current process");
+    st.phase = Phase::kStarting;
+  }
+  try {
+    running_children();  // reap finished children, as Python's _cleanup()
+    install_fork_handlers();
+    install_exit_handler();
+    flush_std_streams();
+    const pid_t parent_pid = ::getpid();
+    sigset_t mask;
+    ::pthread_sigmask(SIG_SETMASK, nullptr, &mask);
+    const std::function<void()> child = [&st, parent_pid, &mask] {
+      child_main(st, parent_pid, mask);
+    };
+    pid_t pid = fork_process(child);
+    sys::Fd pidfd;
+    try {
+      pidfd = sys::pidfd_open(pid);
+    } catch (...) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+      throw;
+    }
+    std::unique_ptr<detail::BoundCall> target;
+    {
+      std::lock_guard lock(st.mu);
+      st.pid = pid;
+      st.pidfd = std::move(pidfd);
+      st.phase = Phase::kStarted;
+      // As Python, the parent drops the target once the child has its copy.
+      target = std::move(st.target);
+    }
+    Registry& r = registry();
+    std::lock_guard lock(r.mu);
+    r.children.push_back(state_);
+  } catch (...) {
+    std::lock_guard lock(st.mu);
+    st.phase = Phase::kInitial;
+    throw;
+  }
+}
+
+void Process::join() {
+  join_until(detail::Deadline::never());
+}
+
+void Process::join_until(const detail::Deadline& deadline) {
+  ProcessState& st = checked("join");
+  if (st.creator != ::getpid()) throw InvalidStateError("can only join a child process");
+  {
+    std::lock_guard lock(st.mu);
+    if (st.phase != Phase::kStarted) throw InvalidStateError("can only join a started process");
+  }
+  wait_exit(st, deadline);
+}
+
+bool Process::is_alive() const {
+  ProcessState& st = checked("is_alive");
+  if (st.creator != ::getpid()) throw InvalidStateError("can only test a child process");
+  std::lock_guard lock(st.mu);
+  if (st.phase == Phase::kInitial) return false;
+  if (st.phase == Phase::kStarting) return true;
+  return !poll_locked(st).has_value();
+}
+
+std::optional<int> Process::exitcode() const {
+  ProcessState& st = checked("exitcode");
+  std::lock_guard lock(st.mu);
+  if (st.phase != Phase::kStarted) return std::nullopt;
+  if (st.creator != ::getpid()) return st.returncode;
+  return poll_locked(st);
+}
+
+pid_t Process::pid() const {
+  ProcessState& st = checked("pid");
+  std::lock_guard lock(st.mu);
+  return st.pid;
+}
+
+std::string Process::name() const {
+  if (!state_) throw InvalidStateError("name: the Process object was moved from");
+  std::lock_guard lock(state_->mu);
+  return state_->name;
+}
+
+void Process::set_name(std::string name) {
+  if (!state_) throw InvalidStateError("set_name: the Process object was moved from");
+  std::lock_guard lock(state_->mu);
+  state_->name = std::move(name);
+}
+
+bool Process::daemon() const {
+  if (!state_) throw InvalidStateError("daemon: the Process object was moved from");
+  std::lock_guard lock(state_->mu);
+  return state_->daemon;
+}
+
+void Process::set_daemon(bool daemon) {
+  ProcessState& st = checked("set_daemon");
+  std::lock_guard lock(st.mu);
+  if (st.phase != Phase::kInitial) throw InvalidStateError("process has already started");
+  st.daemon = daemon;
+}
+
+namespace {
+void send_signal(ProcessState& st, int sig, const char* what) {
+  std::lock_guard lock(st.mu);
+  if (st.phase != Phase::kStarted)
+    throw InvalidStateError(std::string("can only ") + what + " a started process");
+  if (st.creator != ::getpid())
+    throw InvalidStateError(std::string("can only ") + what + " a child process");
+  if (st.returncode) return;
+  sys::pidfd_send_signal(st.pidfd.get(), sig);
+}
+}  // namespace
+
+void Process::terminate() {
+  send_signal(checked("terminate"), SIGTERM, "terminate");
+}
+
+void Process::kill() {
+  send_signal(checked("kill"), SIGKILL, "kill");
+}
+
+void Process::close() {
+  if (!state_) throw InvalidStateError("close: the Process object was moved from");
+  ProcessState& st = *state_;
+  {
+    std::lock_guard lock(st.mu);
+    if (st.phase == Phase::kClosed) return;
+    if (st.phase == Phase::kStarting ||
+        (st.phase == Phase::kStarted && st.creator == ::getpid() && !poll_locked(st))) {
+      throw InvalidStateError(
+          "Cannot close a process while it is still running. You should first call join() or "
+          "terminate().");
+    }
+    st.phase = Phase::kClosed;
+    st.pidfd.reset();
+    st.target.reset();
+  }
+  forget_child(&st);
+}
+
+int Process::sentinel() const {
+  ProcessState& st = checked("sentinel");
+  std::lock_guard lock(st.mu);
+  if (st.phase != Phase::kStarted) throw InvalidStateError("process not started");
+  return st.pidfd.get();
+}
+
+// ---------------------------------------------------------------------------
+// Module functions
+
+bool ProcessInfo::is_alive() const noexcept {
+  if (pid_ == ::getpid() || pid_ == ::getppid()) return true;
+  return ::kill(pid_, 0) == 0 || errno == EPERM;
+}
+
+ProcessInfo current_process() {
+  Registry& r = registry();
+  std::lock_guard lock(r.mu);
+  return ProcessInfo(::getpid(), r.name, r.daemon);
+}
+
+std::optional<ProcessInfo> parent_process() {
+  Registry& r = registry();
+  std::lock_guard lock(r.mu);
+  return r.parent;
+}
+
+std::vector<Process> active_children() {
+  std::vector<Process> result;
+  for (auto& st : running_children())
+    result.push_back(Process(std::move(st)));
+  return result;
+}
+
+namespace {
+// The CPU limit of a cgroup v2 cpu.max file ("max 100000" or "<quota> <period>").
+std::optional<int> cgroup_cpu_limit() {
+  std::ifstream cgroup("/proc/self/cgroup");
+  std::string line, path;
+  while (std::getline(cgroup, line)) {
+    if (line.rfind("0::", 0) == 0) {
+      path = line.substr(3);
+      break;
+    }
+  }
+  if (path.empty()) return std::nullopt;
+  std::optional<int> limit;
+  const std::string root = "/sys/fs/cgroup";
+  for (;;) {
+    std::ifstream max(root + path + "/cpu.max");
+    std::string quota;
+    long period = 0;
+    if (max >> quota >> period && quota != "max" && period > 0) {
+      long q = std::atol(quota.c_str());
+      if (q > 0) {
+        int cpus = static_cast<int>((q + period - 1) / period);
+        limit = limit ? std::min(*limit, cpus) : cpus;
+      }
+    }
+    if (path.empty() || path == "/") break;
+    auto slash = path.rfind('/');
+    path = slash == std::string::npos || slash == 0 ? std::string("/") : path.substr(0, slash);
+  }
+  return limit;
+}
+}  // namespace
+
+int cpu_count() {
+  int count = 0;
+  for (int size = 1024; size <= 1 << 20 && count == 0; size *= 4) {
+    cpu_set_t* set = CPU_ALLOC(size);
+    if (!set) break;
+    std::size_t bytes = CPU_ALLOC_SIZE(size);
+    CPU_ZERO_S(bytes, set);
+    if (::sched_getaffinity(0, bytes, set) == 0) {
+      count = CPU_COUNT_S(bytes, set);
+    } else if (errno != EINVAL) {
+      CPU_FREE(set);
+      break;
+    }
+    CPU_FREE(set);
+  }
+  if (count <= 0) count = static_cast<int>(std::max(1L, ::sysconf(_SC_NPROCESSORS_ONLN)));
+  if (auto limit = cgroup_cpu_limit()) count = std::min(count, *limit);
+  return std::max(1, count);
+}
+
+void exit(int code) {
+  bool is_child;
+  {
+    Registry& r = registry();
+    std::lock_guard lock(r.mu);
+    is_child = r.is_child;
+  }
+  if (is_child) finish_child(code);
+  std::exit(code);
+}
+
+}  // namespace mpx
