@@ -19,6 +19,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <fstream>
 #include <new>
 #include <string>
@@ -53,14 +54,22 @@ T* shared_new() {
   return new (shared_bytes(sizeof(T))) T();
 }
 
-// Forks a child that runs fn() and leaves with _exit(0) (never returns into the caller).
+// Forks a child that runs fn() and leaves with _exit(0), or _exit(1) after printing an
+// exception that escaped fn; it never returns into the caller.
 template <class Fn>
 pid_t fork_child(Fn&& fn) {
   std::fflush(nullptr);
   pid_t pid = fork();
   if (pid < 0) die("fork");
   if (pid == 0) {
-    fn();
+    try {
+      fn();
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "benchmark child: %s\n", e.what());
+      _exit(1);
+    } catch (...) {
+      _exit(1);
+    }
     _exit(0);
   }
   return pid;
