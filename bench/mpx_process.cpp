@@ -1,0 +1,28 @@
+// bench/mpx_process.cpp — mpx::Process.
+//   process_start_join   Process([]{}) then start() and join(): a child that does nothing
+//                        (us/op)
+#include "mpx/process.hpp"
+#include "mpx_bench.hpp"
+
+namespace {
+
+void process_start_join(benchmark::State& state) {
+  auto once = [] {
+    mpx::Process p([] {});
+    p.start();
+    p.join();
+    if (p.exitcode() != 0) bench::die("child failed");
+  };
+  for (int i = 0; i < 20; ++i)
+    once();
+  double t0 = bench::now_s();
+  for (auto _ : state)
+    once();
+  double t = bench::now_s() - t0;
+  bench::report(state, t / static_cast<double>(state.iterations()) * 1e6, "us/op");
+}
+BENCHMARK(process_start_join)->Iterations(300)->UseRealTime()->Unit(benchmark::kMicrosecond);
+
+}  // namespace
+
+BENCHMARK_MAIN();
