@@ -183,6 +183,24 @@ TEST(CodecTest, IntMessageIsTagPlusFourBytes) {
   EXPECT_EQ(msg[8], std::byte{0x04});
 }
 
+TEST(CodecTest, VectorOfTriviallyCopyableElementsIsOneBlock) {
+  const std::vector<int> v(1000, 5);
+  const Bytes msg = mpx::encode(v);
+  EXPECT_EQ(msg.size(), 8u + 2 + v.size() * sizeof(int));  // tag, two-byte count, the ints
+  EXPECT_EQ(msg.capacity(), msg.size());
+  EXPECT_EQ(std::memcmp(msg.data() + 10, v.data(), v.size() * sizeof(int)), 0);
+}
+
+TEST(CodecTest, EncodeAppendIntoRoomyBufferDoesNotReallocate) {
+  Bytes buffer;
+  buffer.reserve(256);
+  const std::byte* data = buffer.data();
+  mpx::encode_append(Point{1, 2, 3}, buffer);
+  mpx::encode_append(std::string("text"), buffer);
+  mpx::encode_append(std::vector<std::string>{"a", "b"}, buffer);
+  EXPECT_EQ(buffer.data(), data);
+}
+
 TEST(CodecTest, TriviallyEncodableTraitMatchesTheWireFormat) {
   static_assert(mpx::is_trivially_encodable_v<int>);
   static_assert(mpx::is_trivially_encodable_v<Color>);

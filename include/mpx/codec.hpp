@@ -49,8 +49,10 @@
 // multiple (sizeof(T)/min encoding, 32 for a std::string of empty strings) of the
 // message's size. Recursive cereal types are limited in nesting depth. The one trust
 // that remains: raw T is copied as bytes, so a trivially copyable struct holding a bool,
-// a pointer or an enum with gaps gets whatever bits the sender wrote — for input that
-// may be hostile, use types whose every bit pattern is valid, or give them a serialize().
+// a pointer or an enum gets whatever bits the sender wrote, and an enum is not checked
+// against its enumerators. That is harmless between processes of one program; for input
+// that may be hostile, use types whose every bit pattern is valid (an enum with a fixed
+// underlying type, `enum E : int`, accepts every value of it), or give them a serialize().
 //
 // Cereal caveat: inside a cereal-serialized value, a container of n elements that encode
 // to no bytes at all (empty classes) cannot hold more elements than bytes follow it.
@@ -101,12 +103,20 @@ template <class T>
 void encode_append(const T& value, Bytes& out) {
   using C = detail::Codec<T>;
   detail::ensure_registered<T>();
-  const std::size_t needed = out.size() + sizeof(std::uint64_t) + C::size(value);
-  if (needed > out.capacity()) out.reserve(std::max(needed, 2 * out.capacity()));
-  detail::Writer w{out};
   const std::uint64_t tag = C::tag;
-  w.put(&tag, sizeof(tag));
-  C::write(w, value);
+  const std::size_t old_size = out.size();
+  const std::size_t needed = old_size + sizeof(tag) + C::size(value);
+  if (needed > out.capacity()) out.reserve(std::max(needed, 2 * out.capacity()));
+  if constexpr (C::exact) {
+    out.resize(needed);
+    detail::PtrWriter w{out.data() + old_size};
+    w.put(&tag, sizeof(tag));
+    C::write(w, value);
+  } else {
+    detail::Writer w{out};
+    w.put(&tag, sizeof(tag));
+    C::write(w, value);
+  }
 }
 
 // The message for `value`: its type tag, then its payload. One allocation, of the exact

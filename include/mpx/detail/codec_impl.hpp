@@ -4,8 +4,9 @@
 //   min_size        the fewest bytes any value of T encodes to (bounds element counts)
 //   tag             the 64-bit type tag, a compile-time constant
 //   name()          the readable type name
-//   size(v)         the encoded size of v (a guess for cereal types, which may grow)
-//   write(w, v)     appends v
+//   exact           whether size(v) is exact (false when cereal is involved)
+//   size(v)         the encoded size of v (a guess when not exact)
+//   write(w, v)     appends v, to a Writer (vector) or, when exact, a PtrWriter
 //   read(r, v)      reads into v (default-constructed or reused), checking every length
 #pragma once
 
@@ -69,20 +70,28 @@ template <class T>
 requires trivially_encodable_v<T>
 struct Codec<T> {
   static constexpr std::size_t min_size = sizeof(T);
+  static constexpr bool exact = true;
   static constexpr std::uint64_t tag = fnv1a(scalar_name<T>());
   static std::string name() { return std::string(scalar_name<T>()); }
   static constexpr std::size_t size(const T&) noexcept { return sizeof(T); }
-  static void write(Writer& w, const T& v) { w.put(std::addressof(v), sizeof(T)); }
+  template <class W>
+  static void write(W& w, const T& v) {
+    w.put(std::addressof(v), sizeof(T));
+  }
   static void read(Reader& r, T& v) { r.copy(static_cast<void*>(std::addressof(v)), sizeof(T)); }
 };
 
 template <>
 struct Codec<bool> {
   static constexpr std::size_t min_size = 1;
+  static constexpr bool exact = true;
   static constexpr std::uint64_t tag = fnv1a("bool");
   static std::string name() { return "bool"; }
   static constexpr std::size_t size(bool) noexcept { return 1; }
-  static void write(Writer& w, bool v) { w.byte(v ? 1 : 0); }
+  template <class W>
+  static void write(W& w, bool v) {
+    w.byte(v ? 1 : 0);
+  }
   static void read(Reader& r, bool& v) {
     const std::uint8_t b = r.byte();
     if (b > 1) r.fail("a bool that is neither 0 nor 1");
@@ -108,12 +117,14 @@ struct Codec<std::basic_string<C>> {
                                             : std::is_same_v<C, char16_t> ? "std::u16string"
                                                                           : "std::u32string";
   static constexpr std::size_t min_size = 1;
+  static constexpr bool exact = true;
   static constexpr std::uint64_t tag = fnv1a(kName);
   static std::string name() { return std::string(kName); }
   static std::size_t size(const S& s) noexcept {
     return varint_size(s.size()) + s.size() * sizeof(C);
   }
-  static void write(Writer& w, const S& s) {
+  template <class W>
+  static void write(W& w, const S& s) {
     w.varint(s.size());
     w.put(s.data(), s.size() * sizeof(C));
   }
@@ -137,6 +148,7 @@ struct Codec<std::vector<T>> {
   using V = std::vector<T>;
   using E = Codec<T>;
   static constexpr std::size_t min_size = 1;
+  static constexpr bool exact = E::exact;
   static constexpr std::uint64_t tag = template_tag<T>("std::vector");
   static std::string name() { return "std::vector<" + E::name() + ">"; }
   static std::size_t size(const V& v) {
@@ -149,7 +161,8 @@ struct Codec<std::vector<T>> {
       return n;
     }
   }
-  static void write(Writer& w, const V& v) {
+  template <class W>
+  static void write(W& w, const V& v) {
     w.varint(v.size());
     if constexpr (trivially_encodable_v<T>) {
       w.put(v.data(), v.size() * sizeof(T));
@@ -176,12 +189,14 @@ template <>
 struct Codec<std::vector<bool>> {
   using V = std::vector<bool>;
   static constexpr std::size_t min_size = 1;
+  static constexpr bool exact = true;
   static constexpr std::uint64_t tag = template_tag<bool>("std::vector");
   static std::string name() { return "std::vector<bool>"; }
   static std::size_t size(const V& v) noexcept {
     return varint_size(v.size()) + (v.size() + 7) / 8;
   }
-  static void write(Writer& w, const V& v) {
+  template <class W>
+  static void write(W& w, const V& v) {
     w.varint(v.size());
     std::uint8_t acc = 0;
     for (std::size_t i = 0; i < v.size(); ++i) {
@@ -217,6 +232,7 @@ requires(!trivially_encodable_v<std::array<T, N>>) struct Codec<std::array<T, N>
   using A = std::array<T, N>;
   using E = Codec<T>;
   static constexpr std::size_t min_size = N * E::min_size;
+  static constexpr bool exact = E::exact;
   static constexpr std::uint64_t tag = mix(template_tag<T>("std::array"), N);
   static std::string name() { return "std::array<" + E::name() + ", " + std::to_string(N) + ">"; }
   static std::size_t size(const A& a) {
@@ -225,7 +241,8 @@ requires(!trivially_encodable_v<std::array<T, N>>) struct Codec<std::array<T, N>
       n += E::size(x);
     return n;
   }
-  static void write(Writer& w, const A& a) {
+  template <class W>
+  static void write(W& w, const A& a) {
     for (const T& x : a)
       E::write(w, x);
   }
@@ -242,10 +259,12 @@ template <class A, class B>
 struct Codec<std::pair<A, B>> {
   using P = std::pair<A, B>;
   static constexpr std::size_t min_size = Codec<A>::min_size + Codec<B>::min_size;
+  static constexpr bool exact = Codec<A>::exact && Codec<B>::exact;
   static constexpr std::uint64_t tag = template_tag<A, B>("std::pair");
   static std::string name() { return "std::pair<" + join_names<A, B>() + ">"; }
   static std::size_t size(const P& p) { return Codec<A>::size(p.first) + Codec<B>::size(p.second); }
-  static void write(Writer& w, const P& p) {
+  template <class W>
+  static void write(W& w, const P& p) {
     Codec<A>::write(w, p.first);
     Codec<B>::write(w, p.second);
   }
@@ -259,6 +278,7 @@ template <class T, class... Ts>
 struct Codec<std::tuple<T, Ts...>> {
   using Tu = std::tuple<T, Ts...>;
   static constexpr std::size_t min_size = (Codec<T>::min_size + ... + Codec<Ts>::min_size);
+  static constexpr bool exact = (Codec<T>::exact && ... && Codec<Ts>::exact);
   static constexpr std::uint64_t tag = template_tag<T, Ts...>("std::tuple");
   static std::string name() { return "std::tuple<" + join_names<T, Ts...>() + ">"; }
   static std::size_t size(const Tu& t) {
@@ -266,7 +286,8 @@ struct Codec<std::tuple<T, Ts...>> {
         [](const T& x, const Ts&... xs) { return (Codec<T>::size(x) + ... + Codec<Ts>::size(xs)); },
         t);
   }
-  static void write(Writer& w, const Tu& t) {
+  template <class W>
+  static void write(W& w, const Tu& t) {
     std::apply(
         [&w](const T& x, const Ts&... xs) {
           Codec<T>::write(w, x);
@@ -291,10 +312,12 @@ template <class T>
 struct Codec<std::optional<T>> {
   using O = std::optional<T>;
   static constexpr std::size_t min_size = 1;
+  static constexpr bool exact = Codec<T>::exact;
   static constexpr std::uint64_t tag = template_tag<T>("std::optional");
   static std::string name() { return "std::optional<" + Codec<T>::name() + ">"; }
   static std::size_t size(const O& o) { return 1 + (o ? Codec<T>::size(*o) : 0); }
-  static void write(Writer& w, const O& o) {
+  template <class W>
+  static void write(W& w, const O& o) {
     w.byte(o ? 1 : 0);
     if (o) Codec<T>::write(w, *o);
   }
@@ -316,6 +339,7 @@ template <class... Ts>
 struct Codec<std::variant<Ts...>> {
   using V = std::variant<Ts...>;
   static constexpr std::size_t min_size = 1 + std::min({Codec<Ts>::min_size...});
+  static constexpr bool exact = (Codec<Ts>::exact && ...);
   static constexpr std::uint64_t tag = template_tag<Ts...>("std::variant");
   static std::string name() { return "std::variant<" + join_names<Ts...>() + ">"; }
   static std::size_t size(const V& v) {
@@ -323,7 +347,8 @@ struct Codec<std::variant<Ts...>> {
     return varint_size(v.index()) +
            std::visit([](const auto& x) { return Codec<std::decay_t<decltype(x)>>::size(x); }, v);
   }
-  static void write(Writer& w, const V& v) {
+  template <class W>
+  static void write(W& w, const V& v) {
     if (v.valueless_by_exception()) {
       throw ValueError("mpx::encode: a std::variant that is valueless by exception");
     }
@@ -354,6 +379,13 @@ struct AssociativeCodec {
   static constexpr bool kIsMap = !std::is_void_v<Mapped>;
   static constexpr bool kOrdered = requires(M m) { m.lower_bound(std::declval<K>()); };
   static constexpr std::size_t min_size = 1;
+  static constexpr bool exact = [] {
+    if constexpr (std::is_void_v<Mapped>) {
+      return Codec<K>::exact;
+    } else {
+      return Codec<K>::exact && Codec<Mapped>::exact;
+    }
+  }();
 
   static std::size_t size(const M& m) {
     std::size_t n = varint_size(m.size());
@@ -366,7 +398,8 @@ struct AssociativeCodec {
     }
     return n;
   }
-  static void write(Writer& w, const M& m) {
+  template <class W>
+  static void write(W& w, const M& m) {
     w.varint(m.size());
     for (const auto& e : m) {
       if constexpr (kIsMap) {
@@ -437,6 +470,7 @@ requires(!trivially_encodable_v<T> && !has_std_codec<T>::value && !is_view<T>::v
          !std::is_pointer_v<T> && !std::is_array_v<T> && !std::is_same_v<T, bool> &&
          cereal_serializable_v<T>) struct Codec<T> {
   static constexpr std::size_t min_size = 1;
+  static constexpr bool exact = false;  // size() is a guess: write() needs the vector
   static constexpr std::uint64_t tag = fnv1a(pretty_name<T>());
   static std::string name() { return std::string(pretty_name<T>()); }
   static constexpr std::size_t size(const T&) noexcept { return 1 + sizeof(T); }  // a guess

@@ -200,8 +200,18 @@ constexpr std::size_t varint_size(std::uint64_t v) {
   return n;
 }
 
-// Appends to a message. Callers reserve the whole message first, so that the appends
-// below never reallocate for types whose size is known in advance.
+// Writes `v` as LEB128 into buf (10 bytes suffice); returns the number of bytes.
+inline std::size_t put_varint(std::uint64_t v, std::byte* buf) noexcept {
+  std::size_t n = 0;
+  while (v >= 0x80) {
+    buf[n++] = static_cast<std::byte>(v | 0x80);
+    v >>= 7;
+  }
+  buf[n++] = static_cast<std::byte>(v);
+  return n;
+}
+
+// Appends to a message vector: used when the size is not known in advance (cereal).
 struct Writer {
   Bytes& out;
 
@@ -213,14 +223,21 @@ struct Writer {
   void byte(std::uint8_t b) { out.push_back(static_cast<std::byte>(b)); }
   void varint(std::uint64_t v) {
     std::byte buf[10];
-    std::size_t n = 0;
-    while (v >= 0x80) {
-      buf[n++] = static_cast<std::byte>(v | 0x80);
-      v >>= 7;
-    }
-    buf[n++] = static_cast<std::byte>(v);
-    put(buf, n);
+    put(buf, put_varint(v, buf));
   }
+};
+
+// Writes into memory already sized for the whole message: no checks, no growth.
+struct PtrWriter {
+  std::byte* p;
+
+  void put(const void* data, std::size_t n) noexcept {
+    if (n == 0) return;
+    std::memcpy(p, data, n);
+    p += n;
+  }
+  void byte(std::uint8_t b) noexcept { *p++ = static_cast<std::byte>(b); }
+  void varint(std::uint64_t v) noexcept { p += put_varint(v, p); }
 };
 
 // Reads a message. Every read is checked against the bytes that are left.
