@@ -23,6 +23,7 @@
 #include <functional>
 #include <iostream>
 #include <mutex>
+#include <new>
 #include <thread>
 #include <typeinfo>
 
@@ -70,6 +71,9 @@ struct Registry {
   int counter = 0;
   std::optional<ProcessInfo> parent;
   bool exiting = false;
+  // In a child: the parent's children, kept (never destroyed, but reachable so that
+  // leak checkers stay quiet when the child ends with std::exit).
+  std::vector<std::shared_ptr<ProcessState>> abandoned;
 };
 
 Registry& registry() {
@@ -87,8 +91,10 @@ struct Forker {
   bool done = false;
   pid_t result = -1;
   int error = 0;
+  Forker* abandoned_next = nullptr;  // see child_main
 };
 Forker* g_forker = nullptr;
+Forker* g_abandoned_forkers = nullptr;
 std::mutex* g_forker_mu = new std::mutex;
 
 void forker_loop(Forker* f) {
@@ -310,10 +316,11 @@ void exit_handler() noexcept {
   }
   ::pthread_sigmask(SIG_SETMASK, &mask, nullptr);
 
-  // This process's bookkeeping starts afresh. The parent's child list is leaked on
-  // purpose: destroying it here could run destructors of the parent's objects.
+  // This process's bookkeeping starts afresh. The parent's children are kept aside, not
+  // destroyed: destroying them here could run destructors of the parent's objects.
   Registry& r = registry();
-  new std::vector<std::shared_ptr<ProcessState>>(std::move(r.children));
+  for (auto& c : r.children)
+    r.abandoned.push_back(std::move(c));
   r.children.clear();
   r.parent.emplace(parent_pid, r.name, r.daemon);
   r.is_child = true;
@@ -322,8 +329,12 @@ void exit_handler() noexcept {
   r.identity = st.identity;
   r.counter = 0;
   r.exiting = false;
-  g_forker_mu = new std::mutex;
-  g_forker = nullptr;
+  // The forker thread does not exist here, and its mutex may have been held.
+  new (g_forker_mu) std::mutex;
+  if (g_forker) {
+    g_forker->abandoned_next = g_abandoned_forkers;
+    g_abandoned_forkers = std::exchange(g_forker, nullptr);
+  }
   detail::threads_after_fork_in_child();
 
   // As Python's util._close_stdin: the child does not read the parent's stdin.

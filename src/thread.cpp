@@ -46,6 +46,7 @@ struct ThreadRegistry {
   std::mutex mu;
   std::vector<std::shared_ptr<ThreadState>> running;
   int counter = 0;
+  std::vector<std::shared_ptr<ThreadState>> abandoned;  // see threads_after_fork_in_child
 };
 
 ThreadRegistry& thread_registry() {
@@ -158,9 +159,10 @@ void threads_after_fork_in_child() noexcept {
   for (auto& st : r.running) {
     if (st.get() != t_current) st->phase.store(ThreadState::kDone, std::memory_order_release);
   }
-  // Leaked on purpose: destroying the parent's thread states here could run
+  // Kept, never destroyed: destroying the parent's thread states here could run
   // destructors of targets that belong to threads which do not exist in the child.
-  new std::vector<std::shared_ptr<ThreadState>>(std::move(r.running));
+  for (auto& st : r.running)
+    r.abandoned.push_back(std::move(st));
   r.running.clear();
 }
 
