@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "mpx/errors.hpp"
+#include "mpx/process.hpp"
 #include "mpx/synchronize.hpp"
 #include "support/leak_check.hpp"
 
@@ -59,40 +60,33 @@ bool eventually(Pred ready) {
   return ready();
 }
 
+// Runs fn in a child process (mpx::Process); a child whose fn throws exits with code 1.
 template <class F>
-pid_t fork_child(F fn) {
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    int code = 0;
-    try {
-      fn();
-    } catch (...) {
-      code = 1;
-    }
-    ::_exit(code);
-  }
-  return pid;
+mpx::Process start_child(F fn) {
+  mpx::Process p(std::move(fn));
+  p.start();
+  return p;
 }
 
-int join_child(pid_t pid) {
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+// Waits for the child; its exit code, -N when killed by signal N.
+int join_child(mpx::Process& p) {
+  p.join();
+  return p.exitcode().value_or(-1000);
 }
 
 // Forks a child that runs setup(), tells the parent, and waits to be killed; kills it.
 template <class F>
 void run_and_kill(F setup) {
   mpx::Event ready;
-  pid_t pid = fork_child([&] {
+  auto child = start_child([&] {
     setup();
     ready.set();
     for (;;)
       ::pause();
   });
   ASSERT_TRUE(ready.wait(10s));
-  ::kill(pid, SIGKILL);
-  EXPECT_EQ(join_child(pid), 128 + SIGKILL);
+  child.kill();
+  EXPECT_EQ(join_child(child), -SIGKILL);
 }
 
 }  // namespace
@@ -109,8 +103,8 @@ TEST(SharedMemoryTest, AnonymousSegmentHasExactSizeNoNameAndZeroedMemory) {
 
 TEST(SharedMemoryTest, AnonymousSegmentIsSharedWithAForkedChild) {
   mpx::SharedMemory shm(64);
-  pid_t pid = fork_child([&] { std::memcpy(shm.buf().data(), "child", 6); });
-  EXPECT_EQ(join_child(pid), 0);
+  auto child = start_child([&] { std::memcpy(shm.buf().data(), "child", 6); });
+  EXPECT_EQ(join_child(child), 0);
   EXPECT_STREQ(reinterpret_cast<const char*>(shm.buf().data()), "child");
 }
 
@@ -182,7 +176,9 @@ TEST(SharedMemoryTest, NamedSegmentIsVisibleToAnUnrelatedProcessAndSurvivesIt) {
     ::execl("/bin/sh", "sh", "-c", script.c_str(), static_cast<char*>(nullptr));
     ::_exit(127);
   }
-  EXPECT_EQ(join_child(pid), 0);
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
   EXPECT_EQ(std::memcmp(shm.buf().data(), "hello", 5), 0);
   EXPECT_TRUE(exists(name));
   shm.unlink();
@@ -191,11 +187,11 @@ TEST(SharedMemoryTest, NamedSegmentIsVisibleToAnUnrelatedProcessAndSurvivesIt) {
 TEST(SharedMemoryTest, AnOpenerThatExitsOrIsKilledDoesNotUnlink) {
   std::string name = mpx_test::unique_name("opener");
   auto shm = mpx::SharedMemory::create(name, 16);
-  pid_t pid = fork_child([&] {
+  auto child = start_child([&] {
     auto view = mpx::SharedMemory::open(name);
     view.buf()[0] = std::byte{1};
   });
-  EXPECT_EQ(join_child(pid), 0);
+  EXPECT_EQ(join_child(child), 0);
   EXPECT_EQ(shm.buf()[0], std::byte{1});
   run_and_kill([&] { auto view = mpx::SharedMemory::open(name); });
   // Give a (wrongly) tracking opener's tracker time to act before checking.
@@ -215,8 +211,8 @@ TEST(SharedMemoryTest, NoNamedSegmentLeftAfterItsCreatorIsKilled) {
 
 TEST(SharedMemoryTest, ACreatorThatExitsWithoutUnlinkingLeavesNothing) {
   std::string name = mpx_test::unique_name("exited");
-  pid_t pid = fork_child([&] { mpx::SharedMemory::create(name, 100); });
-  EXPECT_EQ(join_child(pid), 0);
+  auto child = start_child([&] { mpx::SharedMemory::create(name, 100); });
+  EXPECT_EQ(join_child(child), 0);
   EXPECT_TRUE(eventually([&] { return !exists(name); })) << name << " left in /dev/shm";
 }
 

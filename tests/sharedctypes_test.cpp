@@ -1,9 +1,10 @@
 // Tests of mpx/sharedctypes.hpp: Value, Array, RawValue, RawArray shared between processes.
 #include "mpx/sharedctypes.hpp"
 
+#include "mpx/process.hpp"
+
 #include <gtest/gtest.h>
 #include <signal.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <mutex>
@@ -15,26 +16,18 @@ using namespace std::chrono_literals;
 
 namespace {
 
-// Runs fn in a forked child; returns the child's pid. The child exits 0, or 1 if fn threw.
+// Runs fn in a child process (mpx::Process); a child whose fn throws exits with code 1.
 template <class F>
-pid_t fork_child(F fn) {
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    int code = 0;
-    try {
-      fn();
-    } catch (...) {
-      code = 1;
-    }
-    ::_exit(code);
-  }
-  return pid;
+mpx::Process start_child(F fn) {
+  mpx::Process p(std::move(fn));
+  p.start();
+  return p;
 }
 
-int join_child(pid_t pid) {
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+// Waits for the child; its exit code, -N when killed by signal N.
+int join_child(mpx::Process& p) {
+  p.join();
+  return p.exitcode().value_or(-1000);
 }
 
 struct Point {
@@ -96,40 +89,40 @@ TEST(ValueTest, CopiesAndChildrenShareTheValue) {
   auto copy = v;
   copy.set(5);
   EXPECT_EQ(v.value(), 5);
-  pid_t pid = fork_child([v] { v.set(99); });
-  EXPECT_EQ(join_child(pid), 0);
+  auto child = start_child([v] { v.set(99); });
+  EXPECT_EQ(join_child(child), 0);
   EXPECT_EQ(v.value(), 99);
 }
 
 TEST(ValueTest, CounterIncrementedByFourProcessesUnderGetLockEndsExact) {
   mpx::Value<long> counter(0);
   constexpr long kIncrements = 100'000;
-  std::vector<pid_t> pids;
+  std::vector<mpx::Process> children;
   for (int i = 0; i < 4; ++i) {
-    pids.push_back(fork_child([counter] {
+    children.push_back(start_child([counter] {
       for (long k = 0; k < kIncrements; ++k) {
         std::lock_guard guard(counter.get_lock());
         counter.get_obj() += 1;
       }
     }));
   }
-  for (pid_t pid : pids)
-    EXPECT_EQ(join_child(pid), 0);
+  for (auto& child : children)
+    EXPECT_EQ(join_child(child), 0);
   EXPECT_EQ(counter.value(), 4 * kIncrements);
 }
 
 TEST(ValueTest, ALockOwnerKilledMakesTheNextAccessThrowOwnerDiedOnce) {
   mpx::Value<int> v(1);
   mpx::Event held;
-  pid_t pid = fork_child([&] {
+  auto child = start_child([&] {
     v.get_lock().acquire();
     held.set();
     for (;;)
       ::pause();
   });
   ASSERT_TRUE(held.wait(10s));
-  ::kill(pid, SIGKILL);
-  EXPECT_EQ(join_child(pid), 128 + SIGKILL);
+  child.kill();
+  EXPECT_EQ(join_child(child), -SIGKILL);
   EXPECT_THROW(v.value(), mpx::OwnerDied);
   EXPECT_FALSE(v.get_lock().locked());
   EXPECT_EQ(v.value(), 1);
@@ -138,8 +131,8 @@ TEST(ValueTest, ALockOwnerKilledMakesTheNextAccessThrowOwnerDiedOnce) {
 TEST(RawValueTest, IsSharedWithAChildWithoutALock) {
   mpx::RawValue<Point> p(Point{1, 2});
   EXPECT_EQ(p->x, 1);
-  pid_t pid = fork_child([p] { p->x = 10; });
-  EXPECT_EQ(join_child(pid), 0);
+  auto child = start_child([p] { p->x = 10; });
+  EXPECT_EQ(join_child(child), 0);
   EXPECT_EQ(p.value().x, 10);
   p.set(Point{3, 4});
   EXPECT_EQ((*p).y, 4);
@@ -161,13 +154,13 @@ TEST(ArrayTest, StartsZeroedOrFromARange) {
 
 TEST(ArrayTest, WithLockSeesTheWholeArrayAndChildrenShareIt) {
   mpx::Array<int> a(100);
-  pid_t pid = fork_child([a] {
+  auto child = start_child([a] {
     a.with_lock([](std::span<int> s) {
       for (std::size_t i = 0; i < s.size(); ++i)
         s[i] = static_cast<int>(i);
     });
   });
-  EXPECT_EQ(join_child(pid), 0);
+  EXPECT_EQ(join_child(child), 0);
   EXPECT_EQ(a.with_lock([](std::span<int> s) { return std::accumulate(s.begin(), s.end(), 0); }),
             4950);
   std::lock_guard guard(a.get_lock());
@@ -181,11 +174,11 @@ TEST(ArrayTest, WithoutALockGetLockThrows) {
 
 TEST(RawArrayTest, IsSharedWithAChild) {
   mpx::RawArray<long> a(8);
-  pid_t pid = fork_child([a] {
+  auto child = start_child([a] {
     for (auto& x : a)
       x = 7;
   });
-  EXPECT_EQ(join_child(pid), 0);
+  EXPECT_EQ(join_child(child), 0);
   for (long x : a.span())
     EXPECT_EQ(x, 7);
   mpx::RawArray<int> b{1, 2, 3};

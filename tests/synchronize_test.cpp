@@ -5,7 +5,6 @@
 
 #include <gtest/gtest.h>
 #include <signal.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -13,9 +12,11 @@
 #include <exception>
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <vector>
 
+#include "mpx/process.hpp"
 #include "mpx/sharedctypes.hpp"
 
 using namespace std::chrono_literals;
@@ -35,7 +36,8 @@ std::string mode_name(const ::testing::TestParamInfo<Mode>& info) {
     if (!(cond)) throw std::runtime_error("worker check failed: " #cond); \
   } while (0)
 
-// Runs fn in a thread or in a forked child; join() fails the test when fn threw.
+// Runs fn in a thread or in a child process (mpx::Process); join() fails the test when fn
+// threw (a child that throws exits with code 1).
 class Worker {
  public:
   Worker(Mode mode, std::function<void()> fn) : mode_(mode) {
@@ -48,41 +50,27 @@ class Worker {
         }
       });
     } else {
-      pid_ = ::fork();
-      if (pid_ == 0) {
-        int code = 0;
-        try {
-          fn();
-        } catch (const std::exception& e) {
-          std::fprintf(stderr, "worker: %s\n", e.what());
-          code = 1;
-        } catch (...) {
-          code = 2;
-        }
-        ::_exit(code);
-      }
+      process_.emplace(std::move(fn));
+      process_->start();
     }
   }
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
-  ~Worker() {
-    if (thread_.joinable() || pid_ > 0) wait();
-  }
+  ~Worker() { wait(); }
 
-  pid_t pid() const { return pid_; }
-  // Waits for the worker; returns its exit status (process) or 0 (thread).
+  pid_t pid() const { return process_ ? process_->pid() : 0; }
+  void kill() { process_->kill(); }
+  // Waits for the worker; returns its exit code (process) or 0 (thread).
   int wait() {
     if (thread_.joinable()) thread_.join();
-    if (pid_ > 0) {
-      int status = 0;
-      ::waitpid(pid_, &status, 0);
-      pid_ = -1;
-      return status;
+    if (process_) {
+      process_->join();
+      return process_->exitcode().value_or(-1);
     }
     return 0;
   }
   void join() {
-    int status = wait();
+    int code = wait();
     if (error_) {
       try {
         std::rethrow_exception(error_);
@@ -90,17 +78,35 @@ class Worker {
         ADD_FAILURE() << "worker thread threw: " << e.what();
       }
     }
-    if (mode_ == Mode::kProcess) {
-      EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "worker status " << status;
-    }
+    EXPECT_EQ(code, 0) << "worker process exit code";
   }
 
  private:
   Mode mode_;
   std::thread thread_;
-  pid_t pid_ = -1;
+  std::optional<mpx::Process> process_;
   std::exception_ptr error_;
 };
+
+// A child process that takes `lock`, sets `held` and waits to be killed.
+template <class LockT>
+mpx::Process start_holder(const LockT& lock, const mpx::Event& held, int times = 1) {
+  mpx::Process p([lock, held, times] {
+    for (int i = 0; i < times; ++i)
+      lock.acquire();
+    held.set();
+    for (;;)
+      ::pause();
+  });
+  p.start();
+  return p;
+}
+
+void kill_and_join(mpx::Process& p) {
+  p.kill();
+  p.join();
+  EXPECT_EQ(p.exitcode(), -SIGKILL);
+}
 
 // Polls `ready` (a condition on shared state, not a timer) for up to 10 s.
 template <class Pred>
@@ -239,17 +245,9 @@ TEST(LockTest, OwnerKilledWhileHoldingItTheNextAcquirerProceedsAndIsTold100Times
   mpx::Event held;
   for (int i = 0; i < 100; ++i) {
     held.clear();
-    pid_t pid = ::fork();
-    if (pid == 0) {
-      lock.acquire();
-      held.set();
-      for (;;)
-        ::pause();
-    }
+    auto owner = start_holder(lock, held);
     ASSERT_TRUE(held.wait(10s)) << "iteration " << i;
-    ::kill(pid, SIGKILL);
-    int status = 0;
-    ::waitpid(pid, &status, 0);
+    kill_and_join(owner);
     ASSERT_THROW(lock.acquire(), mpx::OwnerDied) << "iteration " << i;
     EXPECT_TRUE(lock.locked());
     lock.release();  // the lock is usable again
@@ -261,13 +259,7 @@ TEST(LockTest, OwnerKilledWhileHoldingItTheNextAcquirerProceedsAndIsTold100Times
 TEST(LockTest, OwnerKilledWhileAnotherWaitsTheWaiterIsTold) {
   mpx::Lock lock;
   mpx::Event held;
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    lock.acquire();
-    held.set();
-    for (;;)
-      ::pause();
-  }
+  auto owner = start_holder(lock, held);
   ASSERT_TRUE(held.wait(10s));
   std::atomic<bool> told{false};
   std::thread waiter([&] {
@@ -279,8 +271,7 @@ TEST(LockTest, OwnerKilledWhileAnotherWaitsTheWaiterIsTold) {
     lock.release();
   });
   std::this_thread::sleep_for(50ms);  // let the waiter block (not needed for correctness)
-  ::kill(pid, SIGKILL);
-  ::waitpid(pid, nullptr, 0);
+  kill_and_join(owner);
   waiter.join();
   EXPECT_TRUE(told);
 }
@@ -288,16 +279,9 @@ TEST(LockTest, OwnerKilledWhileAnotherWaitsTheWaiterIsTold) {
 TEST(LockTest, RecoverPolicyAcquiresSilentlyAfterTheOwnerDied) {
   mpx::Lock lock(mpx::OwnerDeath::kRecover);
   mpx::Event held;
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    lock.acquire();
-    held.set();
-    for (;;)
-      ::pause();
-  }
+  auto owner = start_holder(lock, held);
   ASSERT_TRUE(held.wait(10s));
-  ::kill(pid, SIGKILL);
-  ::waitpid(pid, nullptr, 0);
+  kill_and_join(owner);
   EXPECT_NO_THROW(lock.acquire());
   lock.release();
 }
@@ -353,17 +337,9 @@ TEST(RLockTest, OwnerKilledWhileHoldingItTheNextAcquirerProceedsAndIsTold100Time
   mpx::Event held;
   for (int i = 0; i < 100; ++i) {
     held.clear();
-    pid_t pid = ::fork();
-    if (pid == 0) {
-      lock.acquire();
-      lock.acquire();
-      held.set();
-      for (;;)
-        ::pause();
-    }
+    auto owner = start_holder(lock, held, 2);
     ASSERT_TRUE(held.wait(10s)) << "iteration " << i;
-    ::kill(pid, SIGKILL);
-    ::waitpid(pid, nullptr, 0);
+    kill_and_join(owner);
     ASSERT_THROW(lock.acquire(), mpx::OwnerDied) << "iteration " << i;
     lock.release();  // held once: one release frees it
     ASSERT_FALSE(lock.locked());
@@ -617,8 +593,8 @@ TEST(ConditionTest, AWaiterKilledWhileWaitingDoesNotAbsorbANotification) {
   mpx::Semaphore woke(0);
   {
     auto dead = start_waiters(Mode::kProcess, 1, cond, waiting, woke);
-    ::kill(dead[0]->pid(), SIGKILL);
-    dead[0]->wait();
+    dead[0]->kill();
+    EXPECT_EQ(dead[0]->wait(), -SIGKILL);
   }
   *waiting = 0;
   auto live = start_waiters(Mode::kThread, 1, cond, waiting, woke);
@@ -745,21 +721,15 @@ TEST_P(SyncTest, BarrierActionThatThrowsBreaksTheBarrier) {
 
 TEST(BarrierTest, AParticipantKilledWhileWaitingBreaksTheBarrier) {
   mpx::Barrier barrier(3);
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    try {
-      barrier.wait();
-    } catch (...) {
-    }
-    ::_exit(0);
-  }
+  mpx::Process participant([barrier] { barrier.wait(); });
+  participant.start();
   ASSERT_TRUE(eventually([&] { return barrier.n_waiting() == 1; }));
-  ::kill(pid, SIGKILL);
+  participant.kill();
   auto start = Clock::now();
   // No timeout: only the death of the participant can end this wait.
   EXPECT_THROW(barrier.wait(), mpx::BrokenBarrierError);
   EXPECT_LT(Clock::now() - start, 10s);
-  ::waitpid(pid, nullptr, 0);
+  participant.join();
   barrier.reset();
   std::thread a([&] { barrier.wait(10s); });
   std::thread b([&] { barrier.wait(10s); });
