@@ -131,7 +131,8 @@ std::size_t Ring::region_size(std::size_t capacity) noexcept {
 void Ring::init(void* region, std::size_t capacity, std::size_t maxsize) {
   auto* h = new (region) RingHeader;
   h->capacity = capacity;
-  h->max_chunk = capacity / 4 - sizeof(ChunkHeader);
+  // A chunk's length is a u32; a quarter of the ring lets writer and reader overlap.
+  h->max_chunk = std::min<uint64_t>(capacity / 4, uint64_t{1} << 30) - sizeof(ChunkHeader);
   h->maxsize = maxsize;
   h->magic.store(kRingMagic, std::memory_order_release);
 }
