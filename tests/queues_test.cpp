@@ -3,7 +3,6 @@
 
 #include <gtest/gtest.h>
 #include <signal.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -18,6 +17,7 @@
 #include <vector>
 
 #include "mpx/connection.hpp"
+#include "mpx/process.hpp"
 #include "support/leak_check.hpp"
 
 namespace {
@@ -34,36 +34,26 @@ class StartTracker : public ::testing::Environment {
 };
 const auto* const g_env = ::testing::AddGlobalTestEnvironment(new StartTracker);
 
-// A forked child running fn, then _exit(0) (or _exit(1) if fn throws).
+// A started mpx::Process running fn; join() returns its exitcode (-N: killed by signal N).
 class Child {
  public:
-  explicit Child(const std::function<void()>& fn) {
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      int rc = 0;
-      try {
-        fn();
-      } catch (...) {
-        rc = 1;
-      }
-      ::_exit(rc);
-    }
-  }
+  explicit Child(std::function<void()> fn) : process_(std::move(fn)) { process_.start(); }
   Child(const Child&) = delete;
   Child& operator=(const Child&) = delete;
   ~Child() {
-    if (pid_ > 0) join();
+    if (!joined_) process_.join();
   }
   int join() {
-    int status = 0;
-    ::waitpid(pid_, &status, 0);
-    pid_ = -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+    process_.join();
+    joined_ = true;
+    return *process_.exitcode();
   }
-  void kill() { ::kill(pid_, SIGKILL); }
+  void kill() { process_.kill(); }
+  pid_t pid() const { return process_.pid(); }
 
  private:
-  pid_t pid_ = -1;
+  mpx::Process process_;
+  bool joined_ = false;
 };
 
 // An item that knows whether it is intact: its id in the first 8 bytes, then bytes that

@@ -3,3 +3,5 @@
 #pragma once
 
 #include "mpx/errors.hpp"
+#include "mpx/connection.hpp"
+#include "mpx/queues.hpp"
