@@ -25,15 +25,6 @@ namespace {
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
-// The resource tracker of this process (started by the first named create()) holds one
-// socket for the process's lifetime: start it before the first test, so that the leak
-// check does not count it against a test.
-class StartTracker : public ::testing::Environment {
- public:
-  void SetUp() override { mpx::Queue<int>::create(mpx_test::unique_name("tracker")); }
-};
-const auto* const g_env = ::testing::AddGlobalTestEnvironment(new StartTracker);
-
 // A started mpx::Process running fn; join() returns its exitcode (-N: killed by signal N).
 class Child {
  public:
