@@ -1,0 +1,174 @@
+// mpx/detail/pool_entry.hpp — how a call reaches a worker process (DESIGN.md section 1).
+// Not public API.
+//
+// A task is (entry point, encoded callable state, encoded arguments). The entry point
+// is an instantiation of call_entry/chunk_entry for the callable's type. Process
+// workers are forks of this very binary (through the pool's zygote), so the entry's
+// address, and a function pointer given as the callable, are valid in the worker as
+// they are: they travel as plain addresses. (Spawned workers and MPI ranks would need
+// the module-offset scheme of DESIGN.md; they are not built yet.)
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <span>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "mpx/codec.hpp"
+#include "mpx/detail/pool_task.hpp"
+#include "mpx/errors.hpp"
+
+namespace mpx::detail {
+
+struct ProbeArchive {
+  template <class... T>
+  void operator()(T&&...) {}
+};
+
+template <class F>
+concept FunctionPointer = std::is_pointer_v<F> && std::is_function_v<std::remove_pointer_t<F>>;
+template <class F>
+concept StatelessCallable =
+    std::is_class_v<F> && std::is_empty_v<F> && std::is_default_constructible_v<F>;
+template <class F>
+concept SerializableCallable = std::is_class_v<F> && requires(F& f, ProbeArchive& ar) {
+  f.serialize(ar);
+};
+// Callables a process pool can send to its workers.
+template <class F>
+concept PortableCallable = FunctionPointer<F> || StatelessCallable<F> || SerializableCallable<F>;
+
+template <class F>
+constexpr void require_portable() {
+  static_assert(PortableCallable<F>,
+                "mpx: a process pool can only send portable callables to its workers: function "
+                "pointers, captureless lambdas, empty function objects, or function objects "
+                "with a serialize() method. A capturing lambda (or a function object with state "
+                "and no serialize()) cannot be sent. Instead: put the captured values in a "
+                "struct with operator() and serialize(); or pass them as arguments; or set them "
+                "up once per worker with the pool's initializer; or use mpx::fork_map / a "
+                "ThreadPool, which take any callable.");
+}
+
+inline void put_u64(ByteVector& out, uint64_t v) {
+  auto* p = reinterpret_cast<const std::byte*>(&v);
+  out.insert(out.end(), p, p + sizeof v);
+}
+inline uint64_t take_u64(std::span<const std::byte>& in) {
+  uint64_t v;
+  if (in.size() < sizeof v) throw DecodeError("truncated task");
+  std::memcpy(&v, in.data(), sizeof v);
+  in = in.subspan(sizeof v);
+  return v;
+}
+
+template <class F>
+void encode_callable(const F& f, ByteVector& out) {
+  if constexpr (FunctionPointer<F>) {
+    put_u64(out, reinterpret_cast<uint64_t>(f));
+  } else if constexpr (StatelessCallable<F>) {
+    (void)f;
+  } else {
+    ByteVector state = mpx::encode(f);
+    put_u64(out, state.size());
+    out.insert(out.end(), state.begin(), state.end());
+  }
+}
+
+template <class F>
+F decode_callable(std::span<const std::byte>& in) {
+  if constexpr (FunctionPointer<F>) {
+    return reinterpret_cast<F>(take_u64(in));
+  } else if constexpr (StatelessCallable<F>) {
+    return F{};
+  } else {
+    uint64_t n = take_u64(in);
+    if (in.size() < n) throw DecodeError("truncated callable state");
+    F f = mpx::decode<F>(in.first(n));
+    in = in.subspan(n);
+    return f;
+  }
+}
+
+// Decodes a value that may be void.
+template <class R>
+auto decode_result(std::span<const std::byte> bytes) {
+  if constexpr (std::is_void_v<R>) {
+    return std::monostate{};
+  } else {
+    return mpx::decode<R>(bytes);
+  }
+}
+
+template <class R>
+std::vector<R> decode_chunk(std::span<const std::byte> bytes) {
+  return mpx::decode<std::vector<R>>(bytes);
+}
+
+// Worker side: one call f(args...).
+template <class F, class... Args>
+void call_entry(std::span<const std::byte> in, ByteVector& out) {
+  F f = decode_callable<F>(in);
+  auto args = mpx::decode<std::tuple<Args...>>(in);
+  using R = std::invoke_result_t<F&, Args&...>;
+  if constexpr (std::is_void_v<R>) {
+    std::apply(f, args);
+  } else {
+    mpx::encode_append(std::apply(f, args), out);
+  }
+}
+
+// Worker side: a chunk of calls; Star: each item is a tuple of arguments.
+template <class F, class Item, bool Star>
+void chunk_entry(std::span<const std::byte> in, ByteVector& out) {
+  F f = decode_callable<F>(in);
+  auto items = mpx::decode<std::vector<Item>>(in);
+  if constexpr (Star) {
+    using R = decltype(std::apply(f, items[0]));
+    std::vector<R> results;
+    results.reserve(items.size());
+    for (auto& item : items)
+      results.push_back(std::apply(f, item));
+    mpx::encode_append(results, out);
+  } else {
+    using R = std::invoke_result_t<F&, Item&>;
+    std::vector<R> results;
+    results.reserve(items.size());
+    for (auto& item : items)
+      results.push_back(f(item));
+    mpx::encode_append(results, out);
+  }
+}
+
+// Worker side: the initializer.
+template <class F, class... Args>
+void init_entry(std::span<const std::byte> in, ByteVector&) {
+  F f = decode_callable<F>(in);
+  auto args = mpx::decode<std::tuple<Args...>>(in);
+  std::apply(f, args);
+}
+
+template <class F, class... Args>
+Task process_call_task(const F& f, const std::tuple<Args...>& args) {
+  Task t;
+  t.entry = &call_entry<F, Args...>;
+  encode_callable(f, t.args);
+  mpx::encode_append(args, t.args);
+  return t;
+}
+
+template <class F, class Item, bool Star>
+Task process_chunk_task(const F& f, const std::vector<Item>& items) {
+  Task t;
+  t.entry = &chunk_entry<F, Item, Star>;
+  encode_callable(f, t.args);
+  mpx::encode_append(items, t.args);
+  return t;
+}
+
+}  // namespace mpx::detail

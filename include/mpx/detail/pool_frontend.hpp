@@ -1,0 +1,367 @@
+// mpx/detail/pool_frontend.hpp — the one template behind Pool, ThreadPool and the
+// executors: turns calls into engine Tasks. Not public API (see mpx/pool.hpp,
+// mpx/futures.hpp).
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <ranges>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "mpx/detail/pool_entry.hpp"
+#include "mpx/detail/pool_future.hpp"
+#include "mpx/detail/pool_map.hpp"
+#include "mpx/detail/pool_task.hpp"
+#include "mpx/errors.hpp"
+
+namespace mpx {
+
+template <class T>
+class Future;
+
+namespace detail {
+// A pool's initializer: run once in each worker before its first task.
+struct Initializer {
+  std::function<void()> thread;  // thread pools
+  Entry entry = nullptr;         // process pools (a portable callable)
+  ByteVector args;
+};
+}  // namespace detail
+
+// Options of Pool, ThreadPool and the executors.
+struct PoolOptions {
+  // Replace a worker process after it ran this many tasks (a map chunk counts as one);
+  // 0: never. Process pools only.
+  std::size_t maxtasksperchild = 0;
+  // Per-task timeout (process pools only): a task running longer has its worker killed
+  // and replaced, and fails with TimeoutError.
+  std::optional<std::chrono::nanoseconds> timeout;
+  detail::Initializer init;
+
+  // Sets the initializer: fn(args...) runs once in each new worker. For a process pool
+  // fn must be portable (see Pool) and args encodable; if it throws, the pool breaks
+  // (tasks fail with BrokenPool) instead of restarting workers forever.
+  template <class F, class... Args>
+  PoolOptions& initializer(F fn, Args... args) {
+    init.thread = [fn, args...]() mutable { std::invoke(fn, args...); };
+    if constexpr (detail::PortableCallable<F>) {
+      init.entry = &detail::init_entry<F, Args...>;
+      init.args.clear();
+      detail::encode_callable(fn, init.args);
+      mpx::encode_append(std::tuple<Args...>(args...), init.args);
+    } else {
+      init.entry = nullptr;
+    }
+    return *this;
+  }
+};
+
+namespace detail {
+
+enum class WorkerKind { kProcess, kThread };
+
+template <class F, class... Args>
+using call_result_t = std::invoke_result_t<std::decay_t<F>&, std::decay_t<Args>&...>;
+
+template <class R>
+auto make_future_state() {
+  if constexpr (std::is_void_v<R>) {
+    return std::make_shared<FutureState<R>>(
+        +[](std::span<const std::byte>) { return std::monostate{}; });
+  } else {
+    return std::make_shared<FutureState<R>>(&decode_result<R>);
+  }
+}
+
+template <WorkerKind K>
+class BasicPool {
+ public:
+  static constexpr bool kProcesses = K == WorkerKind::kProcess;
+
+  explicit BasicPool(std::size_t processes = 0, PoolOptions options = {})
+      : engine_(make_options(processes, std::move(options))) {}
+
+  // Python's with-block terminates; mpx's destructor finishes the submitted work
+  // (close + join). Call terminate() first to drop it.
+  ~BasicPool() {
+    try {
+      engine_.close();
+      engine_.join();
+    } catch (...) {
+    }
+  }
+  BasicPool(const BasicPool&) = delete;
+  BasicPool& operator=(const BasicPool&) = delete;
+
+  template <class F, class... Args>
+  auto apply(F&& fn, Args&&... args) {
+    return apply_async(std::forward<F>(fn), std::forward<Args>(args)...).get();
+  }
+
+  template <class F, class... Args>
+  Future<call_result_t<F, Args...>> apply_async(F&& fn, Args&&... args) {
+    using R = call_result_t<F, Args...>;
+    auto state = make_future_state<R>();
+    engine_.submit(call_task<R>(state, std::forward<F>(fn), std::forward<Args>(args)...));
+    return Future<R>(state);
+  }
+
+  // Python's apply_async(func, args, callback, error_callback): exactly one of the
+  // callbacks runs, in the pool's result thread (process pools) or the worker thread
+  // (thread pools), before get() returns. They must not block on this pool.
+  template <class F, class... Args, class Callback, class ErrorCallback = std::nullptr_t>
+  Future<call_result_t<F, Args...>> apply_async(
+      F&& fn, std::tuple<Args...> args, Callback callback,
+      ErrorCallback error_callback =
+          nullptr) requires(!std::is_void_v<call_result_t<F, Args...>> &&
+                            std::is_invocable_v<Callback&, const call_result_t<F, Args...>&>) {
+    using R = call_result_t<F, Args...>;
+    auto state = make_future_state<R>();
+    set_hooks(*state, std::move(callback), std::move(error_callback));
+    engine_.submit(std::apply(
+        [&](auto&&... a) { return call_task<R>(state, std::forward<F>(fn), std::move(a)...); },
+        std::move(args)));
+    return Future<R>(state);
+  }
+
+  // Applies fn to every element, results in order. chunksize 0: Python's default,
+  // ceil(n / (4 * workers)). Blocks.
+  template <class F, std::ranges::input_range Range>
+  auto map(F&& fn, Range&& range, std::size_t chunksize = 0) {
+    auto f = map_async(std::forward<F>(fn), std::forward<Range>(range), chunksize);
+    return take(f);
+  }
+  template <class F, std::ranges::input_range Range>
+  auto map_async(F&& fn, Range&& range, std::size_t chunksize = 0) {
+    using Item = std::ranges::range_value_t<Range>;
+    return map_impl<Item, false>(std::forward<F>(fn), std::forward<Range>(range), chunksize);
+  }
+  template <class F, std::ranges::input_range Range, class Callback,
+            class ErrorCallback = std::nullptr_t>
+  auto map_async(F&& fn, Range&& range, std::size_t chunksize, Callback callback,
+                 ErrorCallback error_callback = nullptr) {
+    using Item = std::ranges::range_value_t<Range>;
+    return map_impl<Item, false>(
+        std::forward<F>(fn), std::forward<Range>(range), chunksize,
+        [&](auto& state) { set_hooks(state, std::move(callback), std::move(error_callback)); });
+  }
+
+  // fn(args...) for each tuple of the range (Python's starmap).
+  template <class F, std::ranges::input_range Range>
+  auto starmap(F&& fn, Range&& range, std::size_t chunksize = 0) {
+    auto f = starmap_async(std::forward<F>(fn), std::forward<Range>(range), chunksize);
+    return take(f);
+  }
+  template <class F, std::ranges::input_range Range>
+  auto starmap_async(F&& fn, Range&& range, std::size_t chunksize = 0) {
+    using Item = std::ranges::range_value_t<Range>;
+    return map_impl<Item, true>(std::forward<F>(fn), std::forward<Range>(range), chunksize);
+  }
+  template <class F, std::ranges::input_range Range, class Callback,
+            class ErrorCallback = std::nullptr_t>
+  auto starmap_async(F&& fn, Range&& range, std::size_t chunksize, Callback callback,
+                     ErrorCallback error_callback = nullptr) {
+    using Item = std::ranges::range_value_t<Range>;
+    return map_impl<Item, true>(
+        std::forward<F>(fn), std::forward<Range>(range), chunksize,
+        [&](auto& state) { set_hooks(state, std::move(callback), std::move(error_callback)); });
+  }
+
+  // Lazy map: input is read as workers need it (an endless range works), results come
+  // in order. Keep an lvalue range alive while iterating; an rvalue range is moved in.
+  template <class F, std::ranges::input_range Range>
+  auto imap(F&& fn, Range&& range, std::size_t chunksize = 1) {
+    using Item = std::ranges::range_value_t<Range>;
+    return imap_impl<Item, false>(std::forward<F>(fn), std::views::all(std::forward<Range>(range)),
+                                  chunksize, true, Deadline::never());
+  }
+  // As imap, results in completion order.
+  template <class F, std::ranges::input_range Range>
+  auto imap_unordered(F&& fn, Range&& range, std::size_t chunksize = 1) {
+    using Item = std::ranges::range_value_t<Range>;
+    return imap_impl<Item, false>(std::forward<F>(fn), std::views::all(std::forward<Range>(range)),
+                                  chunksize, false, Deadline::never());
+  }
+
+  // No more tasks; the workers exit once the queued ones are done.
+  void close() { engine_.close(); }
+  // Stops the workers now; unfinished tasks end as cancelled (get() throws
+  // CancelledError). Returns promptly.
+  void terminate() { engine_.terminate(); }
+  // Waits for the workers to exit. Throws InvalidStateError before close()/terminate().
+  void join() { engine_.join(); }
+
+  std::size_t processes() const noexcept { return engine_.workers(); }
+  // Pids of the live worker processes (empty for thread pools).
+  std::vector<pid_t> pids() const { return engine_.pids(); }
+
+  // Internal (executors).
+  Engine& engine() noexcept { return engine_; }
+
+  template <class Item, bool Star, class F, class View>
+  auto imap_impl(F&& fn, View view, std::size_t chunksize, bool ordered, Deadline deadline) {
+    using Fn = std::decay_t<F>;
+    using R = chunk_result_t<Fn, Item, Star>;
+    if constexpr (kProcesses) require_portable<Fn>();
+    if (chunksize == 0) throw ValueError("chunksize must be at least 1");
+    auto state = std::make_shared<MapState<R>>(std::nullopt);
+    state->set_waker(engine_.waker());
+    auto make = [state, f = Fn(std::forward<F>(fn))](std::vector<Item> chunk, std::size_t index) {
+      return chunk_task<R, Item, Star>(state, index, f, std::move(chunk));
+    };
+    engine_.submit(std::make_shared<RangeFeeder<R, Item, View, decltype(make)>>(
+        state, std::move(view), chunksize, 4 * engine_.workers() + 4, std::move(make)));
+    return IMapIterator<R>(state, ordered, deadline);
+  }
+
+ private:
+  template <class Fn, class Item, bool Star>
+  struct chunk_result {
+    using type = std::invoke_result_t<Fn&, Item&>;
+  };
+  template <class Fn, class Item>
+  struct chunk_result<Fn, Item, true> {
+    using type = decltype(std::apply(std::declval<Fn&>(), std::declval<Item&>()));
+  };
+  template <class Fn, class Item, bool Star>
+  using chunk_result_t = typename chunk_result<Fn, Item, Star>::type;
+
+  static EngineOptions make_options(std::size_t workers, PoolOptions options) {
+    EngineOptions o;
+    o.workers = workers;
+    o.processes = kProcesses;
+    o.maxtasksperchild = options.maxtasksperchild;
+    o.timeout = options.timeout;
+    if constexpr (kProcesses) {
+      if (options.init.thread && !options.init.entry)
+        throw ValueError("a process pool's initializer must be a portable callable");
+      o.initializer = options.init.entry;
+      o.initargs = std::move(options.init.args);
+    } else {
+      if (options.timeout) throw ValueError("a thread pool has no per-task timeout");
+      o.thread_initializer = std::move(options.init.thread);
+    }
+    return o;
+  }
+
+  template <class R>
+  static R take(Future<R>& f) {
+    f.wait();
+    if (auto e = f.state()->error()) std::rethrow_exception(e);
+    return std::move(f.state()->value());
+  }
+
+  template <class R, class Callback, class ErrorCallback>
+  static void set_hooks(FutureState<R>& state, Callback callback, ErrorCallback error_callback) {
+    state.set_value_hook([callback](const R& v) mutable { callback(v); });
+    if constexpr (!std::is_same_v<ErrorCallback, std::nullptr_t>)
+      state.set_error_hook([error_callback](std::exception_ptr e) mutable { error_callback(e); });
+  }
+
+  template <class R, class F, class... Args>
+  Task call_task(const std::shared_ptr<FutureState<R>>& state, F&& fn, Args&&... args) {
+    using Fn = std::decay_t<F>;
+    if constexpr (kProcesses) {
+      require_portable<Fn>();
+      Task t = process_call_task(Fn(std::forward<F>(fn)),
+                                 std::tuple<std::decay_t<Args>...>(std::forward<Args>(args)...));
+      t.sink = state;
+      return t;
+    } else {
+      Task t;
+      t.sink = state;
+      t.run = [state, f = Fn(std::forward<F>(fn)),
+               a = std::tuple<std::decay_t<Args>...>(std::forward<Args>(args)...)]() mutable {
+        try {
+          if constexpr (std::is_void_v<R>) {
+            std::apply(f, a);
+            state->set_result();
+          } else {
+            state->set_result(std::apply(f, a));
+          }
+        } catch (...) {
+          state->set_exception(std::current_exception());
+        }
+      };
+      return t;
+    }
+  }
+
+  template <class R, class Item, bool Star, class Fn>
+  static Task chunk_task(const std::shared_ptr<MapState<R>>& state, std::size_t index, const Fn& fn,
+                         std::vector<Item> chunk) {
+    if constexpr (kProcesses) {
+      Task t = process_chunk_task<Fn, Item, Star>(fn, chunk);
+      t.sink = std::make_shared<ChunkSink<R>>(state, index, &decode_chunk<R>);
+      return t;
+    } else {
+      auto sink = std::make_shared<ChunkSink<R>>(state, index);
+      Task t;
+      t.sink = sink;
+      t.run = [sink, fn, chunk = std::move(chunk)]() mutable {
+        std::vector<R> results;
+        try {
+          results.reserve(chunk.size());
+          for (auto& item : chunk) {
+            if constexpr (Star) {
+              results.push_back(std::apply(fn, item));
+            } else {
+              results.push_back(fn(item));
+            }
+          }
+        } catch (...) {
+          sink->set_exception(std::current_exception());
+          return;
+        }
+        sink->set_values(std::move(results));
+      };
+      return t;
+    }
+  }
+
+  template <class Item, bool Star, class F, class Range, class Setup = std::nullptr_t>
+  auto map_impl(F&& fn, Range&& range, std::size_t chunksize, Setup setup = nullptr) {
+    using Fn = std::decay_t<F>;
+    using R = chunk_result_t<Fn, Item, Star>;
+    static_assert(!std::is_void_v<R>, "map: the function must return a value");
+    if constexpr (kProcesses) require_portable<Fn>();
+    std::vector<Item> items;
+    if constexpr (std::ranges::sized_range<Range>) items.reserve(std::ranges::size(range));
+    for (auto&& x : range)
+      items.push_back(static_cast<Item>(x));
+    if (chunksize == 0) chunksize = auto_chunksize(items.size(), engine_.workers());
+    std::size_t chunks = (items.size() + chunksize - 1) / chunksize;
+    auto state = std::make_shared<MapState<R>>(chunks);
+    auto future = std::make_shared<FutureState<std::vector<R>>>();
+    if constexpr (!std::is_same_v<Setup, std::nullptr_t>) setup(*future);
+    state->attach_future(future);
+    Fn f(std::forward<F>(fn));
+    std::vector<Task> tasks;
+    tasks.reserve(chunks);
+    for (std::size_t i = 0; i < chunks; ++i) {
+      std::size_t begin = i * chunksize;
+      std::size_t end = std::min(items.size(), begin + chunksize);
+      std::vector<Item> chunk(
+          std::make_move_iterator(items.begin() + static_cast<std::ptrdiff_t>(begin)),
+          std::make_move_iterator(items.begin() + static_cast<std::ptrdiff_t>(end)));
+      tasks.push_back(chunk_task<R, Item, Star>(state, i, f, std::move(chunk)));
+    }
+    if (chunks == 0) {
+      future->set_result(std::vector<R>{});
+    } else {
+      engine_.submit(tasks);
+    }
+    return Future<std::vector<R>>(future);
+  }
+
+  Engine engine_;
+};
+
+}  // namespace detail
+}  // namespace mpx

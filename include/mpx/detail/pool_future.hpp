@@ -1,0 +1,239 @@
+// mpx/detail/pool_future.hpp — the shared state behind mpx::Future<T>.
+// Not public API. The state is also the TaskSink of the task that completes it.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <cstdio>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <type_traits>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "mpx/detail/deadline.hpp"
+#include "mpx/detail/pool_task.hpp"
+#include "mpx/detail/waiter.hpp"
+#include "mpx/errors.hpp"
+
+namespace mpx::detail {
+
+class FutureStateBase;
+
+// Collects the futures that complete, for as_completed() and wait().
+class CompletionWaiter {
+ public:
+  void add(FutureStateBase* state) {
+    {
+      std::lock_guard lock(mutex_);
+      done_.push_back(state);
+      count_.fetch_add(1, std::memory_order_release);
+    }
+    notify(word_);
+  }
+  std::size_t count() const noexcept { return count_.load(std::memory_order_acquire); }
+  template <class Pred>
+  bool wait(Pred&& ready, const Deadline& deadline) {
+    return wait_until(word_, ready, deadline);
+  }
+  // The completed states from index `from` on.
+  std::vector<FutureStateBase*> since(std::size_t from) {
+    std::lock_guard lock(mutex_);
+    return {done_.begin() + static_cast<std::ptrdiff_t>(from), done_.end()};
+  }
+
+ private:
+  std::mutex mutex_;
+  std::vector<FutureStateBase*> done_;
+  std::atomic<std::size_t> count_{0};
+  WaitWord word_;
+};
+
+class FutureStateBase : public TaskSink {
+ public:
+  enum Status : uint32_t { kPending, kRunning, kCancelled, kFinished };
+
+  Status status() const noexcept {
+    return static_cast<Status>(status_.load(std::memory_order_acquire));
+  }
+  bool done() const noexcept {
+    Status s = status();
+    return s == kCancelled || s == kFinished;
+  }
+  // Finished with an exception (not cancelled).
+  bool failed() const noexcept { return status() == kFinished && error_ != nullptr; }
+  bool wait(const Deadline& deadline) {
+    return wait_until(
+        word_, [this] { return done(); }, deadline);
+  }
+
+  bool cancel() {
+    std::unique_lock lock(mutex_);
+    Status s = status();
+    if (s == kCancelled) return true;
+    if (s != kPending) return false;
+    error_ = std::make_exception_ptr(CancelledError());
+    complete(lock, kCancelled);
+    return true;
+  }
+
+  bool set_running() noexcept override {
+    uint32_t expected = kPending;
+    if (status_.compare_exchange_strong(expected, kRunning, std::memory_order_acq_rel)) return true;
+    return expected == kRunning;  // a task handed to a second worker after a crash
+  }
+
+  void set_exception(std::exception_ptr error) noexcept override {
+    if (on_error_ && !done()) run_callback([&] { on_error_(error); });
+    std::unique_lock lock(mutex_);
+    if (done()) return;
+    error_ = std::move(error);
+    complete(lock, kFinished);
+  }
+
+  // Ends the future as cancelled whatever its state (Pool.terminate()).
+  void abandon() noexcept override {
+    std::unique_lock lock(mutex_);
+    if (done()) return;
+    error_ = std::make_exception_ptr(CancelledError());
+    complete(lock, kCancelled);
+  }
+
+  // Pool callbacks (apply_async's error_callback): run before the future is done, in
+  // the thread that completes it. Set before the task is submitted.
+  void set_error_hook(std::function<void(std::exception_ptr)> hook) { on_error_ = std::move(hook); }
+
+  // The stored exception once done (nullptr after success).
+  std::exception_ptr error() const noexcept { return error_; }
+
+  // Runs fn once the future is done: now, in this thread, if it is done already;
+  // otherwise in the thread that completes it. Exceptions from fn are reported on
+  // stderr and dropped (as Python logs them).
+  void add_done_callback(std::function<void()> fn) {
+    {
+      std::lock_guard lock(mutex_);
+      if (!done()) {
+        callbacks_.push_back(std::move(fn));
+        return;
+      }
+    }
+    run_callback(fn);
+  }
+
+  void add_waiter(const std::shared_ptr<CompletionWaiter>& waiter) {
+    {
+      std::lock_guard lock(mutex_);
+      if (!done()) {
+        waiters_.push_back(waiter);
+        return;
+      }
+    }
+    waiter->add(this);
+  }
+  void remove_waiter(const CompletionWaiter* waiter) {
+    std::lock_guard lock(mutex_);
+    std::erase_if(waiters_, [&](const auto& w) { return w.get() == waiter; });
+  }
+
+ protected:
+  // Call with the lock held and the outcome stored; releases the lock, wakes waiters,
+  // runs callbacks.
+  void complete(std::unique_lock<std::mutex>& lock, Status final_status) noexcept {
+    status_.store(final_status, std::memory_order_release);
+    auto callbacks = std::move(callbacks_);
+    auto waiters = std::move(waiters_);
+    callbacks_.clear();
+    waiters_.clear();
+    lock.unlock();
+    notify(word_);
+    for (auto& w : waiters)
+      w->add(this);
+    for (auto& fn : callbacks)
+      run_callback(fn);
+  }
+
+  static void run_callback(const std::function<void()>& fn) noexcept {
+    try {
+      fn();
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "mpx: exception in a future's done callback: %s\n", e.what());
+    } catch (...) {
+      std::fprintf(stderr, "mpx: unknown exception in a future's done callback\n");
+    }
+  }
+
+  std::mutex mutex_;
+  std::atomic<uint32_t> status_{kPending};
+  WaitWord word_;
+  std::exception_ptr error_;
+  std::vector<std::function<void()>> callbacks_;
+  std::vector<std::shared_ptr<CompletionWaiter>> waiters_;
+  std::function<void(std::exception_ptr)> on_error_;
+};
+
+template <class T>
+class FutureState final : public FutureStateBase {
+ public:
+  using Stored = std::conditional_t<std::is_void_v<T>, std::monostate, T>;
+  using Decoder = Stored (*)(std::span<const std::byte>);
+
+  explicit FutureState(Decoder decoder = nullptr) : decoder_(decoder) {}
+
+  template <class... V>
+  void set_result(V&&... value) noexcept {
+    if (on_value_) {
+      if (done()) return;
+      try {
+        Stored v(std::forward<V>(value)...);
+        run_callback([&] { on_value_(v); });
+        std::unique_lock lock(mutex_);
+        if (done()) return;
+        value_.emplace(std::move(v));
+        complete(lock, kFinished);
+      } catch (...) {
+        set_exception(std::current_exception());
+      }
+      return;
+    }
+    std::unique_lock lock(mutex_);
+    if (done()) return;
+    try {
+      value_.emplace(std::forward<V>(value)...);
+    } catch (...) {
+      error_ = std::current_exception();
+    }
+    complete(lock, kFinished);
+  }
+
+  // Pool callbacks (apply_async's callback): run with the value before the future is
+  // done, in the thread that completes it. Set before the task is submitted.
+  void set_value_hook(std::function<void(const Stored&)> hook) { on_value_ = std::move(hook); }
+
+  void set_result_bytes(std::span<const std::byte> bytes) noexcept override {
+    if (!decoder_) {
+      set_exception(std::make_exception_ptr(InvalidStateError("future has no decoder")));
+      return;
+    }
+    try {
+      set_result(decoder_(bytes));
+    } catch (...) {
+      set_exception(std::current_exception());
+    }
+  }
+
+  // Only once done without error.
+  const Stored& value() const noexcept { return *value_; }
+  Stored& value() noexcept { return *value_; }
+
+ private:
+  Decoder decoder_;
+  std::optional<Stored> value_;
+  std::function<void(const Stored&)> on_value_;
+};
+
+}  // namespace mpx::detail

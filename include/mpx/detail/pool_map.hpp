@@ -1,0 +1,415 @@
+// mpx/detail/pool_map.hpp — chunked map/imap state shared by Pool, ThreadPool and the
+// executors' map. Not public API.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <deque>
+#include <exception>
+#include <iterator>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <ranges>
+#include <span>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "mpx/detail/deadline.hpp"
+#include "mpx/detail/pool_future.hpp"
+#include "mpx/detail/pool_task.hpp"
+#include "mpx/detail/waiter.hpp"
+#include "mpx/errors.hpp"
+
+namespace mpx::detail {
+
+// Results of a map, by chunk, as they arrive.
+template <class R>
+class MapState {
+ public:
+  using Chunk = std::vector<R>;
+
+  // Known number of chunks (map) or nullopt until the input runs out (imap).
+  explicit MapState(std::optional<std::size_t> total) : total_(total) {
+    if (total) slots_.resize(*total);
+  }
+
+  // map_async: a future completed with all results (or the first error).
+  void attach_future(std::shared_ptr<FutureState<std::vector<R>>> future) {
+    std::lock_guard lock(mutex_);
+    future_ = std::move(future);
+  }
+
+  // A new chunk was handed out (imap); returns its index.
+  std::size_t add_chunk() {
+    std::lock_guard lock(mutex_);
+    slots_.emplace_back();
+    return slots_.size() - 1;
+  }
+
+  // The input ended after `chunks` chunks; `error` (if any) is raised at that point.
+  void set_total(std::size_t chunks, std::exception_ptr error = nullptr) {
+    {
+      std::lock_guard lock(mutex_);
+      if (total_) return;
+      if (error) {
+        if (slots_.size() <= chunks) slots_.resize(chunks + 1);
+        slots_[chunks].error = error;
+        slots_[chunks].done = true;
+        order_.push_back(chunks);
+        ++completed_;
+        ++chunks;
+      }
+      total_ = chunks;
+    }
+    notify(word_);
+    maybe_finish();
+  }
+
+  void complete(std::size_t index, Chunk values) {
+    {
+      std::lock_guard lock(mutex_);
+      if (slots_[index].done) return;
+      slots_[index].values = std::move(values);
+      slots_[index].done = true;
+      order_.push_back(index);
+      ++completed_;
+    }
+    notify(word_);
+    maybe_finish();
+  }
+
+  void fail(std::size_t index, std::exception_ptr error) {
+    std::shared_ptr<FutureState<std::vector<R>>> future;
+    {
+      std::lock_guard lock(mutex_);
+      if (slots_[index].done) return;
+      slots_[index].error = error;
+      slots_[index].done = true;
+      order_.push_back(index);
+      ++completed_;
+      future = future_;
+    }
+    notify(word_);
+    if (future) future->set_exception(error);  // map_async fails at the first error
+  }
+
+  // Ordered iteration: waits for chunk `index`. Returns false at the end.
+  // Throws TimeoutError, or the chunk's error.
+  bool wait_chunk(std::size_t index, const Deadline& deadline) {
+    auto ready = [&] {
+      std::lock_guard lock(mutex_);
+      return (total_ && index >= *total_) || (index < slots_.size() && slots_[index].done);
+    };
+    if (!wait_until(word_, ready, deadline)) throw TimeoutError("no result in time");
+    std::lock_guard lock(mutex_);
+    return index < slots_.size() && slots_[index].done && !(total_ && index >= *total_);
+  }
+  // Unordered iteration: waits for the `n`-th completed chunk; returns its index or
+  // nullopt at the end.
+  std::optional<std::size_t> wait_nth(std::size_t n, const Deadline& deadline) {
+    auto ready = [&] {
+      std::lock_guard lock(mutex_);
+      return order_.size() > n || (total_ && n >= *total_);
+    };
+    if (!wait_until(word_, ready, deadline)) throw TimeoutError("no result in time");
+    std::lock_guard lock(mutex_);
+    if (order_.size() > n) return order_[n];
+    return std::nullopt;
+  }
+  // Takes a completed chunk's results (throws its error).
+  Chunk take(std::size_t index) {
+    std::shared_ptr<EngineWaker> waker;
+    std::exception_ptr error;
+    Chunk values;
+    {
+      std::lock_guard lock(mutex_);
+      auto& slot = slots_[index];
+      ++consumed_;
+      waker = waker_;
+      error = slot.error;
+      values = std::move(slot.values);
+    }
+    if (waker) waker->wake();  // its feeder may produce again
+    if (error) std::rethrow_exception(error);
+    return values;
+  }
+  // Chunks handed out and not yet taken by the consumer (imap's bound).
+  std::size_t outstanding() {
+    std::lock_guard lock(mutex_);
+    return slots_.size() - consumed_;
+  }
+  void set_waker(std::shared_ptr<EngineWaker> waker) {
+    std::lock_guard lock(mutex_);
+    waker_ = std::move(waker);
+  }
+
+ private:
+  struct Slot {
+    bool done = false;
+    Chunk values;
+    std::exception_ptr error;
+  };
+
+  void maybe_finish() {
+    std::shared_ptr<FutureState<std::vector<R>>> future;
+    std::vector<R> all;
+    std::exception_ptr error;
+    {
+      std::lock_guard lock(mutex_);
+      if (!future_ || !total_ || completed_ != *total_) return;
+      future = std::move(future_);
+      future_.reset();
+      std::size_t n = 0;
+      for (auto& s : slots_) {
+        if (s.error) {
+          error = s.error;
+          break;
+        }
+        n += s.values.size();
+      }
+      if (!error) {
+        all.reserve(n);
+        for (auto& s : slots_)
+          for (auto& v : s.values)
+            all.push_back(std::move(v));
+      }
+    }
+    if (error) {
+      future->set_exception(error);
+    } else {
+      future->set_result(std::move(all));
+    }
+  }
+
+  std::mutex mutex_;
+  WaitWord word_;
+  std::optional<std::size_t> total_;
+  std::size_t completed_ = 0;
+  std::vector<Slot> slots_;
+  std::vector<std::size_t> order_;
+  std::size_t consumed_ = 0;
+  std::shared_ptr<EngineWaker> waker_;
+  std::shared_ptr<FutureState<std::vector<R>>> future_;
+};
+
+// The sink of one chunk.
+template <class R>
+class ChunkSink final : public TaskSink {
+ public:
+  using Decoder = std::vector<R> (*)(std::span<const std::byte>);
+  ChunkSink(std::shared_ptr<MapState<R>> state, std::size_t index, Decoder decoder = nullptr)
+      : state_(std::move(state)), index_(index), decoder_(decoder) {}
+
+  bool set_running() noexcept override { return true; }
+  void set_result_bytes(std::span<const std::byte> bytes) noexcept override {
+    try {
+      state_->complete(index_, decoder_(bytes));
+    } catch (...) {
+      state_->fail(index_, std::current_exception());
+    }
+  }
+  void set_exception(std::exception_ptr error) noexcept override { state_->fail(index_, error); }
+  void abandon() noexcept override {
+    state_->fail(index_, std::make_exception_ptr(CancelledError()));
+  }
+  // Thread workers.
+  void set_values(std::vector<R> values) noexcept {
+    try {
+      state_->complete(index_, std::move(values));
+    } catch (...) {
+      state_->fail(index_, std::current_exception());
+    }
+  }
+
+ private:
+  std::shared_ptr<MapState<R>> state_;
+  std::size_t index_;
+  Decoder decoder_;
+};
+
+// The result of imap/imap_unordered/Executor::map: results in order (or as they
+// complete), fetched with next() or a range-for loop.
+template <class R>
+class IMapIterator {
+ public:
+  IMapIterator(std::shared_ptr<MapState<R>> state, bool ordered, Deadline deadline)
+      : state_(std::move(state)), ordered_(ordered), deadline_(deadline) {}
+
+  // The next result, or nullopt after the last one.
+  // Blocks until it is available.
+  // Timeout: throws TimeoutError if it is not available in time (the iterator stays
+  // usable: call next() again).
+  // Throws: the exception of the call that produced this result (the rest of its
+  // chunk is skipped; later results still come).
+  std::optional<R> next() { return next_until(deadline_); }
+  template <class Rep, class Period>
+  std::optional<R> next(std::chrono::duration<Rep, Period> timeout) {
+    auto d = Deadline::after(timeout);
+    if (!deadline_.is_never() && deadline_.remaining() < d.remaining()) d = deadline_;
+    return next_until(d);
+  }
+
+  class iterator {
+   public:
+    using value_type = R;
+    using difference_type = std::ptrdiff_t;
+    iterator() = default;
+    explicit iterator(IMapIterator* owner) : owner_(owner) { ++*this; }
+    R& operator*() { return *current_; }
+    iterator& operator++() {
+      current_ = owner_->next();
+      if (!current_) owner_ = nullptr;
+      return *this;
+    }
+    void operator++(int) { ++*this; }
+    friend bool operator==(const iterator& it, std::default_sentinel_t) { return !it.owner_; }
+
+   private:
+    IMapIterator* owner_ = nullptr;
+    std::optional<R> current_;
+  };
+  iterator begin() { return iterator(this); }
+  std::default_sentinel_t end() { return {}; }
+
+ private:
+  std::optional<R> next_until(const Deadline& deadline) {
+    while (pos_ == buffer_.size()) {
+      buffer_.clear();
+      pos_ = 0;
+      if (ordered_) {
+        if (!state_->wait_chunk(chunk_, deadline)) return std::nullopt;
+        std::size_t index = chunk_++;
+        buffer_ = state_->take(index);
+      } else {
+        auto index = state_->wait_nth(chunk_, deadline);
+        if (!index) return std::nullopt;
+        ++chunk_;
+        buffer_ = state_->take(*index);
+      }
+    }
+    return std::move(buffer_[pos_++]);
+  }
+
+  std::shared_ptr<MapState<R>> state_;
+  bool ordered_;
+  Deadline deadline_;
+  std::size_t chunk_ = 0;
+  std::vector<R> buffer_;
+  std::size_t pos_ = 0;
+};
+
+// Pulls chunks of items from a view, lazily, for imap. MakeTask(chunk, sink) -> Task.
+template <class R, class Item, class View, class MakeTask>
+class RangeFeeder final : public Feeder {
+ public:
+  // At most `limit` chunks are handed out and not yet consumed.
+  RangeFeeder(std::shared_ptr<MapState<R>> state, View view, std::size_t chunksize,
+              std::size_t limit, MakeTask make)
+      : state_(std::move(state)),
+        view_(std::move(view)),
+        chunksize_(chunksize),
+        limit_(limit),
+        make_(std::move(make)) {}
+  bool ready() const noexcept override { return state_->outstanding() < limit_; }
+  ~RangeFeeder() override {
+    // Dropped before its input ran out (terminate, shutdown): the iteration ends there.
+    if (!exhausted_) state_->set_total(index_, std::make_exception_ptr(CancelledError()));
+  }
+
+  std::optional<Task> next() noexcept override {
+    if (exhausted_) return std::nullopt;
+    try {
+      if (!started_) {
+        it_.emplace(std::ranges::begin(view_));
+        started_ = true;
+      }
+      std::vector<Item> chunk;
+      while (chunk.size() < chunksize_ && *it_ != std::ranges::end(view_)) {
+        chunk.push_back(static_cast<Item>(**it_));
+        ++*it_;
+      }
+      if (chunk.empty()) {
+        exhausted_ = true;
+        state_->set_total(index_);
+        return std::nullopt;
+      }
+      std::size_t index = state_->add_chunk();
+      index_ = index + 1;
+      return make_(std::move(chunk), index);
+    } catch (...) {
+      exhausted_ = true;
+      state_->set_total(index_, std::current_exception());
+      return std::nullopt;
+    }
+  }
+
+ private:
+  std::shared_ptr<MapState<R>> state_;
+  View view_;
+  std::optional<std::ranges::iterator_t<View>> it_;
+  std::size_t chunksize_;
+  std::size_t limit_;
+  MakeTask make_;
+  std::size_t index_ = 0;
+  bool started_ = false;
+  bool exhausted_ = false;
+};
+
+// The elements of several views taken in parallel, as tuples, until the shortest ends
+// (std::views::zip is C++23).
+template <class... Views>
+class ZipView {
+ public:
+  explicit ZipView(Views... views) : views_(std::move(views)...) {}
+
+  class iterator {
+   public:
+    using value_type = std::tuple<std::ranges::range_value_t<Views>...>;
+    using difference_type = std::ptrdiff_t;
+    iterator() = default;
+    iterator(ZipView* owner, std::tuple<std::ranges::iterator_t<Views>...> its)
+        : owner_(owner), its_(std::move(its)) {}
+    value_type operator*() const {
+      return std::apply([](const auto&... it) { return value_type(*it...); }, its_);
+    }
+    iterator& operator++() {
+      std::apply([](auto&... it) { (++it, ...); }, its_);
+      return *this;
+    }
+    void operator++(int) { ++*this; }
+    friend bool operator==(const iterator& it, std::default_sentinel_t) {
+      return [&]<std::size_t... I>(std::index_sequence<I...>) {
+        return ((std::get<I>(it.its_) == it.owner_->template view_end<I>()) || ...);
+      }
+      (std::index_sequence_for<Views...>());
+    }
+
+   private:
+    ZipView* owner_ = nullptr;
+    std::tuple<std::ranges::iterator_t<Views>...> its_;
+  };
+
+  template <std::size_t I>
+  auto view_end() {
+    return std::ranges::end(std::get<I>(views_));
+  }
+  iterator begin() {
+    return iterator(
+        this, std::apply([](auto&... v) { return std::tuple(std::ranges::begin(v)...); }, views_));
+  }
+  std::default_sentinel_t end() { return {}; }
+
+ private:
+  std::tuple<Views...> views_;
+};
+
+// Python's default map chunksize: ceil(n / (4 * workers)).
+inline std::size_t auto_chunksize(std::size_t n, std::size_t workers) {
+  std::size_t d = 4 * (workers == 0 ? 1 : workers);
+  std::size_t c = (n + d - 1) / d;
+  return c == 0 ? 1 : c;
+}
+
+}  // namespace mpx::detail

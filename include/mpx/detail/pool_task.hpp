@@ -1,0 +1,137 @@
+// mpx/detail/pool_task.hpp — the worker engine behind Pool, ThreadPool and the executors.
+// Not public API: the front ends (mpx/pool.hpp, mpx/futures.hpp) turn calls into Tasks.
+//
+// A Task is what one worker runs at a time: for thread workers a closure that runs the
+// call and completes its sink itself; for process workers an entry point (a function
+// of this binary: workers are forks of it, so the address is valid there) with the
+// encoded callable state and arguments. The outcome goes to the task's sink.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <vector>
+
+namespace mpx::detail {
+
+using ByteVector = std::vector<std::byte>;
+
+// Runs in a worker process: decodes `args`, makes the call, appends the encoded result
+// to `out`. Throws what the call throws (the worker sends it back).
+using Entry = void (*)(std::span<const std::byte> args, ByteVector& out);
+
+// Where the outcome of a task goes. Called from the engine's threads, never under an
+// engine lock. Exactly one of set_result_bytes/set_exception is called per task (unless
+// set_running returned false: then neither).
+class TaskSink {
+ public:
+  virtual ~TaskSink() = default;
+  // The task is about to be handed to a worker; false if it was cancelled (skip it).
+  virtual bool set_running() noexcept = 0;
+  // Process workers: the encoded result.
+  virtual void set_result_bytes(std::span<const std::byte> result) noexcept = 0;
+  virtual void set_exception(std::exception_ptr error) noexcept = 0;
+  // The task will not run (terminate, shutdown(cancel_futures)): end as cancelled.
+  virtual void abandon() noexcept = 0;
+};
+
+struct Task {
+  std::shared_ptr<TaskSink> sink;
+  // Process workers.
+  Entry entry = nullptr;
+  ByteVector args;
+  // Thread workers: runs the call and completes the sink (after sink->set_running()).
+  std::function<void()> run;
+};
+
+// A lazy source of tasks (imap over a range, possibly endless). The engine pulls from
+// it when it has room, on one of its own threads, and drops it once next() returns
+// nullopt. next() must not throw (a failure ends the source).
+class Feeder {
+ public:
+  virtual ~Feeder() = default;
+  virtual std::optional<Task> next() noexcept = 0;
+  // False while the source must not produce (its consumer is behind). Ignored once
+  // the pool is closed, so that join() finishes.
+  virtual bool ready() const noexcept { return true; }
+};
+
+// Wakes an engine's dispatcher (a feeder became ready); harmless after the engine died.
+class EngineWaker {
+ public:
+  void wake() const noexcept;
+
+ private:
+  friend class Engine;
+  mutable std::mutex mutex_;
+  void* impl_ = nullptr;  // Engine::Impl*, reset when the engine goes away
+};
+
+struct EngineOptions {
+  std::size_t workers = 0;  // 0: cpu_count()
+  bool processes = false;
+  // Process workers: run once in each new worker before its first task.
+  Entry initializer = nullptr;
+  ByteVector initargs;
+  // Thread workers: run once in each worker thread.
+  std::function<void()> thread_initializer;
+  std::size_t maxtasksperchild = 0;                 // 0: unlimited (process workers only)
+  std::optional<std::chrono::nanoseconds> timeout;  // per task (process workers only)
+};
+
+// The one engine. Thread-safe.
+class Engine {
+ public:
+  explicit Engine(EngineOptions options);
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+  // terminate() unless join() returned.
+  ~Engine();
+
+  // Queues tasks. Throws InvalidStateError after close()/terminate(), BrokenPool when
+  // the pool is broken. Never blocks on workers.
+  void submit(Task task);
+  void submit(std::vector<Task>& tasks);
+  void submit(std::shared_ptr<Feeder> feeder);
+  // Cancels the tasks not yet handed to a worker (their sinks are abandoned).
+  void cancel_pending();
+
+  // No more submissions; queued tasks still run.
+  void close();
+  // Cancels every unfinished task (its sink gets CancelledError), stops the workers.
+  // Returns promptly.
+  void terminate();
+  // Waits for every task and for the workers to stop. Throws InvalidStateError unless
+  // close() or terminate() was called first.
+  void join();
+
+  const std::shared_ptr<EngineWaker>& waker() const noexcept { return waker_; }
+
+  std::size_t workers() const noexcept;
+  bool processes() const noexcept;
+  // Pids of the live process workers (tests, diagnostics).
+  std::vector<pid_t> pids() const;
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+  std::shared_ptr<EngineWaker> waker_;
+};
+
+// Number of CPUs this process may run on (sched_getaffinity), at least 1.
+std::size_t cpu_count() noexcept;
+
+// Encodes/decodes a caught exception for the trip back from a worker process.
+void encode_exception(std::exception_ptr error, ByteVector& out);
+std::exception_ptr decode_exception(std::span<const std::byte> bytes);
+
+}  // namespace mpx::detail

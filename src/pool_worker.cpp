@@ -1,0 +1,256 @@
+// The zygote and the worker loop of process pools (see pool_worker.hpp).
+#include "pool_worker.hpp"
+
+#include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <new>
+#include <vector>
+
+#include "sys/pidfd.hpp"
+#include "sys/syscall.hpp"
+
+namespace mpx::detail {
+
+WorkerShared::WorkerShared(std::size_t workers)
+    : workers_(workers),
+      map_(sys::map_anonymous_shared(kSlotsOffset + workers * sizeof(WorkerSlot))) {
+  static_assert(sizeof(PoolHeader) <= kSlotsOffset);
+  new (map_.bytes()) PoolHeader();
+  for (std::size_t i = 0; i < workers; ++i)
+    new (&slot(i)) WorkerSlot();
+}
+
+namespace {
+
+int exit_status(int status) {
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return -WTERMSIG(status);
+  return 255;
+}
+
+void send_message(int sock, ZygoteMessage m) {
+  // A lost supervisor is seen as EOF on the next recv.
+  [[maybe_unused]] auto n = ::send(sock, &m, sizeof m, MSG_NOSIGNAL);
+}
+
+// --- the worker ---
+
+class WorkerLoop {
+ public:
+  WorkerLoop(WorkerShared& shared, std::size_t index)
+      : shared_(shared), slot_(shared.slot(index)) {}
+
+  [[noreturn]] void run(const EngineOptions& options) {
+    if (options.initializer) {
+      try {
+        ByteVector ignored;
+        options.initializer(options.initargs, ignored);
+      } catch (...) {
+        ByteVector body;
+        encode_exception(std::current_exception(), body);
+        send(kFrameInitError, 0, body);
+        finish(3);
+      }
+    }
+    send(kFrameInitOk, 0, {});
+    std::size_t done = 0;
+    ByteVector args;
+    ByteVector out;
+    for (;;) {
+      FrameHeader h{};
+      read_exact(reinterpret_cast<std::byte*>(&h), sizeof h);
+      args.resize(h.size);
+      read_exact(args.data(), args.size());
+      slot_.started_ns.store(now_ns(), std::memory_order_relaxed);
+      slot_.current.store(h.task_id, std::memory_order_release);
+      out.clear();
+      out.resize(sizeof(FrameHeader));
+      uint32_t kind = kFrameResult;
+      try {
+        reinterpret_cast<Entry>(h.entry)(args, out);
+      } catch (...) {
+        out.resize(sizeof(FrameHeader));
+        kind = kFrameError;
+        try {
+          encode_exception(std::current_exception(), out);
+        } catch (...) {
+          finish(4);
+        }
+      }
+      FrameHeader r{kind, 0, h.task_id, 0, out.size() - sizeof(FrameHeader)};
+      std::memcpy(out.data(), &r, sizeof r);
+      write_all(out.data(), out.size());
+      // Cleared only once the result is in the ring: a worker that dies before this
+      // line is seen holding the task (its result, if complete, is read first).
+      slot_.current.store(0, std::memory_order_release);
+      if (options.maxtasksperchild != 0 && ++done >= options.maxtasksperchild) finish(0);
+    }
+  }
+
+ private:
+  static int64_t now_ns() noexcept {
+    timespec ts{};
+    ::clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+  }
+
+  [[noreturn]] static void finish(int code) {
+    std::fflush(nullptr);
+    ::_exit(code);
+  }
+
+  void ring_supervisor() noexcept {
+    if (shared_.header()->supervisor_sleeping.load(std::memory_order_seq_cst)) {
+      uint64_t one = 1;
+      [[maybe_unused]] auto n = ::write(shared_.doorbell, &one, sizeof one);
+    }
+  }
+
+  void send(uint32_t kind, uint64_t id, std::span<const std::byte> body) {
+    FrameHeader h{kind, 0, id, 0, body.size()};
+    write_all(reinterpret_cast<const std::byte*>(&h), sizeof h);
+    write_all(body.data(), body.size());
+  }
+
+  void write_all(const std::byte* p, std::size_t n) {
+    ByteRing& ring = slot_.outbox;
+    while (n != 0) {
+      std::size_t k = ring.write(p, n);
+      if (k == 0) {
+        wait_until(
+            ring.word, [&] { return ring.writable() != 0; }, Deadline::never());
+        continue;
+      }
+      ring_supervisor();
+      p += k;
+      n -= k;
+    }
+  }
+
+  void read_exact(std::byte* p, std::size_t n) {
+    ByteRing& ring = slot_.inbox;
+    while (n != 0) {
+      std::size_t k = ring.read(p, n);
+      if (k == 0) {
+        wait_until(
+            ring.word, [&] { return ring.readable() != 0; }, Deadline::never());
+        continue;
+      }
+      ring_supervisor();  // it may wait for room to write more
+      p += k;
+      n -= k;
+    }
+  }
+
+  WorkerShared& shared_;
+  WorkerSlot& slot_;
+};
+
+// --- the zygote ---
+
+struct Child {
+  pid_t pid;
+  int pidfd;
+  uint32_t slot;
+};
+
+[[noreturn]] void zygote_main(int sock, WorkerShared& shared, const EngineOptions& options) {
+  pid_t self = ::getpid();
+  std::vector<Child> children;
+  std::vector<pollfd> fds;
+  auto stop = [&]() {
+    for (auto& c : children)
+      sys::pidfd_send_signal(c.pidfd, SIGKILL);
+    for (auto& c : children) {
+      int status;
+      while (::waitpid(c.pid, &status, 0) < 0 && errno == EINTR) {
+      }
+    }
+    ::_exit(0);
+  };
+  for (;;) {
+    fds.clear();
+    fds.push_back({sock, POLLIN, 0});
+    for (auto& c : children)
+      fds.push_back({c.pidfd, POLLIN, 0});
+    if (::poll(fds.data(), fds.size(), -1) < 0) {
+      if (errno == EINTR) continue;
+      stop();
+    }
+    for (std::size_t k = children.size(); k-- > 0;) {
+      if (!(fds[k + 1].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      Child c = children[k];
+      int status = 0;
+      pid_t r;
+      while ((r = ::waitpid(c.pid, &status, 0)) < 0 && errno == EINTR) {
+      }
+      ::close(c.pidfd);
+      children.erase(children.begin() + static_cast<std::ptrdiff_t>(k));
+      send_message(sock, {kZygoteExited, c.slot, c.pid, exit_status(status)});
+    }
+    if (!(fds[0].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+    ZygoteMessage m{};
+    ssize_t n = ::recv(sock, &m, sizeof m, MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+    if (n != static_cast<ssize_t>(sizeof m)) stop();  // the pool is gone (or closed us)
+    if (m.kind == kZygoteSpawn) {
+      pid_t pid = ::fork();
+      if (pid == 0) {
+        ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (::getppid() != self) ::_exit(1);
+        ::close(sock);
+        for (auto& c : children)
+          ::close(c.pidfd);
+        WorkerLoop(shared, m.slot).run(options);
+      }
+      if (pid < 0) {
+        send_message(sock, {kZygoteSpawned, m.slot, -1, 0});
+        continue;
+      }
+      int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+      if (pidfd < 0) {  // cannot watch it: do not keep it
+        ::kill(pid, SIGKILL);
+        int status;
+        ::waitpid(pid, &status, 0);
+        send_message(sock, {kZygoteSpawned, m.slot, -1, 0});
+        continue;
+      }
+      children.push_back({pid, pidfd, m.slot});
+      send_message(sock, {kZygoteSpawned, m.slot, pid, 0});
+    } else if (m.kind == kZygoteKill) {
+      for (auto& c : children)
+        if (c.pid == m.pid && c.slot == m.slot) sys::pidfd_send_signal(c.pidfd, SIGKILL);
+    }
+  }
+}
+
+}  // namespace
+
+Zygote start_zygote(WorkerShared& shared, const EngineOptions& options) {
+  int sv[2];
+  sys::call("socketpair",
+            [&] { return ::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv); });
+  sys::Fd ours(sv[0]);
+  sys::Fd theirs(sv[1]);
+  pid_t pid = sys::call("fork", [] { return ::fork(); });
+  if (pid == 0) {
+    // The zygote: single-threaded from here on. It stops when the pool closes its
+    // end of the socket, which also happens when the pool's process dies.
+    ::close(ours.release());
+    zygote_main(theirs.get(), shared, options);
+  }
+  Zygote z;
+  z.pid = pid;
+  z.socket = std::move(ours);
+  return z;
+}
+
+}  // namespace mpx::detail

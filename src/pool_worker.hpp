@@ -1,0 +1,150 @@
+// src/pool_worker.hpp — the private mechanism of process pools: the shared memory a
+// pool shares with its workers, the zygote that forks them, and the worker loop.
+//
+// Layout: one MAP_SHARED|MAP_ANONYMOUS region made before the zygote is forked (so the
+// zygote and every worker it forks inherit it) holding a header and one slot per
+// worker. A slot has two single-producer single-consumer byte rings: the inbox
+// (supervisor -> worker: task frames) and the outbox (worker -> supervisor: results),
+// plus the id of the task the worker is running, so the supervisor knows exactly
+// which task a dead worker held. Frames larger than a ring stream through it.
+// The worker sleeps on the inbox's futex; the supervisor sleeps in poll() on an
+// eventfd the workers ring (only when it says it is sleeping) and on the zygote socket.
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#include "mpx/detail/pool_task.hpp"
+#include "mpx/detail/waiter.hpp"
+#include "sys/fd.hpp"
+#include "sys/mapping.hpp"
+
+namespace mpx::detail {
+
+// A byte ring in shared memory: one writer, one reader.
+struct ByteRing {
+  static constexpr std::size_t kCapacity = std::size_t{1} << 20;
+
+  alignas(64) std::atomic<uint64_t> head{0};  // bytes written, ever
+  alignas(64) std::atomic<uint64_t> tail{0};  // bytes read, ever
+  alignas(64) WaitWord word;                  // the side that waits sleeps here
+  alignas(64) std::byte data[kCapacity];
+
+  std::size_t readable() const noexcept {
+    return static_cast<std::size_t>(head.load(std::memory_order_acquire) -
+                                    tail.load(std::memory_order_relaxed));
+  }
+  std::size_t writable() const noexcept {
+    return kCapacity - static_cast<std::size_t>(head.load(std::memory_order_relaxed) -
+                                                tail.load(std::memory_order_acquire));
+  }
+  // Writes up to n bytes; returns how many.
+  std::size_t write(const std::byte* src, std::size_t n) noexcept {
+    uint64_t h = head.load(std::memory_order_relaxed);
+    std::size_t room =
+        kCapacity - static_cast<std::size_t>(h - tail.load(std::memory_order_acquire));
+    if (n > room) n = room;
+    if (n == 0) return 0;
+    std::size_t at = static_cast<std::size_t>(h % kCapacity);
+    std::size_t first = n < kCapacity - at ? n : kCapacity - at;
+    std::memcpy(data + at, src, first);
+    if (n > first) std::memcpy(data, src + first, n - first);
+    head.store(h + n, std::memory_order_release);
+    return n;
+  }
+  // Reads up to n bytes; returns how many.
+  std::size_t read(std::byte* dst, std::size_t n) noexcept {
+    uint64_t t = tail.load(std::memory_order_relaxed);
+    std::size_t have = static_cast<std::size_t>(head.load(std::memory_order_acquire) - t);
+    if (n > have) n = have;
+    if (n == 0) return 0;
+    std::size_t at = static_cast<std::size_t>(t % kCapacity);
+    std::size_t first = n < kCapacity - at ? n : kCapacity - at;
+    std::memcpy(dst, data + at, first);
+    if (n > first) std::memcpy(dst + first, data, n - first);
+    tail.store(t + n, std::memory_order_release);
+    return n;
+  }
+};
+
+struct WorkerSlot {
+  alignas(64) std::atomic<uint64_t> current{0};  // id of the task running, 0: none
+  std::atomic<int64_t> started_ns{0};            // CLOCK_MONOTONIC when it started
+  ByteRing inbox;
+  ByteRing outbox;
+
+  // Only when no worker uses the slot.
+  void reset() noexcept {
+    current.store(0);
+    started_ns.store(0);
+    inbox.head.store(0);
+    inbox.tail.store(0);
+    outbox.head.store(0);
+    outbox.tail.store(0);
+  }
+};
+
+struct PoolHeader {
+  alignas(64) std::atomic<uint32_t> supervisor_sleeping{0};
+};
+
+enum FrameKind : uint32_t {
+  kFrameTask = 1,
+  kFrameInitOk,
+  kFrameInitError,
+  kFrameResult,
+  kFrameError,
+};
+
+struct FrameHeader {
+  uint32_t kind;
+  uint32_t reserved;
+  uint64_t task_id;
+  uint64_t entry;  // the Entry's address (task frames)
+  uint64_t size;   // body bytes that follow
+};
+
+// The shared region of one pool.
+class WorkerShared {
+ public:
+  explicit WorkerShared(std::size_t workers);
+  PoolHeader* header() const noexcept { return reinterpret_cast<PoolHeader*>(map_.bytes()); }
+  WorkerSlot& slot(std::size_t i) const noexcept {
+    return reinterpret_cast<WorkerSlot*>(map_.bytes() + kSlotsOffset)[i];
+  }
+  std::size_t size() const noexcept { return workers_; }
+  int doorbell = -1;  // eventfd the workers ring
+
+ private:
+  static constexpr std::size_t kSlotsOffset = 4096;
+  std::size_t workers_;
+  sys::Mapping map_;
+};
+
+enum ZygoteKind : uint32_t {
+  kZygoteSpawn = 1,  // supervisor -> zygote: fork a worker for slot
+  kZygoteKill,       // supervisor -> zygote: SIGKILL the worker pid of slot
+  kZygoteSpawned,    // zygote -> supervisor: slot's worker is pid (pid <= 0: fork failed)
+  kZygoteExited,     // zygote -> supervisor: slot's worker pid ended with status
+};
+
+struct ZygoteMessage {
+  uint32_t kind;
+  uint32_t slot;
+  int32_t pid;
+  int32_t status;  // Process::exitcode() convention: N for exit(N), -N for signal N
+};
+
+struct Zygote {
+  pid_t pid = -1;
+  sys::Fd socket;  // SOCK_SEQPACKET to the zygote; closing it stops the zygote
+};
+
+// Forks the zygote (from the calling thread). Throws std::system_error.
+Zygote start_zygote(WorkerShared& shared, const EngineOptions& options);
+
+}  // namespace mpx::detail

@@ -1,0 +1,180 @@
+// ThreadPoolExecutor and ProcessPoolExecutor: CPython's concurrent.futures behaviours,
+// and a process executor that survives crashes (Python's breaks for good).
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <numeric>
+#include <ranges>
+#include <stdexcept>
+#include <thread>
+#include <vector>
+
+#include "mpx/futures.hpp"
+
+using namespace std::chrono_literals;
+
+namespace {
+
+int square(int x) {
+  return x * x;
+}
+int mul(int a, int b) {
+  return a * b;
+}
+int sleep_ms(int ms) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+  return ms;
+}
+int crash(int) {
+  ::raise(SIGKILL);
+  return 0;
+}
+int fail(int) {
+  throw std::logic_error("bad");
+}
+
+template <class Executor>
+class ExecutorTest : public ::testing::Test {};
+using Executors = ::testing::Types<mpx::ThreadPoolExecutor, mpx::ProcessPoolExecutor>;
+class Names {
+ public:
+  template <class T>
+  static std::string GetName(int) {
+    return std::is_same_v<T, mpx::ThreadPoolExecutor> ? "Thread" : "Process";
+  }
+};
+TYPED_TEST_SUITE(ExecutorTest, Executors, Names);
+
+TYPED_TEST(ExecutorTest, SubmitReturnsAFutureOfTheResult) {
+  TypeParam ex(2);
+  auto f = ex.submit(mul, 6, 7);
+  EXPECT_EQ(f.result(10s), 42);
+  EXPECT_TRUE(f.done());
+  EXPECT_FALSE(f.cancelled());
+}
+
+TYPED_TEST(ExecutorTest, SubmittedExceptionComesBackAsItsType) {
+  TypeParam ex(1);
+  auto f = ex.submit(fail, 1);
+  EXPECT_THROW(f.result(10s), std::logic_error);
+  EXPECT_NE(f.exception(), nullptr);
+}
+
+TYPED_TEST(ExecutorTest, MapYieldsResultsInOrder) {
+  TypeParam ex(2);
+  std::vector<int> xs(50);
+  std::iota(xs.begin(), xs.end(), 0);
+  std::vector<int> got;
+  for (int r : ex.map(square, xs))
+    got.push_back(r);
+  ASSERT_EQ(got.size(), 50u);
+  for (int i = 0; i < 50; ++i)
+    EXPECT_EQ(got[static_cast<std::size_t>(i)], i * i);
+}
+
+TYPED_TEST(ExecutorTest, MapZipsSeveralRangesUpToTheShortest) {
+  TypeParam ex(2);
+  std::vector<int> got;
+  for (int r :
+       ex.map(mul, std::vector{1, 2, 3, 4}, std::vector{10, 20, 30}, mpx::MapOptions{{}, 2}))
+    got.push_back(r);
+  EXPECT_EQ(got, (std::vector<int>{10, 40, 90}));
+}
+
+TYPED_TEST(ExecutorTest, MapTimeoutThrowsTimeoutError) {
+  TypeParam ex(1);
+  auto it = ex.map(sleep_ms, std::vector{0, 1000}, mpx::MapOptions{200ms, 1});
+  EXPECT_EQ(*it.next(), 0);
+  auto start = std::chrono::steady_clock::now();
+  EXPECT_THROW(it.next(), mpx::TimeoutError);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 900ms);
+  ex.shutdown(false, true);
+}
+
+TYPED_TEST(ExecutorTest, SubmitAfterShutdownThrows) {
+  TypeParam ex(1);
+  ex.shutdown();
+  EXPECT_THROW(ex.submit(square, 1), mpx::InvalidStateError);
+  ex.shutdown();  // twice is harmless
+}
+
+TYPED_TEST(ExecutorTest, ShutdownWithWaitFinishesPendingFutures) {
+  std::vector<mpx::Future<int>> fs;
+  TypeParam ex(2);
+  for (int i = 0; i < 20; ++i)
+    fs.push_back(ex.submit(sleep_ms, 5));
+  ex.shutdown(true);
+  for (auto& f : fs) {
+    EXPECT_TRUE(f.done());
+    EXPECT_EQ(f.result(), 5);
+  }
+}
+
+TYPED_TEST(ExecutorTest, ShutdownWithCancelFuturesCancelsThoseNotStarted) {
+  TypeParam ex(1);
+  std::vector<mpx::Future<int>> fs;
+  for (int i = 0; i < 50; ++i)
+    fs.push_back(ex.submit(sleep_ms, 20));
+  ex.shutdown(true, true);
+  int cancelled = 0;
+  for (auto& f : fs) {
+    EXPECT_TRUE(f.done());
+    cancelled += f.cancelled();
+  }
+  EXPECT_GE(cancelled, 40);
+}
+
+TYPED_TEST(ExecutorTest, PendingFutureCanBeCancelled) {
+  TypeParam ex(1);
+  auto blocker = ex.submit(sleep_ms, 300);
+  std::vector<mpx::Future<int>> queued;
+  for (int i = 0; i < 8; ++i)
+    queued.push_back(ex.submit(sleep_ms, 1));
+  auto last = queued.back();
+  EXPECT_TRUE(last.cancel());
+  EXPECT_TRUE(last.cancelled());
+  EXPECT_THROW(last.result(), mpx::CancelledError);
+  EXPECT_EQ(blocker.result(10s), 300);
+  for (std::size_t i = 0; i + 1 < queued.size(); ++i)
+    EXPECT_EQ(queued[i].result(10s), 1);
+}
+
+TYPED_TEST(ExecutorTest, AsCompletedAndWaitWorkOnItsFutures) {
+  TypeParam ex(2);
+  std::vector<mpx::Future<int>> fs;
+  for (int i = 0; i < 10; ++i)
+    fs.push_back(ex.submit(square, i));
+  int sum = 0;
+  for (const auto& f : mpx::as_completed(fs, 20s))
+    sum += f.result();
+  EXPECT_EQ(sum, 285);
+  auto r = mpx::wait(fs, 10s);
+  EXPECT_EQ(r.done.size(), 10u);
+}
+
+TEST(ProcessPoolExecutorTest, CrashFailsOneFutureAndTheExecutorCarriesOn) {
+  mpx::ProcessPoolExecutor ex(2);
+  auto bad = ex.submit(crash, 0);
+  std::vector<mpx::Future<int>> good;
+  for (int i = 0; i < 20; ++i)
+    good.push_back(ex.submit(square, i));
+  EXPECT_THROW(bad.result(20s), mpx::WorkerLost);
+  for (int i = 0; i < 20; ++i)
+    EXPECT_EQ(good[static_cast<std::size_t>(i)].result(20s), i * i);
+  EXPECT_EQ(ex.submit(square, 9).result(20s), 81);
+}
+
+TEST(ProcessPoolExecutorTest, FutureIsRunningOnceAWorkerHasIt) {
+  mpx::ProcessPoolExecutor ex(1);
+  auto f = ex.submit(sleep_ms, 200);
+  for (int i = 0; i < 2000 && !f.running() && !f.done(); ++i)
+    std::this_thread::sleep_for(1ms);
+  EXPECT_TRUE(f.running() || f.done());
+  EXPECT_FALSE(f.cancel());
+  EXPECT_EQ(f.result(10s), 200);
+}
+
+}  // namespace

@@ -1,0 +1,241 @@
+// Future<T> (also the AsyncResult), as_completed and wait: CPython's
+// concurrent.futures behaviours, on a thread pool whose tasks the tests release.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <stdexcept>
+#include <vector>
+
+#include "mpx/futures.hpp"
+#include "mpx/pool.hpp"
+
+using namespace std::chrono_literals;
+
+namespace {
+
+// A gate the tests open to let blocked tasks finish.
+struct Gate {
+  std::atomic<bool> open{false};
+  void wait() const {
+    while (!open.load())
+      std::this_thread::yield();
+  }
+};
+
+mpx::Future<int> ready_future(int value) {
+  auto state = std::make_shared<mpx::detail::FutureState<int>>();
+  state->set_result(value);
+  return mpx::Future<int>(state);
+}
+
+mpx::Future<int> pending_future() {
+  return mpx::Future<int>(std::make_shared<mpx::detail::FutureState<int>>());
+}
+
+TEST(FutureTest, StateTableFollowsPendingRunningFinished) {
+  auto f = pending_future();
+  EXPECT_FALSE(f.done());
+  EXPECT_FALSE(f.running());
+  EXPECT_FALSE(f.cancelled());
+  EXPECT_TRUE(f.state()->set_running());
+  EXPECT_TRUE(f.running());
+  EXPECT_FALSE(f.cancel());
+  f.state()->set_result(5);
+  EXPECT_TRUE(f.done());
+  EXPECT_FALSE(f.running());
+  EXPECT_FALSE(f.cancelled());
+  EXPECT_EQ(f.result(), 5);
+  EXPECT_EQ(f.exception(), nullptr);
+  EXPECT_TRUE(f.successful());
+}
+
+TEST(FutureTest, CancelPendingFutureMakesResultThrowCancelledError) {
+  auto f = pending_future();
+  EXPECT_TRUE(f.cancel());
+  EXPECT_TRUE(f.cancel());  // again: still cancelled
+  EXPECT_TRUE(f.cancelled());
+  EXPECT_TRUE(f.done());
+  EXPECT_FALSE(f.state()->set_running());
+  EXPECT_THROW(f.result(), mpx::CancelledError);
+  EXPECT_THROW(f.exception(), mpx::CancelledError);
+}
+
+TEST(FutureTest, CancelFinishedFutureFails) {
+  auto f = ready_future(1);
+  EXPECT_FALSE(f.cancel());
+  EXPECT_EQ(f.result(), 1);
+}
+
+TEST(FutureTest, ResultWithTimeoutThrowsTimeoutErrorWhenNotDone) {
+  auto f = pending_future();
+  auto start = std::chrono::steady_clock::now();
+  EXPECT_THROW(f.result(100ms), mpx::TimeoutError);
+  EXPECT_GE(std::chrono::steady_clock::now() - start, 90ms);
+  EXPECT_THROW(f.get(0ms), mpx::TimeoutError);
+  EXPECT_FALSE(f.wait(10ms));
+  EXPECT_FALSE(f.ready());
+  EXPECT_THROW((void)f.successful(), mpx::ValueError);
+  f.cancel();
+}
+
+TEST(FutureTest, ExceptionIsStoredAndRethrownAsItsType) {
+  auto f = pending_future();
+  f.state()->set_exception(std::make_exception_ptr(std::out_of_range("nope")));
+  EXPECT_TRUE(f.done());
+  EXPECT_FALSE(f.successful());
+  EXPECT_THROW(f.result(), std::out_of_range);
+  ASSERT_NE(f.exception(), nullptr);
+  EXPECT_THROW(std::rethrow_exception(f.exception()), std::out_of_range);
+}
+
+TEST(FutureTest, DoneCallbackAddedBeforeCompletionRunsOnceWhenItCompletes) {
+  auto f = pending_future();
+  int calls = 0;
+  int seen = 0;
+  f.add_done_callback([&](const mpx::Future<int>& g) {
+    ++calls;
+    seen = g.result();
+  });
+  EXPECT_EQ(calls, 0);
+  f.state()->set_result(42);
+  EXPECT_EQ(calls, 1);
+  EXPECT_EQ(seen, 42);
+}
+
+TEST(FutureTest, DoneCallbackAddedAfterCompletionRunsAtOnce) {
+  auto f = ready_future(3);
+  int calls = 0;
+  f.add_done_callback([&](const mpx::Future<int>&) { ++calls; });
+  EXPECT_EQ(calls, 1);
+}
+
+TEST(FutureTest, DoneCallbackRunsOnCancel) {
+  auto f = pending_future();
+  bool cancelled = false;
+  f.add_done_callback([&](const mpx::Future<int>& g) { cancelled = g.cancelled(); });
+  f.cancel();
+  EXPECT_TRUE(cancelled);
+}
+
+TEST(FutureTest, ThrowingDoneCallbackDoesNotStopOthers) {
+  auto f = pending_future();
+  int calls = 0;
+  f.add_done_callback([&](const mpx::Future<int>&) { throw std::runtime_error("boom"); });
+  f.add_done_callback([&](const mpx::Future<int>&) { ++calls; });
+  f.state()->set_result(1);
+  EXPECT_EQ(calls, 1);
+}
+
+TEST(FutureTest, VoidFutureCompletes) {
+  mpx::ThreadPoolExecutor ex(1);
+  int x = 0;
+  auto f = ex.submit([&x] { x = 7; });
+  f.result();
+  EXPECT_EQ(x, 7);
+  EXPECT_TRUE(f.successful());
+}
+
+TEST(AsCompletedTest, YieldsEachFutureOnceInCompletionOrder) {
+  mpx::ThreadPoolExecutor ex(3);
+  Gate first, second;
+  auto slow = ex.submit([&] {
+    second.wait();
+    return 2;
+  });
+  auto fast = ex.submit([&] {
+    first.wait();
+    return 1;
+  });
+  auto done = ready_future(0);
+  std::vector<mpx::Future<int>> fs{slow, fast, done, fast};  // duplicate counted once
+  std::vector<int> order;
+  auto it = mpx::as_completed(fs);
+  auto a = it.next();
+  ASSERT_TRUE(a);
+  order.push_back(a->result());
+  first.open = true;
+  auto b = it.next();
+  order.push_back(b->result());
+  second.open = true;
+  auto c = it.next();
+  order.push_back(c->result());
+  EXPECT_FALSE(it.next());
+  EXPECT_EQ(order, (std::vector<int>{0, 1, 2}));
+}
+
+TEST(AsCompletedTest, RangeForVisitsAll) {
+  mpx::ThreadPoolExecutor ex(2);
+  std::vector<mpx::Future<int>> fs;
+  for (int i = 0; i < 20; ++i)
+    fs.push_back(ex.submit([](int x) { return x; }, i));
+  int sum = 0;
+  int count = 0;
+  for (const auto& f : mpx::as_completed(fs)) {
+    sum += f.result();
+    ++count;
+  }
+  EXPECT_EQ(count, 20);
+  EXPECT_EQ(sum, 190);
+}
+
+TEST(AsCompletedTest, TimeoutThrowsWhenFuturesStayPending) {
+  auto pending = pending_future();
+  std::vector<mpx::Future<int>> fs{ready_future(1), pending};
+  auto it = mpx::as_completed(fs, 100ms);
+  EXPECT_EQ(it.next()->result(), 1);
+  EXPECT_THROW(it.next(), mpx::TimeoutError);
+  pending.cancel();
+}
+
+TEST(WaitTest, AllCompletedWaitsForEveryFuture) {
+  mpx::ThreadPoolExecutor ex(2);
+  std::vector<mpx::Future<int>> fs;
+  for (int i = 0; i < 10; ++i)
+    fs.push_back(ex.submit([](int x) { return x * 2; }, i));
+  auto r = mpx::wait(fs);
+  EXPECT_EQ(r.done.size(), 10u);
+  EXPECT_TRUE(r.not_done.empty());
+}
+
+TEST(WaitTest, FirstCompletedReturnsWhenOneIsDone) {
+  auto pending = pending_future();
+  std::vector<mpx::Future<int>> fs{pending, ready_future(1)};
+  auto r = mpx::wait(fs, mpx::FIRST_COMPLETED);
+  EXPECT_EQ(r.done.size(), 1u);
+  EXPECT_EQ(r.not_done.size(), 1u);
+  EXPECT_EQ(r.done[0].result(), 1);
+  pending.cancel();
+}
+
+TEST(WaitTest, FirstExceptionReturnsAtTheFirstFailure) {
+  auto pending = pending_future();
+  auto failed = pending_future();
+  std::vector<mpx::Future<int>> fs{pending, ready_future(1), failed};
+  std::thread t(
+      [&] { failed.state()->set_exception(std::make_exception_ptr(std::runtime_error("x"))); });
+  auto r = mpx::wait(fs, 10s, mpx::FIRST_EXCEPTION);
+  t.join();
+  EXPECT_EQ(r.done.size(), 2u);
+  EXPECT_EQ(r.not_done.size(), 1u);
+  pending.cancel();
+}
+
+TEST(WaitTest, FirstExceptionWithoutFailuresWaitsForAll) {
+  std::vector<mpx::Future<int>> fs{ready_future(1), ready_future(2)};
+  auto r = mpx::wait(fs, mpx::FIRST_EXCEPTION);
+  EXPECT_EQ(r.done.size(), 2u);
+}
+
+TEST(WaitTest, TimeoutReturnsPendingOnesInNotDone) {
+  auto pending = pending_future();
+  std::vector<mpx::Future<int>> fs{pending, ready_future(1)};
+  auto start = std::chrono::steady_clock::now();
+  auto r = mpx::wait(fs, 100ms);
+  EXPECT_GE(std::chrono::steady_clock::now() - start, 90ms);
+  EXPECT_EQ(r.done.size(), 1u);
+  EXPECT_EQ(r.not_done.size(), 1u);
+  pending.cancel();
+}
+
+}  // namespace

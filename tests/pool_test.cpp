@@ -1,0 +1,471 @@
+// Pool and ThreadPool: CPython's multiprocessing.Pool behaviours, and mpx's own
+// guarantees about crashing, hanging and misbehaving workers.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <numeric>
+#include <ranges>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <tuple>
+#include <vector>
+
+#include "mpx/pool.hpp"
+
+using namespace std::chrono_literals;
+
+namespace {
+
+int square(int x) {
+  return x * x;
+}
+int add(int a, int b) {
+  return a + b;
+}
+int fail_on_three(int x) {
+  if (x == 3) throw std::invalid_argument("three");
+  return x;
+}
+struct CustomError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+int throw_custom(int) {
+  throw CustomError("custom");
+}
+int my_pid(int) {
+  return static_cast<int>(::getpid());
+}
+int segfault(int) {
+  ::raise(SIGSEGV);
+  return 0;
+}
+int exit_seven(int) {
+  ::_exit(7);
+}
+
+// Set before a pool is built, so that its workers (forks) see it: the write end of a
+// pipe on which a task announces that it started.
+int g_started_fd = -1;
+int announce_then_hang(int) {
+  int pid = ::getpid();
+  [[maybe_unused]] auto n = ::write(g_started_fd, &pid, sizeof pid);
+  for (;;)
+    ::pause();
+}
+int sleep_ms(int ms) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+  return ms;
+}
+
+struct Pipe {
+  int r = -1, w = -1;
+  Pipe() {
+    int fds[2];
+    EXPECT_EQ(::pipe2(fds, O_CLOEXEC), 0);
+    r = fds[0];
+    w = fds[1];
+  }
+  ~Pipe() {
+    ::close(r);
+    ::close(w);
+  }
+  int read_int() const {
+    int v = 0;
+    EXPECT_EQ(::read(r, &v, sizeof v), static_cast<ssize_t>(sizeof v));
+    return v;
+  }
+};
+
+std::vector<int> iota_vec(int n) {
+  std::vector<int> v(static_cast<std::size_t>(n));
+  std::iota(v.begin(), v.end(), 0);
+  return v;
+}
+std::vector<int> squares(int n) {
+  auto v = iota_vec(n);
+  for (auto& x : v)
+    x = x * x;
+  return v;
+}
+
+// --- CPython behaviours ---
+
+TEST(PoolTest, MapReturnsSequentialResultsInOrderForAnyChunksize) {
+  mpx::Pool pool(2);
+  EXPECT_EQ(pool.map(square, iota_vec(100)), squares(100));
+  for (std::size_t cs : {1u, 3u, 7u, 100u, 1000u})
+    EXPECT_EQ(pool.map(square, iota_vec(100), cs), squares(100)) << cs;
+}
+
+TEST(PoolTest, MapOfEmptyInputIsEmpty) {
+  mpx::Pool pool(2);
+  EXPECT_TRUE(pool.map(square, std::vector<int>{}).empty());
+  EXPECT_TRUE(pool.map_async(square, std::vector<int>{}).get().empty());
+  int n = 0;
+  for ([[maybe_unused]] int x : pool.imap(square, std::vector<int>{}))
+    ++n;
+  EXPECT_EQ(n, 0);
+}
+
+TEST(PoolTest, StarmapUnpacksArgumentTuples) {
+  mpx::Pool pool(2);
+  std::vector<std::tuple<int, int>> args;
+  for (int i = 0; i < 50; ++i)
+    args.emplace_back(i, 2 * i);
+  auto r = pool.starmap(add, args, 4);
+  ASSERT_EQ(r.size(), 50u);
+  for (int i = 0; i < 50; ++i)
+    EXPECT_EQ(r[static_cast<std::size_t>(i)], 3 * i);
+  EXPECT_EQ(pool.starmap_async(add, args).get(), r);
+}
+
+TEST(PoolTest, ImapYieldsResultsInOrder) {
+  mpx::Pool pool(2);
+  for (std::size_t cs : {1u, 5u}) {
+    std::vector<int> got;
+    for (int r : pool.imap(square, iota_vec(40), cs))
+      got.push_back(r);
+    EXPECT_EQ(got, squares(40));
+  }
+}
+
+TEST(PoolTest, ImapUnorderedYieldsEveryResult) {
+  mpx::Pool pool(2);
+  std::vector<int> got;
+  for (int r : pool.imap_unordered(square, iota_vec(40), 3))
+    got.push_back(r);
+  std::sort(got.begin(), got.end());
+  EXPECT_EQ(got, squares(40));
+}
+
+TEST(PoolTest, ImapOverEndlessRangeConsumesLazily) {
+  mpx::Pool pool(2);
+  auto it = pool.imap(square, std::views::iota(0));
+  for (int i = 0; i < 1000; ++i)
+    ASSERT_EQ(*it.next(), i * i);
+  pool.terminate();
+}
+
+TEST(PoolTest, ImapNextWithTimeoutThrowsTimeoutError) {
+  mpx::Pool pool(1);
+  auto it = pool.imap(sleep_ms, std::vector<int>{2000, 0});
+  auto start = std::chrono::steady_clock::now();
+  EXPECT_THROW(it.next(100ms), mpx::TimeoutError);
+  EXPECT_GE(std::chrono::steady_clock::now() - start, 90ms);
+  pool.terminate();
+}
+
+TEST(PoolTest, ImapRaisesAFailedCallAtItsPositionAndGoesOn) {
+  mpx::Pool pool(2);
+  auto it = pool.imap(fail_on_three, iota_vec(6));
+  for (int i = 0; i < 3; ++i)
+    EXPECT_EQ(*it.next(), i);
+  EXPECT_THROW(it.next(), std::invalid_argument);
+  EXPECT_EQ(*it.next(), 4);
+  EXPECT_EQ(*it.next(), 5);
+  EXPECT_FALSE(it.next());
+}
+
+TEST(PoolTest, ApplyAndApplyAsyncReturnTheResult) {
+  mpx::Pool pool(2);
+  EXPECT_EQ(pool.apply(add, 2, 3), 5);
+  auto r = pool.apply_async(square, 12);
+  EXPECT_EQ(r.get(10s), 144);
+  EXPECT_TRUE(r.ready());
+  EXPECT_TRUE(r.successful());
+}
+
+TEST(PoolTest, AsyncResultGetWithTimeoutThrowsTimeoutError) {
+  mpx::Pool pool(1);
+  auto r = pool.apply_async(sleep_ms, 2000);
+  EXPECT_THROW(r.get(50ms), mpx::TimeoutError);
+  EXPECT_FALSE(r.ready());
+  EXPECT_THROW((void)r.successful(), mpx::ValueError);
+  pool.terminate();
+}
+
+TEST(PoolTest, ExactlyOneOfCallbackAndErrorCallbackRuns) {
+  mpx::Pool pool(2);
+  std::atomic<int> ok{0}, bad{0};
+  auto r1 = pool.apply_async(
+      fail_on_three, std::tuple{1}, [&](int v) { ok += v == 1; },
+      [&](std::exception_ptr) { ++bad; });
+  auto r2 = pool.apply_async(
+      fail_on_three, std::tuple{3}, [&](int) { ++ok; }, [&](std::exception_ptr) { ++bad; });
+  r1.wait();
+  r2.wait();
+  EXPECT_EQ(ok, 1);
+  EXPECT_EQ(bad, 1);
+  std::atomic<int> mapped{0};
+  auto m = pool.map_async(square, iota_vec(10), 0,
+                          [&](const std::vector<int>& v) { mapped = static_cast<int>(v.size()); });
+  m.wait();
+  EXPECT_EQ(mapped, 10);
+}
+
+TEST(PoolTest, MapFailsWithTheFirstException) {
+  mpx::Pool pool(2);
+  EXPECT_THROW(pool.map(fail_on_three, iota_vec(10)), std::invalid_argument);
+  auto r = pool.map_async(fail_on_three, iota_vec(10), 1);
+  r.wait();
+  EXPECT_FALSE(r.successful());
+}
+
+TEST(PoolTest, StandardExceptionsComeBackAsTheirTypeOthersAsRemoteError) {
+  mpx::Pool pool(1);
+  EXPECT_THROW(pool.apply(fail_on_three, 3), std::invalid_argument);
+  try {
+    pool.apply(throw_custom, 0);
+    FAIL() << "no exception";
+  } catch (const mpx::RemoteError& e) {
+    EXPECT_NE(e.type_name().find("CustomError"), std::string::npos) << e.type_name();
+    EXPECT_EQ(e.remote_message(), "custom");
+    EXPECT_EQ(e.pid(), pool.pids().at(0));
+  }
+}
+
+TEST(PoolTest, InitializerRunsInEveryWorker) {
+  static int g_value = 0;
+  mpx::PoolOptions options;
+  options.initializer(
+      +[](int v) { g_value = v; }, 41);
+  mpx::Pool pool(2, options);
+  auto r = pool.map(
+      +[](int x) { return g_value + x; }, std::vector<int>{1, 1, 1, 1}, 1);
+  EXPECT_EQ(r, (std::vector<int>{42, 42, 42, 42}));
+}
+
+TEST(PoolTest, FailingInitializerBreaksThePoolInsteadOfRestartingForever) {
+  mpx::PoolOptions options;
+  options.initializer(+[] { throw std::runtime_error("no database"); });
+  mpx::Pool pool(2, options);
+  try {
+    pool.apply_async(square, 2).get(20s);
+    FAIL() << "no exception";
+  } catch (const mpx::BrokenPool& e) {
+    EXPECT_NE(std::string(e.what()).find("no database"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(pool.apply_async(square, 2), mpx::BrokenPool);
+}
+
+TEST(PoolTest, MaxtasksperchildReplacesWorkersAndLosesNoTask) {
+  mpx::PoolOptions options;
+  options.maxtasksperchild = 2;
+  mpx::Pool pool(2, options);
+  auto pids = pool.map(my_pid, iota_vec(20), 1);
+  ASSERT_EQ(pids.size(), 20u);
+  std::set<int> distinct(pids.begin(), pids.end());
+  EXPECT_GE(distinct.size(), 10u);
+  for (int p : distinct)
+    EXPECT_LE(std::count(pids.begin(), pids.end(), p), 2);
+}
+
+TEST(PoolTest, JoinBeforeCloseThrowsAndUseAfterCloseThrows) {
+  mpx::Pool pool(1);
+  EXPECT_THROW(pool.join(), mpx::InvalidStateError);
+  pool.close();
+  EXPECT_THROW(pool.apply_async(square, 1), mpx::InvalidStateError);
+  EXPECT_THROW(pool.map(square, iota_vec(3)), mpx::InvalidStateError);
+  pool.join();
+}
+
+TEST(PoolTest, CloseThenJoinFinishesQueuedWork) {
+  mpx::Pool pool(2);
+  auto r = pool.map_async(square, iota_vec(1000), 1);
+  pool.close();
+  pool.join();
+  EXPECT_TRUE(r.ready());
+  EXPECT_EQ(r.get(), squares(1000));
+}
+
+TEST(PoolTest, TerminateWithTenThousandPendingTasksReturnsPromptly) {
+  mpx::Pool pool(2);
+  std::vector<mpx::AsyncResult<int>> rs;
+  for (int i = 0; i < 10000; ++i)
+    rs.push_back(pool.apply_async(sleep_ms, 100000));
+  auto start = std::chrono::steady_clock::now();
+  pool.terminate();
+  pool.join();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 5s);
+  int cancelled = 0;
+  for (auto& r : rs) {
+    ASSERT_TRUE(r.ready());
+    try {
+      r.get();
+    } catch (const mpx::CancelledError&) {
+      ++cancelled;
+    }
+  }
+  EXPECT_EQ(cancelled, 10000);  // running ones included: their workers were killed
+}
+
+TEST(PoolTest, DestructorFinishesSubmittedWork) {
+  mpx::AsyncResult<int> r;
+  {
+    mpx::Pool pool(1);
+    r = pool.apply_async(sleep_ms, 50);
+  }
+  EXPECT_EQ(r.get(0s), 50);
+}
+
+// --- mpx's guarantees ---
+
+TEST(PoolCrashTest, KilledWorkerFailsExactlyItsTaskHundredTimesInARow) {
+  Pipe started;
+  g_started_fd = started.w;
+  mpx::Pool pool(2);
+  for (int round = 0; round < 100; ++round) {
+    auto victim = pool.apply_async(announce_then_hang, 0);
+    std::vector<mpx::AsyncResult<int>> others;
+    for (int i = 0; i < 4; ++i)
+      others.push_back(pool.apply_async(square, i));
+    pid_t pid = started.read_int();
+    ASSERT_EQ(::kill(pid, SIGKILL), 0);
+    try {
+      victim.get(20s);
+      FAIL() << "no exception in round " << round;
+    } catch (const mpx::WorkerLost& e) {
+      ASSERT_EQ(e.pid(), pid);
+      ASSERT_EQ(e.signal(), SIGKILL);
+    }
+    for (int i = 0; i < 4; ++i)
+      ASSERT_EQ(others[static_cast<std::size_t>(i)].get(20s), i * i);
+  }
+  g_started_fd = -1;
+}
+
+TEST(PoolCrashTest, SegfaultingTaskFailsWithWorkerLostAndPoolGoesOn) {
+  mpx::Pool pool(2);
+  auto r = pool.apply_async(segfault, 0);
+  try {
+    r.get(20s);
+    FAIL() << "no exception";
+  } catch (const mpx::WorkerLost& e) {
+    EXPECT_EQ(e.signal(), SIGSEGV);
+  }
+  EXPECT_EQ(pool.map(square, iota_vec(50), 1), squares(50));
+}
+
+TEST(PoolCrashTest, ExitingTaskReportsItsExitCode) {
+  mpx::Pool pool(1);
+  try {
+    pool.apply(exit_seven, 0);
+    FAIL() << "no exception";
+  } catch (const mpx::WorkerLost& e) {
+    EXPECT_EQ(e.exitcode(), 7);
+    EXPECT_FALSE(e.signal());
+  }
+  EXPECT_EQ(pool.apply(square, 3), 9);
+}
+
+TEST(PoolCrashTest, TaskOverItsTimeoutIsKilledAndItsWorkerReplaced) {
+  mpx::PoolOptions options;
+  options.timeout = 200ms;
+  mpx::Pool pool(1, options);
+  auto before = pool.pids();
+  auto start = std::chrono::steady_clock::now();
+  auto slow = pool.apply_async(sleep_ms, 20000);
+  auto next = pool.apply_async(square, 5);
+  EXPECT_THROW(slow.get(20s), mpx::TimeoutError);
+  EXPECT_GE(std::chrono::steady_clock::now() - start, 190ms);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 10s);
+  EXPECT_EQ(next.get(20s), 25);
+  EXPECT_NE(pool.pids(), before);
+  EXPECT_EQ(pool.apply(sleep_ms, 10), 10);  // quick tasks are unaffected
+}
+
+TEST(PoolCrashTest, CrashInsideAChunkFailsTheMapNotThePool) {
+  mpx::Pool pool(2);
+  auto r = pool.map_async(
+      +[](int x) {
+        if (x == 17) ::raise(SIGKILL);
+        return x;
+      },
+      iota_vec(40), 5);
+  EXPECT_THROW(r.get(20s), mpx::WorkerLost);
+  EXPECT_EQ(pool.map(square, iota_vec(40)), squares(40));
+}
+
+TEST(PoolCrashTest, NothingIsLeftAfterTheParentIsKilled) {
+  Pipe report;
+  pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    mpx::Pool pool(2);
+    pool.map(square, iota_vec(10));
+    auto pids = pool.pids();
+    while (pids.size() < 2) {  // the second worker may not have reported in yet
+      std::this_thread::sleep_for(1ms);
+      pids = pool.pids();
+    }
+    [[maybe_unused]] auto n = ::write(report.w, pids.data(), sizeof(pid_t) * 2);
+    for (;;)
+      ::pause();
+  }
+  pid_t workers[2];
+  ASSERT_EQ(::read(report.r, workers, sizeof workers), static_cast<ssize_t>(sizeof workers));
+  ::kill(child, SIGKILL);
+  int status;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  for (pid_t w : workers) {
+    bool gone = false;
+    for (int i = 0; i < 1000 && !gone; ++i) {
+      gone = ::kill(w, 0) != 0 && errno == ESRCH;
+      if (!gone) std::this_thread::sleep_for(10ms);
+    }
+    EXPECT_TRUE(gone) << "worker " << w << " outlived its pool's process";
+  }
+}
+
+// --- ThreadPool: the same front end on threads ---
+
+TEST(ThreadPoolTest, RunsAnyCallableWithTheSameApi) {
+  mpx::ThreadPool pool(3);
+  int offset = 10;
+  auto plus = [offset](int x) { return x + offset; };
+  EXPECT_EQ(pool.map(plus, iota_vec(5)), (std::vector<int>{10, 11, 12, 13, 14}));
+  EXPECT_EQ(pool.apply(plus, 1), 11);
+  std::vector<int> got;
+  for (int r : pool.imap(plus, std::vector<int>{1, 2, 3}))
+    got.push_back(r);
+  EXPECT_EQ(got, (std::vector<int>{11, 12, 13}));
+  EXPECT_THROW(pool.apply(fail_on_three, 3), std::invalid_argument);
+  try {
+    pool.apply(throw_custom, 0);
+  } catch (const CustomError&) {  // threads keep the exact type
+    SUCCEED();
+  }
+}
+
+TEST(ThreadPoolTest, FailingInitializerBreaksThePool) {
+  mpx::PoolOptions options;
+  options.initializer([] { throw std::runtime_error("init"); });
+  mpx::ThreadPool pool(2, options);
+  // The pool may be broken already when apply_async is called: then it throws.
+  EXPECT_THROW(pool.apply_async(square, 2).get(10s), mpx::BrokenPool);
+}
+
+TEST(ThreadPoolTest, TerminateCancelsPendingTasks) {
+  mpx::ThreadPool pool(1);
+  std::vector<mpx::AsyncResult<int>> rs;
+  for (int i = 0; i < 1000; ++i)
+    rs.push_back(pool.apply_async(sleep_ms, 1));
+  pool.terminate();
+  pool.join();
+  int cancelled = 0;
+  for (auto& r : rs) {
+    ASSERT_TRUE(r.ready());
+    cancelled += r.successful() ? 0 : 1;
+  }
+  EXPECT_GE(cancelled, 900);
+}
+
+}  // namespace
