@@ -83,6 +83,17 @@ struct Tree {
   }
 };
 
+// Shared pointers: cereal sends an object once and later references by id.
+struct Shared {
+  std::shared_ptr<int> a;
+  std::shared_ptr<int> b;
+  std::shared_ptr<std::string> c;
+  template <class Archive>
+  void serialize(Archive& ar) {
+    ar(a, b, c);
+  }
+};
+
 }  // namespace codec_test
 
 namespace {
@@ -92,6 +103,7 @@ using codec_test::Counter;
 using codec_test::Person;
 using codec_test::Plain;
 using codec_test::Point;
+using codec_test::Shared;
 using codec_test::Tree;
 using mpx::Bytes;
 using mpx::DecodeError;
@@ -511,6 +523,28 @@ TEST(CodecTest, UnreadBytesInsideACerealValueAreRejected) {
   msg[8] = static_cast<std::byte>(static_cast<std::uint8_t>(msg[8]) + 1);
   msg.push_back(std::byte{0});
   EXPECT_THROW(mpx::decode<Counter>(msg), DecodeError);
+}
+
+TEST(CodecTest, SharedPointersKeepTheirSharingAcrossARoundTrip) {
+  Shared s;
+  s.a = std::make_shared<int>(5);
+  s.b = s.a;
+  s.c = std::make_shared<std::string>("text");
+  const Shared back = round_trip(s);
+  ASSERT_TRUE(back.a && back.c);
+  EXPECT_EQ(back.a, back.b);
+  EXPECT_EQ(*back.a, 5);
+  EXPECT_EQ(*back.c, "text");
+}
+
+TEST(CodecTest, ASharedPointerReferringToAnObjectOfAnotherTypeIsRejected) {
+  Shared s;
+  s.a = std::make_shared<int>(5);
+  Bytes msg = mpx::encode(s);  // ... a: new id 1, 5; b: null (id 0); c: null (id 0)
+  const std::uint32_t id_of_a = 1;
+  std::memcpy(msg.data() + msg.size() - sizeof(id_of_a), &id_of_a, sizeof(id_of_a));
+  const std::string what = decode_error_message([&] { mpx::decode<Shared>(msg); });
+  EXPECT_NE(what.find("another type"), std::string::npos) << what;
 }
 
 TEST(CodecTest, DeeplyNestedHostileCerealInputIsRejectedNotOverflowed) {

@@ -54,8 +54,11 @@
 // that may be hostile, use types whose every bit pattern is valid (an enum with a fixed
 // underlying type, `enum E : int`, accepts every value of it), or give them a serialize().
 //
-// Cereal caveat: inside a cereal-serialized value, a container of n elements that encode
+// Cereal caveats: inside a cereal-serialized value, a container of n elements that encode
 // to no bytes at all (empty classes) cannot hold more elements than bytes follow it.
+// std::shared_ptr members keep their sharing, and a reference to an object of another
+// type is rejected; but bytes can describe a shared_ptr cycle, which leaks like any
+// shared_ptr cycle, so do not decode types holding shared_ptr from untrusted peers.
 //
 // Thread safety: all functions are reentrant; nothing is shared but the name registry,
 // which is filled before main and locked when read.

@@ -28,6 +28,8 @@
 #include <cstdint>
 #include <memory>
 #include <type_traits>
+#include <typeinfo>
+#include <unordered_map>
 
 #include "mpx/detail/codec_wire.hpp"
 
@@ -63,9 +65,32 @@ class CodecInputArchive
   }
   void leave() noexcept { --depth_; }
 
+  // cereal loads a std::shared_ptr<T> that refers back to an object read earlier by
+  // static_pointer_cast<T> of whatever was stored under the id the bytes name: hostile
+  // bytes could name an object of another type. These hide cereal's members of the same
+  // names (cereal calls them on this type) and check that the types agree; the type comes
+  // from the prologue of the pointer being read.
+  void expect_pointer_type(const std::type_info& type) noexcept { pointer_type_ = &type; }
+  void registerSharedPointer(std::uint32_t id, std::shared_ptr<void> ptr) {
+    pointer_types_[id & ~cereal::detail::msb_32bit] = pointer_type_;
+    InputArchive::registerSharedPointer(id, std::move(ptr));
+  }
+  std::shared_ptr<void> getSharedPointer(std::uint32_t id) {
+    if (id != 0) {
+      const auto it = pointer_types_.find(id);
+      if (it != pointer_types_.end() &&
+          (it->second == nullptr || pointer_type_ == nullptr || *it->second != *pointer_type_)) {
+        reader_.fail("a shared pointer that refers to an object of another type");
+      }
+    }
+    return InputArchive::getSharedPointer(id);
+  }
+
  private:
   Reader& reader_;
   int depth_ = 0;
+  const std::type_info* pointer_type_ = nullptr;
+  std::unordered_map<std::uint32_t, const std::type_info*> pointer_types_;
 };
 
 // Found by argument-dependent lookup from cereal's process(): a depth count around
@@ -73,6 +98,12 @@ class CodecInputArchive
 template <class T>
 void prologue(CodecInputArchive& ar, const T&) {
   ar.enter();
+}
+template <class T>
+void prologue(CodecInputArchive& ar,
+              const cereal::memory_detail::PtrWrapper<std::shared_ptr<T>&>&) {
+  ar.enter();
+  ar.expect_pointer_type(typeid(T));
 }
 template <class T>
 void epilogue(CodecInputArchive& ar, const T&) noexcept {
