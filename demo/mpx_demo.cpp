@@ -425,8 +425,8 @@ int main(int argc, char** argv) {
   rlimit no_core{0, 0};
   setrlimit(RLIMIT_CORE, &no_core);
 
-  Sizes s =
-      quick ? Sizes{400000, 40, 10, 20, 100000, 5000} : Sizes{5000000, 200, 20, 50, 2000000, 50000};
+  Sizes s = quick ? Sizes{400000, 40, 10, 20, 100000, 5000}
+                  : Sizes{5000000, 100, 20, 50, 1000000, 200000};
   g_chunk = quick ? 20000 : 50000;
   int cpus = mpx::cpu_count();
   auto t0 = Clock::now();
