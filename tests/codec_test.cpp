@@ -354,6 +354,8 @@ TEST(CodecTest, TypeNamesAreReadable) {
             "std::map<std::string, std::vector<double>>");
   EXPECT_EQ((mpx::type_name<std::variant<int, std::optional<bool>>>()),
             "std::variant<int, std::optional<bool>>");
+  EXPECT_EQ((mpx::type_name<std::array<long, 3>>()), "std::array<long, 3>");
+  EXPECT_EQ((mpx::type_name<std::array<std::string, 2>>()), "std::array<std::string, 2>");
   EXPECT_EQ(mpx::type_name<Point>(), "codec_test::Point");
   EXPECT_EQ(mpx::type_name<Person>(), "codec_test::Person");
 }

@@ -69,6 +69,7 @@
 #include <cstring>
 #include <span>
 #include <string>
+#include <type_traits>
 
 #include "mpx/detail/codec_impl.hpp"
 #include "mpx/detail/codec_wire.hpp"
@@ -138,6 +139,9 @@ Bytes encode(const T& value) {
 // user's load()/serialize() throws.
 template <class T>
 T decode(std::span<const std::byte> bytes) {
+  static_assert(std::is_default_constructible_v<T>,
+                "mpx::decode<T> reads into a default-constructed T: give T a public default "
+                "constructor");
   using C = detail::Codec<T>;
   detail::ensure_registered<T>();
   detail::Reader r{bytes.data(), bytes.data() + bytes.size(), bytes.data(), &C::name};

@@ -63,6 +63,20 @@ constexpr std::uint64_t template_tag(std::string_view name) {
   return h;
 }
 
+// std::array is named and tagged the same whether its elements are raw or not.
+template <class T>
+struct RawNaming {
+  static constexpr std::uint64_t tag = fnv1a(scalar_name<T>());
+  static std::string name() { return std::string(scalar_name<T>()); }
+};
+template <class T, std::size_t N>
+struct RawNaming<std::array<T, N>> {
+  static constexpr std::uint64_t tag = mix(template_tag<T>("std::array"), N);
+  static std::string name() {
+    return "std::array<" + Codec<T>::name() + ", " + std::to_string(N) + ">";
+  }
+};
+
 // ---------------------------------------------------------------------------
 // Raw bytes: arithmetic, enums, trivially copyable structs, std::array of those.
 
@@ -71,8 +85,8 @@ requires trivially_encodable_v<T>
 struct Codec<T> {
   static constexpr std::size_t min_size = sizeof(T);
   static constexpr bool exact = true;
-  static constexpr std::uint64_t tag = fnv1a(scalar_name<T>());
-  static std::string name() { return std::string(scalar_name<T>()); }
+  static constexpr std::uint64_t tag = RawNaming<T>::tag;
+  static std::string name() { return RawNaming<T>::name(); }
   static constexpr std::size_t size(const T&) noexcept { return sizeof(T); }
   template <class W>
   static void write(W& w, const T& v) {
