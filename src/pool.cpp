@@ -450,7 +450,9 @@ class ProcessImpl final : public Engine::Impl {
     int idle = 0;
     for (;;) {
       bool progress = false;
-      progress |= read_zygote();
+      // The zygote's socket costs a system call: look at it when idle only now and
+      // then (and always after sleeping).
+      if (idle % 64 == 0) progress |= read_zygote();
       if (done_) break;
       progress |= dispatch();
       progress |= pump();

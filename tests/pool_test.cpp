@@ -469,3 +469,82 @@ TEST(ThreadPoolTest, TerminateCancelsPendingTasks) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(ForkMapTest, TakesCapturingLambdasAndSeesTheCallersMemory) {
+  std::vector<int> table{5, 6, 7, 8};
+  int offset = 100;
+  auto r = mpx::fork_map([&](int i) { return table[static_cast<std::size_t>(i)] + offset; },
+                         std::vector<int>{3, 2, 1, 0}, 2);
+  EXPECT_EQ(r, (std::vector<int>{108, 107, 106, 105}));
+}
+
+TEST(ForkMapTest, ForkImapIsLazyAndOrdered) {
+  int factor = 3;
+  auto it = mpx::fork_imap([factor](int x) { return x * factor; }, std::views::iota(0), 2);
+  for (int i = 0; i < 100; ++i)
+    ASSERT_EQ(*it.next(), 3 * i);
+}
+
+TEST(ForkMapTest, CrashingCallFailsTheMapWithWorkerLost) {
+  int poison = 4;
+  EXPECT_THROW(mpx::fork_map(
+                   [&](int x) {
+                     if (x == poison) ::raise(SIGKILL);
+                     return x;
+                   },
+                   iota_vec(10), 2),
+               mpx::WorkerLost);
+}
+
+TEST(ProgressTest, PassesElementsThroughAndCountsThem) {
+  mpx::Pool pool(2);
+  std::vector<int> got;
+  auto bar = mpx::progress(pool.imap(square, iota_vec(20)), 20);
+  for (int r : bar)
+    got.push_back(r);
+  EXPECT_EQ(got, squares(20));
+  EXPECT_EQ(bar.count(), 20u);
+  std::vector<mpx::Future<int>> fs;
+  for (int i = 0; i < 5; ++i)
+    fs.push_back(pool.apply_async(square, i));
+  int n = 0;
+  for (const auto& f : mpx::progress(mpx::as_completed(fs)))
+    n += f.done();
+  EXPECT_EQ(n, 5);
+}
+
+}  // namespace
+
+namespace {
+
+struct Unencodable {
+  std::string text;  // not trivially copyable: the codec uses serialize()
+  template <class Archive>
+  void serialize(Archive&) {
+    throw std::runtime_error("cannot encode this result");
+  }
+};
+Unencodable make_unencodable(int) {
+  return {};
+}
+
+TEST(PoolTest, ResultThatFailsToEncodeFailsOnlyItsTask) {
+  mpx::Pool pool(1);
+  EXPECT_THROW(pool.apply(make_unencodable, 0), std::runtime_error);
+  EXPECT_EQ(pool.apply(square, 4), 16);
+}
+
+TEST(PoolTest, OnlyPortableCallablesReachProcessWorkers) {
+  int captured = 1;
+  auto capturing = [captured](int x) { return x + captured; };
+  auto captureless = [](int x) { return x; };
+  static_assert(!mpx::detail::PortableCallable<decltype(capturing)>);
+  static_assert(mpx::detail::PortableCallable<decltype(captureless)>);
+  static_assert(mpx::detail::PortableCallable<int (*)(int)>);
+  static_assert(mpx::detail::PortableCallable<mpx::detail::ForkCall<decltype(capturing)>>);
+  EXPECT_EQ(capturing(1), 2);
+}
+
+}  // namespace

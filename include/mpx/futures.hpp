@@ -26,6 +26,7 @@
 
 #include "mpx/detail/deadline.hpp"
 #include "mpx/detail/pool_future.hpp"
+#include "mpx/detail/pool_progress.hpp"
 #include "mpx/errors.hpp"
 
 namespace mpx {
@@ -154,6 +155,12 @@ class AsCompleted {
   }
   AsCompleted(const AsCompleted&) = delete;
   AsCompleted& operator=(const AsCompleted&) = delete;
+  AsCompleted(AsCompleted&& other) noexcept
+      : futures_(std::exchange(other.futures_, {})),
+        by_state_(std::move(other.by_state_)),
+        deadline_(other.deadline_),
+        waiter_(std::move(other.waiter_)),
+        yielded_(other.yielded_) {}
   ~AsCompleted() {
     for (const auto& f : futures_)
       f.state()->remove_waiter(waiter_.get());

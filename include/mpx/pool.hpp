@@ -39,6 +39,11 @@
 // workers and exits).
 #pragma once
 
+#include <cstdint>
+#include <memory>
+#include <ranges>
+#include <utility>
+
 #include "mpx/futures.hpp"
 
 namespace mpx {
@@ -48,5 +53,77 @@ using Pool = detail::BasicPool<detail::WorkerKind::kProcess>;
 // multiprocessing.pool.ThreadPool: worker threads, any callable. No per-task timeout
 // (a thread cannot be killed); maxtasksperchild is ignored.
 using ThreadPool = detail::BasicPool<detail::WorkerKind::kThread>;
+
+namespace detail {
+// Calls a callable through its address in the process the workers were forked from:
+// the workers of fork_map are forks of the caller (through a zygote forked by the
+// call), so the address, and whatever the callable refers to, is valid there.
+template <class Fn>
+struct ForkCall {
+  uint64_t address = 0;
+  template <class... A>
+  auto operator()(A&&... a) const {
+    return (*reinterpret_cast<Fn*>(address))(std::forward<A>(a)...);
+  }
+  template <class Archive>
+  void serialize(Archive& ar) {
+    ar(address);
+  }
+};
+template <class Fn>
+ForkCall<Fn> fork_call(Fn& fn) {
+  return ForkCall<Fn>{reinterpret_cast<uint64_t>(std::addressof(fn))};
+}
+}  // namespace detail
+
+// Pool.map for any callable, capturing lambdas included: forks `processes` workers
+// (0: cpu_count()) for this one call; they see the caller's memory as it is at the
+// call (later changes in the caller are not seen). Elements and results still travel
+// through the codec. Crash isolation as in Pool: a call that kills its worker fails
+// the map with WorkerLost.
+// Blocks until every result is in. Throws: the first failed call's exception.
+// OS resources: a zygote and the workers, gone when it returns.
+//
+//   std::vector<double> weights = load();
+//   auto scores = mpx::fork_map([&](int i) { return score(weights, i); }, ids);
+template <class F, std::ranges::input_range Range>
+auto fork_map(F&& fn, Range&& range, std::size_t processes = 0, std::size_t chunksize = 0) {
+  Pool pool(processes);
+  return pool.map(detail::fork_call(fn), std::forward<Range>(range), chunksize);
+}
+
+// The iterator fork_imap() returns; owns its workers: destroying it stops them.
+template <class R>
+class ForkIMap {
+ public:
+  ForkIMap(std::unique_ptr<Pool> pool, detail::IMapIterator<R> it)
+      : pool_(std::move(pool)), it_(std::move(it)) {}
+  ForkIMap(ForkIMap&&) noexcept = default;
+  ~ForkIMap() {
+    if (pool_) pool_->terminate();
+  }
+  // As IMapIterator::next.
+  std::optional<R> next() { return it_.next(); }
+  template <class Rep, class Period>
+  std::optional<R> next(std::chrono::duration<Rep, Period> timeout) {
+    return it_.next(timeout);
+  }
+  auto begin() { return it_.begin(); }
+  auto end() { return it_.end(); }
+
+ private:
+  std::unique_ptr<Pool> pool_;
+  detail::IMapIterator<R> it_;
+};
+
+// Pool.imap (ordered, lazy input) for any callable, as fork_map. The workers live as
+// long as the returned iterator. Keep an lvalue range alive while iterating.
+template <class F, std::ranges::input_range Range>
+auto fork_imap(F&& fn, Range&& range, std::size_t processes = 0, std::size_t chunksize = 1) {
+  auto pool = std::make_unique<Pool>(processes);
+  auto it = pool->imap(detail::fork_call(fn), std::forward<Range>(range), chunksize);
+  using R = typename decltype(it.begin())::value_type;
+  return ForkIMap<R>(std::move(pool), std::move(it));
+}
 
 }  // namespace mpx
