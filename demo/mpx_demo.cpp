@@ -87,6 +87,16 @@ class Bar {
 // Work functions. Process pools take plain functions (they are sent by reference).
 
 long g_chunk = 50000;  // numbers per prime-counting task (set before any pool is built)
+double g_load = 0;     // the 1-minute load average when the demo started
+
+double load_average() {
+  double load = 0;
+  if (FILE* f = std::fopen("/proc/loadavg", "r")) {
+    if (std::fscanf(f, "%lf", &load) != 1) load = 0;
+    std::fclose(f);
+  }
+  return load;
+}
 
 bool is_prime(long n) {
   if (n < 2) return false;
@@ -208,10 +218,24 @@ void cpu_bound(const Sizes& s, int cpus) {
   processes.map(square, std::vector<int>(static_cast<std::size_t>(cpus)));  // workers up
   std::string plabel = "Pool(" + std::to_string(cpus) + ") processes";
   double t_procs = run_pool(processes, plabel);
+  double best = std::min(t_threads, t_procs);
   std::printf(
-      "   %ld primes. Both pools use all %d CPUs: C++ threads run in parallel (no GIL),\n"
-      "   and worker processes cost about the same for work like this (%.2f vs %.2f s).\n",
-      serial_count, cpus, t_threads, t_procs);
+      "   %ld primes. Both pools use all %d CPUs: C++ threads run in parallel (there is\n"
+      "   no GIL), so for CPU-bound work a ThreadPool speeds up as well as a Pool.\n",
+      serial_count, cpus);
+  if (std::max(t_threads, t_procs) <= 1.15 * best) {
+    std::printf("   Here they took about the same time (%.2f vs %.2f s).\n", t_threads, t_procs);
+  } else {
+    std::printf(
+        "   Here %s took %.0f%% longer (%.2f vs %.2f s)%s\n",
+        t_procs > t_threads ? "the processes" : "the threads",
+        (std::max(t_threads, t_procs) / best - 1) * 100, t_threads, t_procs,
+        t_procs > t_threads ? ":\n   every task and its result cross between processes." : ".");
+  }
+  if (serial / best < 0.75 * cpus && g_load > 0.5) {
+    std::printf("   (Below %.1fx on %d CPUs: other programs were busy, see the load above.)\n",
+                0.75 * cpus, cpus);
+  }
 }
 
 // 2 ---------------------------------------------------------------------------------------
@@ -432,6 +456,13 @@ int main(int argc, char** argv) {
   auto t0 = Clock::now();
   std::printf("mpx demo: processes or threads? Measured on this machine (%d CPUs)%s\n", cpus,
               quick ? " [--quick]" : "");
+  g_load = load_average();
+  if (g_load > 0.5) {
+    std::printf(
+        "Note: load average %.1f: other programs are running, so the figures below\n"
+        "are lower than this machine can do when idle.\n",
+        g_load);
+  }
   try {
     cpu_bound(s, cpus);
     io_bound(s);
