@@ -94,6 +94,28 @@ struct Shared {
   }
 };
 
+// A user type whose serialize() throws while saving.
+struct Refuses {
+  int value = 0;
+  std::string text;
+  template <class Archive>
+  void serialize(Archive& ar) {
+    ar(value);
+    throw std::runtime_error("refused");
+  }
+};
+
+// Moving it throws: a way to make a std::variant valueless.
+struct ThrowsOnMove {
+  ThrowsOnMove() = default;
+  ThrowsOnMove(const ThrowsOnMove&) = default;
+  ThrowsOnMove(ThrowsOnMove&&) { throw std::runtime_error("no moving"); }
+  ThrowsOnMove& operator=(const ThrowsOnMove&) = default;
+  ThrowsOnMove& operator=(ThrowsOnMove&&) = default;
+  template <class Archive>
+  void serialize(Archive&) {}
+};
+
 }  // namespace codec_test
 
 namespace {
@@ -573,6 +595,22 @@ TEST(CodecTest, DeeplyNestedHostileCerealInputIsRejectedNotOverflowed) {
   msg.insert(msg.end(), payload.begin(), payload.end());
   const std::string what = decode_error_message([&] { mpx::decode<Tree>(msg); });
   EXPECT_NE(what.find("nesting"), std::string::npos) << what;
+}
+
+TEST(CodecTest, EncodeAppendThatThrowsLeavesTheBufferAsItWas) {
+  Bytes out = mpx::encode(1);
+  const Bytes before = out;
+  EXPECT_THROW(mpx::encode_append(std::vector<codec_test::Refuses>(3), out), std::runtime_error);
+  EXPECT_EQ(out, before);
+}
+
+TEST(CodecTest, EncodingAValuelessVariantThrowsValueError) {
+  std::variant<int, codec_test::ThrowsOnMove> v = 1;
+  EXPECT_THROW(v.emplace<1>(codec_test::ThrowsOnMove{}), std::runtime_error);
+  ASSERT_TRUE(v.valueless_by_exception());
+  Bytes out;
+  EXPECT_THROW(mpx::encode_append(v, out), mpx::ValueError);
+  EXPECT_TRUE(out.empty());
 }
 
 TEST(CodecTest, EncodeAppendAppendsWholeMessages) {

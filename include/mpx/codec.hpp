@@ -100,7 +100,8 @@ std::string type_name() {
 }
 
 // Appends the message for `value` (tag, then payload) to `out`. Grows `out` at most
-// once for types whose size is known without running cereal.
+// once for types whose size is known without running cereal. When it throws, `out`
+// holds what it held before (its capacity may have grown).
 // Blocks: no. Throws: std::bad_alloc; ValueError for a valueless std::variant; what a
 // user's serialize() throws.
 template <class T>
@@ -111,15 +112,20 @@ void encode_append(const T& value, Bytes& out) {
   const std::size_t old_size = out.size();
   const std::size_t needed = old_size + sizeof(tag) + C::size(value);
   if (needed > out.capacity()) out.reserve(std::max(needed, 2 * out.capacity()));
-  if constexpr (C::exact) {
-    out.resize(needed);
-    detail::PtrWriter w{out.data() + old_size};
-    w.put(&tag, sizeof(tag));
-    C::write(w, value);
-  } else {
-    detail::Writer w{out};
-    w.put(&tag, sizeof(tag));
-    C::write(w, value);
+  try {
+    if constexpr (C::exact) {
+      out.resize(needed);
+      detail::PtrWriter w{out.data() + old_size};
+      w.put(&tag, sizeof(tag));
+      C::write(w, value);
+    } else {
+      detail::Writer w{out};
+      w.put(&tag, sizeof(tag));
+      C::write(w, value);
+    }
+  } catch (...) {
+    out.resize(old_size);  // no half-written message
+    throw;
   }
 }
 
