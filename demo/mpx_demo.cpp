@@ -10,8 +10,8 @@
 //    ping-pong, with their rates.
 // Then a table: which to pick when.
 //
-// Progress bars go to stderr when it is a terminal; the results go to stdout (a test,
-// tests/demo_test.cpp, checks their shape with --quick).
+// Progress bars (mpx::progress) go to stderr when it is a terminal; the results go to
+// stdout (a test, tests/demo_test.cpp, checks their shape with --quick).
 #include <signal.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -23,12 +23,14 @@
 #include <exception>
 #include <numeric>
 #include <optional>
+#include <ranges>
 #include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "mpx/connection.hpp"
+#include "mpx/futures.hpp"
 #include "mpx/pool.hpp"
 #include "mpx/process.hpp"
 #include "mpx/queues.hpp"
@@ -41,47 +43,6 @@ namespace {
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
-
-// A tqdm-like bar on stderr, drawn only when stderr is a terminal; erased when done so
-// that the result line printed on stdout takes its place.
-class Bar {
- public:
-  Bar(std::string label, long total)
-      : label_(std::move(label)), total_(total), tty_(isatty(STDERR_FILENO) == 1) {
-    draw();
-  }
-  ~Bar() {
-    if (tty_) std::fprintf(stderr, "\r\033[K");
-  }
-  void tick(long n = 1) {
-    done_ += n;
-    auto now = Clock::now();
-    if (done_ >= total_ || now - last_ > 50ms) {
-      last_ = now;
-      draw();
-    }
-  }
-
- private:
-  void draw() {
-    if (!tty_) return;
-    constexpr int kWidth = 30;
-    int filled = total_ > 0 ? static_cast<int>(kWidth * done_ / total_) : kWidth;
-    double secs = seconds_since(start_);
-    std::fprintf(stderr, "\r   %-22s [%s%s] %ld/%ld  %.1f s\033[K", label_.c_str(),
-                 std::string(static_cast<std::size_t>(filled), '#').c_str(),
-                 std::string(static_cast<std::size_t>(kWidth - filled), '.').c_str(), done_, total_,
-                 secs);
-    std::fflush(stderr);
-  }
-
-  std::string label_;
-  long total_;
-  long done_ = 0;
-  bool tty_;
-  Clock::time_point start_ = Clock::now();
-  Clock::time_point last_ = Clock::now();
-};
 
 // ---------------------------------------------------------------------------------------
 // Work functions. Process pools take plain functions (they are sent by reference).
@@ -186,26 +147,16 @@ void cpu_bound(const Sizes& s, int cpus) {
 
   long serial_count = 0;
   auto t0 = Clock::now();
-  {
-    Bar bar("serial", tasks);
-    for (long lo : starts) {
-      serial_count += count_chunk(lo);
-      bar.tick();
-    }
-  }
+  for (long lo : mpx::progress(starts, starts.size()))
+    serial_count += count_chunk(lo);
   double serial = seconds_since(t0);
   result_line("serial (1 thread)", serial, serial);
 
   auto run_pool = [&](auto& pool, const std::string& label) {
     long count = 0;
     auto start = Clock::now();
-    {
-      Bar bar(label, tasks);
-      for (long c : pool.imap_unordered(count_chunk, starts)) {
-        count += c;
-        bar.tick();
-      }
-    }
+    for (long c : mpx::progress(pool.imap_unordered(count_chunk, starts), starts.size()))
+      count += c;
     double secs = seconds_since(start);
     if (count != serial_count) throw std::logic_error("the pools disagree on the count");
     result_line(label.c_str(), secs, serial);
@@ -244,13 +195,8 @@ void io_bound(const Sizes& s) {
               s.io_tasks, s.io_ms);
   std::vector<int> waits(static_cast<std::size_t>(s.io_tasks), s.io_ms);
   auto t0 = Clock::now();
-  {
-    Bar bar("serial", s.io_tasks);
-    for (int ms : waits) {
-      wait_ms(ms);
-      bar.tick();
-    }
-  }
+  for (int ms : mpx::progress(waits, waits.size()))
+    wait_ms(ms);
   double serial = seconds_since(t0);
   result_line("serial (1 thread)", serial, serial);
 
@@ -258,11 +204,8 @@ void io_bound(const Sizes& s) {
     auto start = Clock::now();  // includes starting the workers: that is part of the cost
     {
       auto pool = make_pool();
-      Bar bar(label, s.io_tasks);
-      for (int r : pool->imap_unordered(wait_ms, waits)) {
+      for (int r : mpx::progress(pool->imap_unordered(wait_ms, waits), waits.size()))
         (void)r;
-        bar.tick();
-      }
     }
     double secs = seconds_since(start);
     result_line(label.c_str(), secs, serial);
@@ -313,9 +256,8 @@ void isolation(const Sizes& s) {
     futures.push_back(pool.apply_async(risky, i));
   int ok = 0, failed = 0;
   std::vector<std::string> lines;
-  {
-    Bar bar("tasks", kTasks);
-    for (int i = 0; i < kTasks; ++i) {
+  for (int i : mpx::progress(std::views::iota(0, kTasks), kTasks)) {
+    {
       auto& f = futures[static_cast<std::size_t>(i)];
       f.wait();
       char buf[256];
@@ -327,7 +269,6 @@ void isolation(const Sizes& s) {
         std::snprintf(buf, sizeof buf, "   task %2d  ok      %d", i, f.result());
       }
       lines.emplace_back(buf);
-      bar.tick();
     }
   }
   for (const auto& l : lines)
@@ -376,12 +317,11 @@ void communication(const Sizes& s) {
     auto t0 = Clock::now();
     producer.start();
     long sum = 0;
-    {
-      Bar bar("Queue<long>", n);
-      for (long i = 0; i < n; ++i) {
+    constexpr long kBlock = 1024;  // the bar steps once per block: no clock read per item
+    for (long b : mpx::progress(std::views::iota(0L, (n + kBlock - 1) / kBlock),
+                                static_cast<std::size_t>((n + kBlock - 1) / kBlock))) {
+      for (long i = b * kBlock; i < std::min(n, (b + 1) * kBlock); ++i)
         sum += q.get();
-        if ((i & 1023) == 0) bar.tick(std::min(1024L, n - i));
-      }
     }
     double secs = seconds_since(t0);
     producer.join();
@@ -401,17 +341,16 @@ void communication(const Sizes& s) {
     there.close();
     auto t0 = Clock::now();
     long v = 0, n = 0;
-    {
-      Bar bar("Pipe ping-pong", s.round_trips);
-      while (n < s.round_trips) {
+    constexpr long kBlock = 1024;
+    for (long b : mpx::progress(std::views::iota(0L, s.round_trips / kBlock),
+                                static_cast<std::size_t>(s.round_trips / kBlock))) {
+      (void)b;
+      for (long i = 0; i < kBlock; ++i) {
         here.send(v);
         v = here.recv<long>();
-        ++n;
-        if ((n & 1023) == 0) {
-          bar.tick(1024);
-          if (Clock::now() - t0 > 1s) break;
-        }
       }
+      n += kBlock;
+      if (Clock::now() - t0 > 1s) break;
     }
     double secs = seconds_since(t0);
     here.send(-1L);
