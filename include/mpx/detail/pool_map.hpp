@@ -172,8 +172,8 @@ class MapState {
       if (!error) {
         all.reserve(n);
         for (auto& s : slots_)
-          for (auto& v : s.values)
-            all.push_back(std::move(v));
+          all.insert(all.end(), std::make_move_iterator(s.values.begin()),
+                     std::make_move_iterator(s.values.end()));
       }
     }
     if (error) {
