@@ -39,7 +39,9 @@
 // fundamental, enum and user types; the template's name and its arguments' tags for the
 // standard templates), fixed at compile time. It is the same in every process of the
 // same build, and practically never the same for two types. Two types that print the
-// same name (one `Foo` in each of two anonymous namespaces) share a tag.
+// same name share a tag: one `Foo` in each of two anonymous namespaces, or (with GCC,
+// which prints no position for them) two closure types of the same signature declared in
+// the same function.
 //
 // Safety: decode never trusts a length. Every count is checked against the bytes left
 // before anything is allocated (n elements need n times the smallest encoding of an
