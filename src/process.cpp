@@ -7,12 +7,14 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdio_ext.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cmath>
 #include <condition_variable>
@@ -26,6 +28,9 @@
 #include <new>
 #include <thread>
 #include <typeinfo>
+#if defined(__GLIBCXX__)
+#include <ext/stdio_sync_filebuf.h>
+#endif
 
 #include "mpx/errors.hpp"
 #include "process_internal.hpp"
@@ -76,9 +81,37 @@ struct Registry {
   std::vector<std::shared_ptr<ProcessState>> abandoned;
 };
 
-Registry& registry() {
+Registry& raw_registry() {
   static Registry* r = new Registry;
   return *r;
+}
+
+// After a fork, the child's copy of the registry describes the parent. The child adopts
+// it lazily, on its first use, so that a child which never uses it writes no page of it
+// (each page a child writes costs a copy-on-write fault: tens of µs on a VM).
+// 0: up to date; 1: forked, not adopted yet; 2: being adopted.
+std::atomic<int> g_registry_stale{0};
+// Set by child_main: the Process this child runs, and its parent's pid.
+ProcessState* g_started_as = nullptr;
+pid_t g_started_parent = 0;
+// True on the forker thread (and on its copy in a child it forked).
+thread_local bool t_is_forker = false;
+
+void adopt_after_fork(Registry& r);
+
+Registry& registry() {
+  Registry& r = raw_registry();
+  if (g_registry_stale.load(std::memory_order_acquire) != 0) [[unlikely]] {
+    int expected = 1;
+    if (g_registry_stale.compare_exchange_strong(expected, 2, std::memory_order_acq_rel)) {
+      adopt_after_fork(r);
+      g_registry_stale.store(0, std::memory_order_release);
+    } else {
+      while (g_registry_stale.load(std::memory_order_acquire) != 0)
+        std::this_thread::yield();
+    }
+  }
+  return r;
 }
 
 // The long-lived thread that forks for start() calls made from other threads than the
@@ -98,6 +131,7 @@ Forker* g_abandoned_forkers = nullptr;
 std::mutex* g_forker_mu = new std::mutex;
 
 void forker_loop(Forker* f) {
+  t_is_forker = true;
   std::unique_lock lock(f->mu);
   for (;;) {
     f->cv.wait(lock, [&] { return f->job != nullptr; });
@@ -156,24 +190,54 @@ pid_t fork_process(const std::function<void()>& child_main) {
   return f.result;
 }
 
+// Forks must not copy the registry in the middle of a change by another thread: it is
+// locked across every fork(). The child does not unlock it; adoption re-creates it.
 void lock_registry() {
   registry().mu.lock();
 }
 void unlock_registry() {
-  registry().mu.unlock();
+  raw_registry().mu.unlock();
+}
+void mark_registry_stale() {
+  g_registry_stale.store(1, std::memory_order_relaxed);
 }
 
-// Forks must not copy the registry in the middle of a change by another thread.
-void install_fork_handlers() {
-  static std::once_flag once;
-  std::call_once(once, [] { ::pthread_atfork(lock_registry, unlock_registry, unlock_registry); });
+void adopt_after_fork(Registry& r) {
+  new (&r.mu) std::mutex;
+  // The parent's children are not ours: kept aside, never destroyed (destroying them
+  // here could run destructors of the parent's objects), reachable for leak checkers.
+  for (auto& c : r.children)
+    r.abandoned.push_back(std::move(c));
+  r.children.clear();
+  r.exiting = false;
+  if (ProcessState* st = std::exchange(g_started_as, nullptr)) {
+    r.parent.emplace(g_started_parent, r.name, r.daemon);
+    r.is_child = true;
+    r.name = st->name;
+    r.daemon = st->daemon;
+    r.identity = st->identity;
+    r.counter = 0;
+  }
+  // The forker thread does not exist here, and its mutex may have been held.
+  new (g_forker_mu) std::mutex;
+  if (g_forker) {
+    g_forker->abandoned_next = g_abandoned_forkers;
+    g_abandoned_forkers = std::exchange(g_forker, nullptr);
+  }
 }
 
 void exit_handler() noexcept;
 
-void install_exit_handler() {
-  static std::once_flag once;
-  std::call_once(once, [] { std::atexit(exit_handler); });
+// The fork handlers keep the registry consistent across fork(); the exit handler joins
+// the children at exit. Installed by the first start(); a function-local static, not
+// std::call_once, which writes thread-local state on every call.
+void install_handlers() {
+  static const bool installed = [] {
+    ::pthread_atfork(lock_registry, unlock_registry, mark_registry_stale);
+    std::atexit(exit_handler);
+    return true;
+  }();
+  static_cast<void>(installed);
 }
 
 std::string default_name(const std::vector<int>& identity) {
@@ -235,21 +299,28 @@ std::vector<std::shared_ptr<ProcessState>> running_children() {
   {
     Registry& r = registry();
     std::lock_guard lock(r.mu);
+    if (r.children.empty()) return children;
     children = r.children;
   }
   std::erase_if(children, [](const auto& st) { return poll(*st).has_value(); });
   return children;
 }
 
+// Flushes what is buffered in stdout/stderr (C stdio, and the C++ standard streams when
+// they are not synchronised with stdio), touching nothing when nothing is buffered.
 void flush_std_streams() noexcept {
   try {
-    std::cout.flush();
-    std::cerr.flush();
-    std::clog.flush();
+    for (std::ostream* os : {&std::cout, &std::cerr, &std::clog}) {
+      std::streambuf* buf = os->rdbuf();
+#if defined(__GLIBCXX__)
+      if (!buf || dynamic_cast<__gnu_cxx::stdio_sync_filebuf<char>*>(buf)) continue;
+#endif
+      if (buf) os->flush();
+    }
   } catch (...) {
   }
-  std::fflush(stdout);
-  std::fflush(stderr);
+  if (::__fpending(stdout) != 0) std::fflush(stdout);
+  if (::__fpending(stderr) != 0) std::fflush(stderr);
 }
 
 // Waits until the child exits or the deadline passes; true if it has exited.
@@ -300,48 +371,43 @@ void exit_handler() noexcept {
   shutdown_children();
 }
 
-// The end of a child: as Python's _bootstrap after run().
-[[noreturn]] void finish_child(int code) {
-  shutdown_children();
-  detail::join_non_daemon_threads();
-  flush_std_streams();
-  ::_exit(code);
+[[noreturn]] void exit_now(int code) {
+  ::syscall(SYS_exit_group, code);
+  __builtin_unreachable();
 }
 
+// The end of a child: as Python's _bootstrap after run().
+[[noreturn]] void finish_child(int code) {
+  // Still stale: this child never used the registry, so it has no children.
+  if (g_registry_stale.load(std::memory_order_acquire) == 0) shutdown_children();
+  detail::join_non_daemon_threads();
+  flush_std_streams();
+  exit_now(code);
+}
+
+// The child's side of start(). The system calls that only a child makes go through
+// syscall(2), which the parent has bound already: a libc function called here for the
+// first time would be bound lazily in every child (symbol lookup plus page faults).
 [[noreturn]] void child_main(ProcessState& st, pid_t parent_pid, const sigset_t& mask) {
   // Die with the parent. If the parent died before prctl, getppid() has changed already.
-  if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != parent_pid) {
-    ::kill(::getpid(), SIGKILL);
-    ::_exit(1);
+  if (::syscall(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0 ||
+      ::syscall(SYS_getppid) != parent_pid) {
+    ::syscall(SYS_kill, ::syscall(SYS_getpid), SIGKILL);
+    exit_now(1);
   }
-  ::pthread_sigmask(SIG_SETMASK, &mask, nullptr);
-
-  // This process's bookkeeping starts afresh. The parent's children are kept aside, not
-  // destroyed: destroying them here could run destructors of the parent's objects.
-  Registry& r = registry();
-  for (auto& c : r.children)
-    r.abandoned.push_back(std::move(c));
-  r.children.clear();
-  r.parent.emplace(parent_pid, r.name, r.daemon);
-  r.is_child = true;
-  r.name = st.name;
-  r.daemon = st.daemon;
-  r.identity = st.identity;
-  r.counter = 0;
-  r.exiting = false;
-  // The forker thread does not exist here, and its mutex may have been held.
-  new (g_forker_mu) std::mutex;
-  if (g_forker) {
-    g_forker->abandoned_next = g_abandoned_forkers;
-    g_abandoned_forkers = std::exchange(g_forker, nullptr);
+  if (t_is_forker) {
+    t_is_forker = false;
+    ::pthread_sigmask(SIG_SETMASK, &mask, nullptr);
   }
-  detail::threads_after_fork_in_child();
+  g_registry_stale.store(1, std::memory_order_relaxed);
+  g_started_as = &st;
+  g_started_parent = parent_pid;
 
   // As Python's util._close_stdin: the child does not read the parent's stdin.
-  int devnull = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  long devnull = ::syscall(SYS_openat, AT_FDCWD, "/dev/null", O_RDONLY | O_CLOEXEC);
   if (devnull >= 0) {
-    ::dup2(devnull, STDIN_FILENO);
-    ::close(devnull);
+    ::syscall(SYS_dup2, devnull, STDIN_FILENO);
+    ::syscall(SYS_close, devnull);
   }
 
   int code = 0;
@@ -422,8 +488,7 @@ void Process::start() {
   }
   try {
     running_children();  // reap finished children, as Python's _cleanup()
-    install_fork_handlers();
-    install_exit_handler();
+    install_handlers();
     flush_std_streams();
     const pid_t parent_pid = ::getpid();
     sigset_t mask;

@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <exception>
 #include <mutex>
+#include <new>
 #include <thread>
 #include <typeinfo>
 #include <vector>
@@ -46,10 +47,10 @@ struct ThreadRegistry {
   std::mutex mu;
   std::vector<std::shared_ptr<ThreadState>> running;
   int counter = 0;
-  std::vector<std::shared_ptr<ThreadState>> abandoned;  // see threads_after_fork_in_child
+  std::vector<std::shared_ptr<ThreadState>> abandoned;  // see adopt_after_fork
 };
 
-ThreadRegistry& thread_registry() {
+ThreadRegistry& raw_thread_registry() {
   static ThreadRegistry* r = new ThreadRegistry;  // never destroyed: used at exit
   return *r;
 }
@@ -57,11 +58,46 @@ ThreadRegistry& thread_registry() {
 thread_local bool t_daemon = false;
 thread_local const ThreadState* t_current = nullptr;
 
+// After a fork, the child adopts its copy of the registry lazily (see process.cpp's
+// registry()): 0 up to date, 1 forked and not adopted, 2 being adopted.
+std::atomic<int> g_threads_stale{0};
+
+void adopt_after_fork(ThreadRegistry& r) {
+  new (&r.mu) std::mutex;  // held across the fork; the child does not unlock it
+  // The parent's other threads do not exist here. Their states are kept, never
+  // destroyed: that could run destructors of targets belonging to those threads.
+  for (auto& st : r.running) {
+    if (st.get() != t_current) {
+      st->phase.store(ThreadState::kDone, std::memory_order_release);
+      r.abandoned.push_back(std::move(st));
+    }
+  }
+  std::erase(r.running, nullptr);
+}
+
+ThreadRegistry& thread_registry() {
+  ThreadRegistry& r = raw_thread_registry();
+  if (g_threads_stale.load(std::memory_order_acquire) != 0) [[unlikely]] {
+    int expected = 1;
+    if (g_threads_stale.compare_exchange_strong(expected, 2, std::memory_order_acq_rel)) {
+      adopt_after_fork(r);
+      g_threads_stale.store(0, std::memory_order_release);
+    } else {
+      while (g_threads_stale.load(std::memory_order_acquire) != 0)
+        std::this_thread::yield();
+    }
+  }
+  return r;
+}
+
 void lock_threads() {
   thread_registry().mu.lock();
 }
 void unlock_threads() {
-  thread_registry().mu.unlock();
+  raw_thread_registry().mu.unlock();
+}
+void mark_threads_stale() {
+  g_threads_stale.store(1, std::memory_order_relaxed);
 }
 
 void join_threads_at_exit() {
@@ -69,11 +105,12 @@ void join_threads_at_exit() {
 }
 
 void install_handlers() {
-  static std::once_flag once;
-  std::call_once(once, [] {
-    ::pthread_atfork(lock_threads, unlock_threads, unlock_threads);
+  static const bool installed = [] {
+    ::pthread_atfork(lock_threads, unlock_threads, mark_threads_stale);
     std::atexit(join_threads_at_exit);
-  });
+    return true;
+  }();
+  static_cast<void>(installed);
 }
 
 std::string type_name(const std::type_info* type) {
@@ -132,6 +169,8 @@ void thread_main(std::shared_ptr<ThreadState> st) {
 namespace detail {
 
 void join_non_daemon_threads() noexcept {
+  // Still stale after a fork: no Thread was started in this process since.
+  if (g_threads_stale.load(std::memory_order_acquire) != 0) return;
   for (;;) {
     std::shared_ptr<ThreadState> next;
     {
@@ -152,22 +191,6 @@ void join_non_daemon_threads() noexcept {
         [&] { return next->phase.load(std::memory_order_acquire) == ThreadState::kDone; },
         Deadline::never());
   }
-}
-
-void threads_after_fork_in_child() noexcept {
-  ThreadRegistry& r = thread_registry();
-  for (auto& st : r.running) {
-    if (st.get() != t_current) st->phase.store(ThreadState::kDone, std::memory_order_release);
-  }
-  // Kept, never destroyed: destroying the parent's thread states here could run
-  // destructors of targets that belong to threads which do not exist in the child.
-  for (auto& st : r.running)
-    r.abandoned.push_back(std::move(st));
-  r.running.clear();
-}
-
-bool current_thread_daemon() noexcept {
-  return t_daemon;
 }
 
 }  // namespace detail
@@ -195,6 +218,7 @@ Thread::~Thread() = default;
 
 ThreadState& Thread::checked(const char* what) const {
   if (!state_) throw InvalidStateError(std::string(what) + ": the Thread object was moved from");
+  thread_registry();  // in a forked child, marks the parent's threads finished first
   return *state_;
 }
 

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -542,6 +543,30 @@ TEST(ProcessTest, MpxExitInAChildJoinsItsChildren) {
   middle.join();
   EXPECT_EQ(middle.exitcode(), 9);
   EXPECT_EQ(read_all(r.get()), "child done");
+}
+
+// A child made by a plain fork() (not by Process) does not inherit its parent's
+// children and can start processes of its own.
+TEST(ProcessTest, APlainForkChildHasNoChildrenAndCanStartProcesses) {
+  auto [release_r, release_w] = make_pipe();
+  mpx::Process running([&] { wait_for(release_r.get()); });
+  running.start();
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    bool no_children = mpx::active_children().empty();
+    mpx::Process p([] { mpx::exit(5); });
+    p.start();
+    p.join();
+    ::_exit(no_children && p.exitcode() == 5 ? 0 : 1);
+  }
+  ASSERT_GT(pid, 0);
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  EXPECT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  write_all(release_w.get(), "x");
+  running.join();
+  EXPECT_EQ(running.exitcode(), 0);
 }
 
 TEST(ProcessTest, CpuCountIsBetweenOneAndTheNumberOfConfiguredCpus) {

@@ -1,7 +1,8 @@
 // mpx/process.hpp — Process: run a callable in a child process (multiprocessing.Process).
 //
-//   mpx::Process p([&](int n) { std::printf("%s got %d\n", mpx::current_process().name().c_str(),
-//   n); }, 42); p.start(); p.join();               // p.exitcode() == 0
+//   mpx::Process p([&](int n) { std::printf("got %d and %s\n", n, text.c_str()); }, 42);
+//   p.start();
+//   p.join();  // p.exitcode() == 0
 //
 // Start method: fork. The child is a copy of the parent, so any callable works, capturing
 // lambdas included; it sees the parent's memory as it was at start(). What the child
@@ -28,6 +29,11 @@
 // Thread safety: one Process may be used from several threads (join from two threads is
 // fine). Across fork: a Process object copied into a child (by fork) refers to its
 // parent's child; every call on it but name()/daemon() throws InvalidStateError there.
+// A child made by a plain fork() starts with no children, like one made by Process.
+//
+// Differences from Python: a daemon process may have children (they get SIGKILL when it
+// dies, so none is orphaned); the parent's atexit handlers do not run in the child unless
+// the child calls std::exit itself.
 #pragma once
 
 #include <sys/types.h>
