@@ -16,15 +16,31 @@
 
 namespace mpx {
 
+// Each direction of a pipe has its own socketpair: the receiving end sleeps on its side
+// for data bells, the sending end on the other side for room bells. So a thread that
+// sends and another that receives on one end never drain each other's bells.
 struct Connection::Impl {
   std::shared_ptr<sys::Mapping> mapping;  // shared by both ends while in one process
-  sys::Fd socket;
-  detail::Doorbell bell;
+  sys::Fd in_socket;                      // data bells in, room bells out
+  sys::Fd out_socket;                     // room bells in, data bells out
+  detail::Doorbell in_bell;
+  detail::Doorbell out_bell;
   detail::Ring in;   // messages to this end (absent on a write-only end)
   detail::Ring out;  // messages from this end (absent on a read-only end)
   bool has_in = false;
   bool has_out = false;
 };
+
+namespace {
+
+std::pair<sys::Fd, sys::Fd> make_socketpair() {
+  int fds[2];
+  sys::call("socketpair(AF_UNIX, SOCK_STREAM)",
+            [&] { return ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds); });
+  return {sys::Fd(fds[0]), sys::Fd(fds[1])};
+}
+
+}  // namespace
 
 std::pair<Connection, Connection> Pipe(bool duplex, std::size_t capacity) {
   const std::size_t cap =
@@ -36,34 +52,38 @@ std::pair<Connection, Connection> Pipe(bool duplex, std::size_t capacity) {
   for (int i = 0; i < rings; ++i)
     detail::Ring::init(region[i], cap, 0);
 
-  int fds[2];
-  sys::call("socketpair(AF_UNIX, SOCK_STREAM)",
-            [&] { return ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds); });
-  sys::Fd sock_a(fds[0]);
-  sys::Fd sock_b(fds[1]);
+  // Direction d: ring region[d], sockets pair[d] = {receiving side, sending side}.
+  std::pair<sys::Fd, sys::Fd> pair[2];
+  for (int i = 0; i < rings; ++i)
+    pair[i] = make_socketpair();
 
-  auto make_end = [&](sys::Fd sock, std::byte* in, std::byte* out) {
+  auto make_end = [&](std::byte* in, sys::Fd in_socket, std::byte* out, sys::Fd out_socket) {
     auto impl = std::make_unique<Connection::Impl>();
     impl->mapping = mapping;
-    impl->socket = std::move(sock);
-    impl->bell.fd = impl->socket.get();
+    impl->in_socket = std::move(in_socket);
+    impl->out_socket = std::move(out_socket);
+    impl->in_bell.fd = impl->in_socket.get();
+    impl->out_bell.fd = impl->out_socket.get();
     if (in) {
-      impl->in = detail::Ring(in, &impl->bell);
+      impl->in = detail::Ring(in, &impl->in_bell);
       impl->has_in = true;
     }
     if (out) {
-      impl->out = detail::Ring(out, &impl->bell);
+      impl->out = detail::Ring(out, &impl->out_bell);
       impl->has_out = true;
     }
     return Connection(std::move(impl));
   };
   if (duplex) {
-    Connection a = make_end(std::move(sock_a), region[0], region[1]);
-    Connection b = make_end(std::move(sock_b), region[1], region[0]);
+    // a receives through region[0] and sends through region[1]; b the other way round.
+    Connection a =
+        make_end(region[0], std::move(pair[0].first), region[1], std::move(pair[1].second));
+    Connection b =
+        make_end(region[1], std::move(pair[1].first), region[0], std::move(pair[0].second));
     return {std::move(a), std::move(b)};
   }
-  Connection reader = make_end(std::move(sock_a), region[0], nullptr);
-  Connection writer = make_end(std::move(sock_b), nullptr, region[0]);
+  Connection reader = make_end(region[0], std::move(pair[0].first), nullptr, sys::Fd());
+  Connection writer = make_end(nullptr, sys::Fd(), region[0], std::move(pair[0].second));
   return {std::move(reader), std::move(writer)};
 }
 
@@ -92,7 +112,8 @@ bool Connection::writable() const noexcept {
 }
 
 int Connection::fileno() const {
-  return checked(false, false).socket.get();
+  const Impl& impl = checked(false, false);
+  return impl.has_in ? impl.in_socket.get() : impl.out_socket.get();
 }
 
 Connection::Impl& Connection::checked(bool want_read, bool want_write) const {
@@ -195,12 +216,12 @@ std::size_t Connection::recv_bytes_into(std::span<std::byte> buffer, std::size_t
 
 bool Connection::poll_until(const detail::Deadline& deadline) {
   Impl& impl = checked(true, false);
-  if (impl.in.has_data() || impl.bell.peer_closed) return true;
+  if (impl.in.has_data() || impl.in_bell.peer_closed) return true;
   if (deadline.expired()) {
-    impl.bell.drain();
-    return impl.in.has_data() || impl.bell.peer_closed;
+    impl.in_bell.drain();
+    return impl.in.has_data() || impl.in_bell.peer_closed;
   }
-  return impl.in.wait_readable(deadline) || impl.bell.peer_closed;
+  return impl.in.wait_readable(deadline) || impl.in_bell.peer_closed;
 }
 
 namespace detail {
@@ -212,7 +233,7 @@ std::vector<Waitable> wait_objects(const std::vector<Waitable>& objects, const D
   }
   auto ready_now = [&](std::size_t i) {
     Connection::Impl* impl = impls[i];
-    return impl && (impl->in.has_data() || impl->bell.peer_closed);
+    return impl && (impl->in.has_data() || impl->in_bell.peer_closed);
   };
   std::vector<Waitable> ready;
   auto collect = [&] {
@@ -229,15 +250,29 @@ std::vector<Waitable> wait_objects(const std::vector<Waitable>& objects, const D
       if (impl) impl->in.header()->reader_sleeping.store(1, std::memory_order_seq_cst);
     collect();
     if (ready.empty()) {
-      for (std::size_t i = 0; i < objects.size(); ++i)
-        fds[i] = pollfd{impls[i] ? impls[i]->bell.fd : objects[i].fd(), POLLIN, 0};
-      sys::call("poll(wait)", [&] {
-        return ::poll(fds.data(), static_cast<nfds_t>(fds.size()), deadline.poll_timeout_ms());
-      });
+      int ms = deadline.poll_timeout_ms();
+      for (std::size_t i = 0; i < objects.size(); ++i) {
+        fds[i] = pollfd{impls[i] ? impls[i]->in_bell.fd : objects[i].fd(), POLLIN, 0};
+        if (impls[i]) {
+          // Slices, as in Ring::wait_for: another thread on the same end may drain our bell.
+          impls[i]->in_bell.waiting_threads.fetch_add(1);
+          const int slice = detail::bell_sleep_ms(impls[i]->in_bell, deadline);
+          if (ms < 0 || slice < ms) ms = slice;
+        }
+      }
+      struct Leave {
+        std::vector<Connection::Impl*>& impls;
+        ~Leave() {
+          for (Connection::Impl* impl : impls)
+            if (impl) impl->in_bell.waiting_threads.fetch_sub(1);
+        }
+      } leave{impls};
+      sys::call("poll(wait)",
+                [&] { return ::poll(fds.data(), static_cast<nfds_t>(fds.size()), ms); });
       for (std::size_t i = 0; i < objects.size(); ++i) {
         if (fds[i].revents == 0) continue;
         if (impls[i]) {
-          impls[i]->bell.drain();  // a stale bell must not count as a message
+          impls[i]->in_bell.drain();  // a stale bell must not count as a message
           if (ready_now(i)) ready.push_back(objects[i]);
         } else {
           ready.push_back(objects[i]);

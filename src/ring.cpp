@@ -96,6 +96,16 @@ void wake(WaitWord& word, std::atomic<uint32_t>& woken) noexcept {
 
 }  // namespace
 
+int bell_sleep_ms(const Doorbell& bell, const Deadline& deadline) noexcept {
+  // Threads sleeping on one end share its socket, so one may drain a bell meant for
+  // another (who was about to poll). Sleeping in slices bounds what such a lost bell
+  // costs: short ones while several threads wait on the end, long ones otherwise (a
+  // later thread may join after this one went to sleep).
+  const int slice = bell.waiting_threads.load(std::memory_order_relaxed) > 1 ? 5 : 100;
+  const int ms = deadline.poll_timeout_ms();
+  return ms < 0 || ms > slice ? slice : ms;
+}
+
 void Doorbell::drain() noexcept {
   char buf[64];
   for (;;) {
@@ -195,10 +205,7 @@ bool Ring::wait_for(bool for_data, Pred&& ready, const Deadline& deadline) {
       flag.store(0, std::memory_order_relaxed);
       return true;
     }
-    int ms = deadline.poll_timeout_ms();
-    // Two threads sleeping on one end share its socket, so one may drain the bell meant
-    // for the other; short sleeps bound that delay. A lone waiter sleeps undisturbed.
-    if (bell_->waiting_threads.load(std::memory_order_relaxed) > 1 && (ms < 0 || ms > 10)) ms = 10;
+    const int ms = bell_sleep_ms(*bell_, deadline);
     pollfd p{bell_->fd, POLLIN, 0};
     sys::call("poll(doorbell)", [&] { return ::poll(&p, 1, ms); });
     bell_->drain();

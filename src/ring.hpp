@@ -94,6 +94,9 @@ struct Doorbell {
   void ring() noexcept;
 };
 
+// How long a thread waiting on `bell` may sleep in one poll(2) call.
+int bell_sleep_ms(const Doorbell& bell, const Deadline& deadline) noexcept;
+
 // Where read() puts a message: called once per message start (again if a partial message
 // is discarded) with the message's total size; returns where to copy it, or nullptr to
 // drop the payload. May not throw.

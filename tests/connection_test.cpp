@@ -312,6 +312,44 @@ TEST(ConnectionTest, MessagesFromConcurrentWritersNeverInterleave) {
     EXPECT_EQ(c->join(), 0);
 }
 
+TEST(ConnectionTest, OneEndServesASendingThreadAndAWaitingThreadAtOnce) {
+  // Small rings keep both sides blocking, so that the two threads sleep on the same end's
+  // doorbell together.
+  auto [here, there] = mpx::Pipe(true, 4096);
+  constexpr int kMessages = 300;
+  Child echo([&, &here = here, &there = there] {
+    here.close();
+    for (int i = 0; i < kMessages; ++i)
+      there.send_bytes(there.recv_bytes());
+  });
+  there.close();
+  int received = 0;
+  std::string failure;
+  std::thread receiver([&, &here = here] {
+    while (received < kMessages) {
+      if (mpx::wait({here}, 30s).empty()) {
+        failure = "wait() timed out";
+      } else if (here.recv_bytes() != pattern(3000, static_cast<unsigned>(received))) {
+        failure = "corrupt or reordered message";
+      } else {
+        ++received;
+        continue;
+      }
+      echo.kill();  // so that the sending thread fails instead of hanging
+      return;
+    }
+  });
+  try {
+    for (int i = 0; i < kMessages; ++i)
+      here.send_bytes(pattern(3000, static_cast<unsigned>(i)));
+  } catch (const std::system_error&) {
+  }
+  receiver.join();
+  EXPECT_EQ(failure, "");
+  EXPECT_EQ(received, kMessages);
+  EXPECT_EQ(echo.join(), failure.empty() ? 0 : -SIGKILL);
+}
+
 TEST(ConnectionTest, SendThrowsBrokenPipeWhenTheRingIsFullAndTheReaderIsGone) {
   auto [reader, writer] = mpx::Pipe(false, 4096);
   reader.close();

@@ -7,15 +7,18 @@
 // Each direction of a pipe is a ring buffer in shared memory: send() copies a framed
 // message in, recv() copies it out, and no system call is made while both sides are
 // busy. A side that has to sleep sleeps on its end's socket ("doorbell"), which the other
-// side rings only when it sees that someone sleeps. Because every end owns a socket,
+// side rings only when it sees that someone sleeps. Because every end owns sockets,
 // poll()/mpx::wait() work over many connections and process sentinels at once, and the
 // death of the process holding the other end shows as end-of-file (EOFError) instead of
 // a hang.
 //
 // Thread and process safety: an end may be used by several threads or processes that
 // share it (after fork); sends never interleave and each message is received exactly
-// once. As in Python, every process should close() the ends it does not use, or EOF is
-// never seen.
+// once. One thread may send while another receives or waits. Several threads that wait
+// to receive on the same end share its bell socket: one may drain a bell meant for
+// another, which then notices within a few milliseconds (bell sleeps are sliced), so
+// that costs latency, never a hang. As in Python, every process should close() the ends
+// it does not use, or EOF is never seen.
 #pragma once
 
 #include <chrono>
@@ -107,9 +110,10 @@ class Connection {
   bool closed() const noexcept { return !impl_; }
   bool readable() const noexcept;
   bool writable() const noexcept;
-  // The end's socket, for poll(2)-style readiness only: it becomes readable when the
-  // other side rings the bell or closes. To wait for messages use poll() or mpx::wait(),
-  // which arm the bell first. Throws InvalidStateError when closed.
+  // The socket on which this end's bells arrive (for receiving; on a write-only end, the
+  // one for room to send), for poll(2)-style readiness only: it becomes readable when the
+  // other side rings or closes. To wait for messages use poll() or mpx::wait(), which
+  // arm the bell first. Throws InvalidStateError when closed.
   int fileno() const;
 
  private:
@@ -135,7 +139,7 @@ class Connection {
 // Across fork: made before Process::start(), both ends are inherited by the child; each
 // process closes the end it does not use.
 // OS resources: one anonymous shared mapping (gone with the last process that maps it)
-// and a socketpair (O_CLOEXEC); released by close()/destructors.
+// and a socketpair (O_CLOEXEC) per direction; released by close()/destructors.
 std::pair<Connection, Connection> Pipe(bool duplex = true, std::size_t capacity = 0);
 
 namespace detail {
