@@ -30,6 +30,8 @@ class RobustMutex {
   // or unlock() without it to make the mutex unusable (ENOTRECOVERABLE -> throws).
   // Throws std::system_error (EDEADLK when this thread holds it already).
   Result lock(const mpx::detail::Deadline& deadline = mpx::detail::Deadline::never());
+  // As lock(), for a caller whose try_lock() just failed: spins, then sleeps.
+  Result lock_contended(const mpx::detail::Deadline& deadline);
   // Never blocks; kTimedOut when another holds it.
   Result try_lock();
   void mark_consistent();
@@ -39,6 +41,8 @@ class RobustMutex {
   // clears the owner's tid from the futex word when it dies). A relaxed read: exact when
   // the caller compares it with its own tid, a hint otherwise.
   pid_t owner_tid() const noexcept;
+  // For callers that inline the uncontended path (pthread_mutex_trylock/unlock).
+  pthread_mutex_t* native_handle() noexcept { return &mutex_; }
 
  private:
   Result classify(int rc, const char* what);

@@ -168,9 +168,16 @@ RobustMutex::Result RobustMutex::try_lock() {
 RobustMutex::Result RobustMutex::lock(const mpx::detail::Deadline& deadline) {
   Result r = try_lock();
   if (r != Result::kTimedOut) return r;
+  return lock_contended(deadline);
+}
+
+RobustMutex::Result RobustMutex::lock_contended(const mpx::detail::Deadline& deadline) {
+  Result r = Result::kTimedOut;
   for (int i = mpx::detail::spin_limit() / 16; i > 0; --i) {
     for (int j = 0; j < 16; ++j)
       mpx::detail::cpu_relax();
+    // Read before trying: a failed try writes the owner's cache line and slows it down.
+    if (owner_tid() != 0) continue;
     r = try_lock();
     if (r != Result::kTimedOut) return r;
   }
@@ -195,7 +202,8 @@ pid_t RobustMutex::owner_tid() const noexcept {
 
 namespace {
 std::atomic<pid_t> g_pid{0};
-thread_local pid_t t_tid = 0;
+// initial-exec: no __tls_get_addr call on the lock paths when built as a shared library.
+thread_local pid_t t_tid __attribute__((tls_model("initial-exec"))) = 0;
 
 void reset_after_fork() noexcept {
   g_pid.store(0, std::memory_order_relaxed);
