@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <cstdint>
 #include <new>
 #include <string>
@@ -15,6 +16,7 @@
 #include "sys/mapping.hpp"
 #include "sys/robust_mutex.hpp"
 #include "sys/self.hpp"
+#include "sys/syscall.hpp"
 
 namespace mpx {
 
@@ -135,14 +137,32 @@ void sleep_until(const Deadline& deadline) {
 // ---------------------------------------------------------------------------- Lock
 
 Lock::Lock(OwnerDeath on_owner_death)
-    : state_(detail::make_shared_state<detail::LockState>(on_owner_death)) {}
+    : state_(detail::make_shared_state<detail::LockState>(on_owner_death)),
+      native_(state_->mutex.native_handle()) {}
 
-void Lock::acquire() const {
-  (void)acquire_until(Deadline::never());
+void Lock::acquire_failed_try(int rc) const {
+  auto& mutex = state_->mutex;
+  Result r = Result::kOwnerDied;
+  if (rc == EBUSY) {
+    if (mutex.owner_tid() == sys::this_tid())
+      throw UsageError("Lock::acquire: the calling thread holds this Lock already (use RLock)");
+    r = mutex.lock_contended(Deadline::never());
+  } else if (rc != EOWNERDEAD) {
+    sys::throw_errno("pthread_mutex_trylock", rc);
+  }
+  finish_acquire(mutex, r, state_->on_owner_death);
+}
+
+void Lock::release_failed(int rc) const {
+  if (rc != EPERM) sys::throw_errno("pthread_mutex_unlock", rc);
+  throw ValueError(locked() ? "Lock::release: the lock is held by another thread or process"
+                            : "Lock::release: release unlocked lock");
 }
 
 bool Lock::acquire_until(const Deadline& deadline) const {
   auto& mutex = state_->mutex;
+  // Try first: under contention, any read of the lock word before the atomic write would
+  // cost a second cache-line transfer.
   Result r = mutex.try_lock();
   if (r == Result::kTimedOut) {
     if (mutex.owner_tid() == sys::this_tid()) {
@@ -151,20 +171,13 @@ bool Lock::acquire_until(const Deadline& deadline) const {
       sleep_until(deadline);
       return false;
     }
-    r = mutex.lock(deadline);
+    r = mutex.lock_contended(deadline);
   }
   return finish_acquire(mutex, r, state_->on_owner_death);
 }
 
 bool Lock::try_acquire() const {
   return finish_acquire(state_->mutex, state_->mutex.try_lock(), state_->on_owner_death);
-}
-
-void Lock::release() const {
-  if (state_->mutex.owner_tid() != sys::this_tid())
-    throw ValueError(locked() ? "Lock::release: the lock is held by another thread or process"
-                              : "Lock::release: release unlocked lock");
-  state_->mutex.unlock();
 }
 
 bool Lock::locked() const noexcept {
@@ -186,11 +199,15 @@ void RLock::acquire() const {
 
 bool RLock::acquire_until(const Deadline& deadline) const {
   auto& s = *state_;
-  if (s.mutex.owner_tid() == sys::this_tid()) {
-    ++s.count;
-    return true;
+  // Try first (one cache-line transfer when free); a failed try may be our own hold.
+  Result r = s.mutex.try_lock();
+  if (r == Result::kTimedOut) {
+    if (s.mutex.owner_tid() == sys::this_tid()) {
+      ++s.count;
+      return true;
+    }
+    r = s.mutex.lock_contended(deadline);
   }
-  Result r = s.mutex.lock(deadline);
   if (r == Result::kTimedOut) return false;
   s.count = 1;
   return finish_acquire(s.mutex, r, s.on_owner_death);

@@ -38,6 +38,8 @@
 // waiting and breaks (see Barrier).
 #pragma once
 
+#include <pthread.h>
+
 #include <chrono>
 #include <climits>
 #include <cstddef>
@@ -83,7 +85,11 @@ class Lock {
   // Blocks until the lock is acquired.
   // Throws: mpx::OwnerDied (lock held, see above); mpx::UsageError when the calling
   // thread holds it already (it would deadlock for ever; Python would hang).
-  void acquire() const;
+  void acquire() const {
+    // The uncontended path is inlined: a robust pthread mutex is the lock itself.
+    if (int rc = ::pthread_mutex_trylock(native_); rc != 0) [[unlikely]]
+      acquire_failed_try(rc);
+  }
   // As acquire(), giving up after `timeout`: true when acquired. A thread that holds the
   // lock already waits for the timeout and gets false, like Python.
   template <class Rep, class Period>
@@ -94,7 +100,10 @@ class Lock {
   bool try_acquire() const;
   // Releases the lock. Throws mpx::ValueError when the calling thread does not hold it
   // (unlocked, or held by another thread or process).
-  void release() const;
+  void release() const {
+    if (int rc = ::pthread_mutex_unlock(native_); rc != 0) [[unlikely]]
+      release_failed(rc);
+  }
   // Whether some thread holds the lock now (a snapshot).
   bool locked() const noexcept;
 
@@ -116,7 +125,11 @@ class Lock {
   bool acquire_until(const detail::Deadline& deadline) const;
 
  private:
+  void acquire_failed_try(int rc) const;
+  [[noreturn]] void release_failed(int rc) const;
+
   std::shared_ptr<detail::LockState> state_;
+  pthread_mutex_t* native_;  // the mutex inside *state_
 };
 
 // A reentrant, robust, process-shared lock (multiprocessing.RLock): the owning thread may
