@@ -2,7 +2,6 @@
 // and the tracker that unlinks what a killed creator left.
 #include "mpx/shared_memory.hpp"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -12,6 +11,9 @@
 
 #include <chrono>
 #include <cstring>
+#include <fstream>
+#include <functional>
+#include <iterator>
 #include <set>
 #include <string>
 #include <thread>
@@ -25,29 +27,10 @@ using namespace std::chrono_literals;
 
 namespace {
 
-// The resource tracker of this process holds one socket for the process's lifetime: start
-// it before the first test, so that the leak check does not count it against a test.
-class StartTracker : public ::testing::Environment {
- public:
-  void SetUp() override {
-    auto shm = mpx::SharedMemory::create(mpx_test::unique_name("tracker"), 1);
-    shm.unlink();
-  }
-};
-const auto* const g_env = ::testing::AddGlobalTestEnvironment(new StartTracker);
+// (tests/support/main.cpp starts this process's resource tracker before the first test.)
 
 bool exists(const std::string& name) {
   return ::access(("/dev/shm/" + name).c_str(), F_OK) == 0;
-}
-
-std::set<std::string> dev_shm() {
-  std::set<std::string> names;
-  if (DIR* dir = ::opendir("/dev/shm")) {
-    while (dirent* e = ::readdir(dir))
-      names.insert(e->d_name);
-    ::closedir(dir);
-  }
-  return names;
 }
 
 template <class Pred>
@@ -76,7 +59,7 @@ int join_child(mpx::Process& p) {
 
 // Forks a child that runs setup(), tells the parent, and waits to be killed; kills it.
 template <class F>
-void run_and_kill(F setup) {
+void run_and_kill(F setup, std::function<void(pid_t)> before_kill = {}) {
   mpx::Event ready;
   auto child = start_child([&] {
     setup();
@@ -85,6 +68,7 @@ void run_and_kill(F setup) {
       ::pause();
   });
   ASSERT_TRUE(ready.wait(10s));
+  if (before_kill) before_kill(child.pid());
   child.kill();
   EXPECT_EQ(join_child(child), -SIGKILL);
 }
@@ -225,10 +209,18 @@ TEST(SharedMemoryTest, AnUntrackedSegmentOutlivesItsKilledCreator) {
 }
 
 TEST(SharedMemoryTest, NothingLeftInDevShmAfterACreatorOfAnonymousSegmentsIsKilled) {
-  auto before = dev_shm();
-  run_and_kill([] {
-    for (int i = 0; i < 3; ++i)
-      new mpx::SharedMemory(1 << 16);
-  });
-  EXPECT_EQ(dev_shm(), before);
+  std::string child_maps;
+  run_and_kill(
+      [] {
+        for (int i = 0; i < 3; ++i)
+          new mpx::SharedMemory(1 << 16);
+      },
+      [&](pid_t pid) {
+        std::ifstream maps("/proc/" + std::to_string(pid) + "/maps");
+        child_maps.assign(std::istreambuf_iterator<char>(maps), {});
+      });
+  // The segments are memfds: mapped, but never files in /dev/shm, so a kill -9 can leave
+  // nothing there (the memory goes with the last process that maps it).
+  EXPECT_NE(child_maps.find("/memfd:mpx-shm"), std::string::npos) << child_maps;
+  EXPECT_EQ(child_maps.find("/dev/shm/"), std::string::npos) << child_maps;
 }
