@@ -403,6 +403,7 @@ class ProcessImpl final : public Engine::Impl {
   }
 
   void wake() noexcept override {
+    std::atomic_thread_fence(std::memory_order_seq_cst);  // see WorkerLoop::ring_supervisor
     if (pool_->header()->supervisor_sleeping.load(std::memory_order_seq_cst)) {
       uint64_t one = 1;
       [[maybe_unused]] auto n = ::write(doorbell_.get(), &one, sizeof one);
@@ -698,7 +699,9 @@ class ProcessImpl final : public Engine::Impl {
   void sleep() {
     auto* header = pool_->header();
     header->supervisor_sleeping.store(1, std::memory_order_seq_cst);
-    bool ready = pending_count.load(std::memory_order_seq_cst) != 0;
+    // Queued tasks only count if some worker can take one: a supervisor must not spin
+    // while every worker is busy with a long task.
+    bool ready = false;
     for (std::size_t i = 0; i < slots_.size() && !ready; ++i) {
       if (slots_[i].pid <= 0) continue;
       WorkerSlot& slot = pool_->slot(i);

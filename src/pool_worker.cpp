@@ -108,6 +108,9 @@ class WorkerLoop {
   }
 
   void ring_supervisor() noexcept {
+    // Orders our ring update before reading the flag (Dekker with the supervisor's
+    // store-flag-then-check): without it x86 may let both sides miss each other.
+    std::atomic_thread_fence(std::memory_order_seq_cst);
     if (shared_.header()->supervisor_sleeping.load(std::memory_order_seq_cst)) {
       uint64_t one = 1;
       [[maybe_unused]] auto n = ::write(shared_.doorbell, &one, sizeof one);

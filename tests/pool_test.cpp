@@ -371,15 +371,15 @@ TEST(PoolCrashTest, ExitingTaskReportsItsExitCode) {
 
 TEST(PoolCrashTest, TaskOverItsTimeoutIsKilledAndItsWorkerReplaced) {
   mpx::PoolOptions options;
-  options.timeout = 200ms;
+  options.timeout = 500ms;
   mpx::Pool pool(1, options);
   auto before = pool.pids();
   auto start = std::chrono::steady_clock::now();
   auto slow = pool.apply_async(sleep_ms, 20000);
   auto next = pool.apply_async(square, 5);
   EXPECT_THROW(slow.get(20s), mpx::TimeoutError);
-  EXPECT_GE(std::chrono::steady_clock::now() - start, 190ms);
-  EXPECT_LT(std::chrono::steady_clock::now() - start, 10s);
+  EXPECT_GE(std::chrono::steady_clock::now() - start, 490ms);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 15s);
   EXPECT_EQ(next.get(20s), 25);
   EXPECT_NE(pool.pids(), before);
   EXPECT_EQ(pool.apply(sleep_ms, 10), 10);  // quick tasks are unaffected
@@ -460,7 +460,7 @@ TEST(ThreadPoolTest, TerminateCancelsPendingTasks) {
   mpx::ThreadPool pool(1);
   std::vector<mpx::AsyncResult<int>> rs;
   for (int i = 0; i < 1000; ++i)
-    rs.push_back(pool.apply_async(sleep_ms, 1));
+    rs.push_back(pool.apply_async(sleep_ms, 10));
   pool.terminate();
   pool.join();
   int cancelled = 0;
