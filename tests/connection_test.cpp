@@ -261,6 +261,29 @@ TEST(ConnectionTest, RecvThrowsEOFErrorWhenThePeerProcessDies) {
   EXPECT_EQ(child.join(), -SIGKILL);
 }
 
+TEST(ConnectionTest, APeerKilledInTheMiddleOfALargeSendGivesEOFErrorNeverAPartialMessage) {
+  auto [a, b] = mpx::Pipe(true, 64 << 10);
+  const mpx::Bytes big = pattern(4u << 20, 5);
+  // The child sends 4 MiB messages (64 times the ring) without end, so it is inside
+  // send_bytes() nearly all the time when it is killed.
+  Child child([&] {
+    b.close();
+    for (;;)
+      a.send_bytes(big);
+  });
+  a.close();
+  ASSERT_TRUE(b.recv_bytes() == big);
+  child.kill();
+  EXPECT_EQ(child.join(), -SIGKILL);
+  for (;;) {
+    try {
+      ASSERT_TRUE(b.recv_bytes() == big) << "a partial or corrupt message was delivered";
+    } catch (const mpx::EOFError&) {
+      break;
+    }
+  }
+}
+
 TEST(ConnectionTest, SixtyFourMiBMessagesStreamThroughASmallRingByteExact) {
   auto [a, b] = mpx::Pipe(true, 64 << 10);
   const mpx::Bytes big = pattern(64u << 20, 1);
