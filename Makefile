@@ -37,7 +37,8 @@ build/release/CMakeCache.txt:
 build: deps build/release/CMakeCache.txt
 	cmake --build build/release -j $(JOBS)
 
-demo: build
+demo: deps build/release/CMakeCache.txt
+	cmake --build build/release -j $(JOBS) --target mpx-demo
 	./build/release/mpx-demo
 
 test: deps
@@ -59,11 +60,11 @@ fuzz: deps deps-fuzz
 	  -DMPX_BUILD_TESTS=OFF -DMPX_BUILD_EXAMPLES=OFF -DMPX_BUILD_BENCH=OFF -DMPX_BUILD_DEMO=OFF \
 	  -DMPX_INSTALL=OFF $(WERROR) $(CMAKE_FLAGS)
 	cmake --build build/fuzz -j $(JOBS)
-	@for f in build/fuzz/fuzz/*_fuzz; do \
+	@set -o pipefail; for f in build/fuzz/fuzz/*_fuzz; do \
 	  [ -x "$$f" ] || continue; \
 	  echo "== $$f ($(FUZZ_SECONDS) s)"; \
 	  mkdir -p build/fuzz/corpus/$$(basename $$f); \
-	  "$$f" -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -print_final_stats=1 \
+	  "$$f" -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -malloc_limit_mb=64 -print_final_stats=1 \
 	    build/fuzz/corpus/$$(basename $$f) fuzz/seeds 2>&1 | tail -n 15 || exit 1; \
 	done
 

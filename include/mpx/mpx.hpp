@@ -2,6 +2,14 @@
 // mpx. Library code includes the exact headers it needs instead.
 #pragma once
 
-#include "mpx/errors.hpp"
+#include "mpx/codec.hpp"
 #include "mpx/connection.hpp"
+#include "mpx/errors.hpp"
+#include "mpx/futures.hpp"
+#include "mpx/pool.hpp"
+#include "mpx/process.hpp"
 #include "mpx/queues.hpp"
+#include "mpx/shared_memory.hpp"
+#include "mpx/sharedctypes.hpp"
+#include "mpx/synchronize.hpp"
+#include "mpx/thread.hpp"

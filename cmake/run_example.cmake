@@ -1,0 +1,15 @@
+# Runs an example and checks it: exit status 0, and every `// expect: <regex>` line of its
+# source matches its output. Usage: cmake -DPROGRAM=... -DSOURCE=... -P run_example.cmake
+execute_process(COMMAND ${PROGRAM} OUTPUT_VARIABLE output ERROR_VARIABLE errors
+                RESULT_VARIABLE status TIMEOUT 110)
+message("${output}${errors}")
+if(NOT status STREQUAL "0")
+  message(FATAL_ERROR "${PROGRAM} exited with ${status}")
+endif()
+file(STRINGS ${SOURCE} expect_lines REGEX "^// expect: ")
+foreach(line IN LISTS expect_lines)
+  string(REGEX REPLACE "^// expect: " "" regex "${line}")
+  if(NOT output MATCHES "${regex}")
+    message(FATAL_ERROR "output does not match expected line: ${regex}")
+  endif()
+endforeach()
