@@ -191,7 +191,7 @@ pid_t fork_process(const std::function<void()>& child_main) {
 }
 
 // Forks must not copy the registry in the middle of a change by another thread: it is
-// locked across every fork(). The child does not unlock it; adoption re-creates it.
+// locked across every fork(). The child leaves it locked until it adopts the registry.
 void lock_registry() {
   registry().mu.lock();
 }
@@ -203,7 +203,7 @@ void mark_registry_stale() {
 }
 
 void adopt_after_fork(Registry& r) {
-  new (&r.mu) std::mutex;
+  r.mu.unlock();  // locked by the fork handler, left locked in the child until now
   // The parent's children are not ours: kept aside, never destroyed (destroying them
   // here could run destructors of the parent's objects), reachable for leak checkers.
   for (auto& c : r.children)

@@ -63,7 +63,7 @@ thread_local const ThreadState* t_current = nullptr;
 std::atomic<int> g_threads_stale{0};
 
 void adopt_after_fork(ThreadRegistry& r) {
-  new (&r.mu) std::mutex;  // held across the fork; the child does not unlock it
+  r.mu.unlock();  // locked by the fork handler, left locked in the child until now
   // The parent's other threads do not exist here. Their states are kept, never
   // destroyed: that could run destructors of targets belonging to those threads.
   for (auto& st : r.running) {

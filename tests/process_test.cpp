@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -412,6 +413,41 @@ TEST(ProcessTest, ChildStartedFromAThreadThatExitsKeepsRunning) {
   write_all(release_w.get(), "x");
   p->join();
   EXPECT_EQ(p->exitcode(), 0);
+}
+
+TEST(ProcessTest, ThreadsStartAndJoinProcessesConcurrently) {
+  std::vector<std::thread> threads;
+  std::atomic<int> good{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 10; ++i) {
+        mpx::Process p([t, i] { mpx::exit(t * 10 + i); });
+        p.start();
+        p.join();
+        if (p.exitcode() == t * 10 + i) ++good;
+      }
+    });
+  }
+  for (auto& th : threads)
+    th.join();
+  EXPECT_EQ(good.load(), 40);
+  EXPECT_TRUE(mpx::active_children().empty());
+}
+
+TEST(ProcessTest, TwoThreadsCanJoinTheSameProcess) {
+  auto [release_r, release_w] = make_pipe();
+  mpx::Process p([&] { wait_for(release_r.get()); });
+  p.start();
+  std::atomic<int> joined{0};
+  std::thread other([&] {
+    p.join();
+    if (p.exitcode() == 0) ++joined;
+  });
+  write_all(release_w.get(), "x");
+  p.join();
+  if (p.exitcode() == 0) ++joined;
+  other.join();
+  EXPECT_EQ(joined.load(), 2);
 }
 
 TEST(ProcessTest, ChildStdinIsDevNull) {
