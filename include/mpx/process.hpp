@@ -28,7 +28,8 @@
 //
 // Thread safety: one Process may be used from several threads (join from two threads is
 // fine). Across fork: a Process object copied into a child (by fork) refers to its
-// parent's child; every call on it but name()/daemon() throws InvalidStateError there.
+// parent's child: start(), join(), is_alive(), terminate() and kill() throw
+// InvalidStateError there.
 // A child made by a plain fork() starts with no children, like one made by Process.
 //
 // Differences from Python: a daemon process may have children (they get SIGKILL when it
