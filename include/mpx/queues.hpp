@@ -130,8 +130,10 @@ class Queue {
   }
 
   // Removes and returns the front item. Blocks: until there is one. Timeout form: throws
-  // Empty when none arrived within `timeout`. Throws: InvalidStateError after close();
-  // DecodeError when the item is not a T (it is consumed).
+  // Empty when none arrived within `timeout` (an item larger than the ring that has begun
+  // to stream in is read to its end, or dropped if its producer died, past the timeout).
+  // Throws: InvalidStateError after close(); DecodeError when the item is not a T (it is
+  // consumed).
   T get() { return get_until(detail::Deadline::never()); }
   template <class Rep, class Period>
   T get(std::chrono::duration<Rep, Period> timeout) {
