@@ -829,7 +829,10 @@ class ProcessImpl final : public Engine::Impl {
   }
 
   void shutdown() {
-    // Closing the socket tells the zygote to kill its workers, reap them and exit.
+    // Stop is explicit: other processes forked later (another pool's zygote) may hold
+    // a copy of our end of the socket, so its closing is no signal. (EOF is how the
+    // zygote learns that the pool's process died.)
+    send_zygote({kZygoteStop, 0, 0, 0});
     zygote_.socket.reset();
     int status = 0;
     sys::call_raw("waitpid", [&] { return ::waitpid(zygote_.pid, &status, 0); });

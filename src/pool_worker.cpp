@@ -228,6 +228,8 @@ struct Child {
       }
       children.push_back({pid, pidfd, m.slot});
       send_message(sock, {kZygoteSpawned, m.slot, pid, 0});
+    } else if (m.kind == kZygoteStop) {
+      stop();
     } else if (m.kind == kZygoteKill) {
       for (auto& c : children)
         if (c.pid == m.pid && c.slot == m.slot) sys::pidfd_send_signal(c.pidfd, SIGKILL);

@@ -130,6 +130,7 @@ enum ZygoteKind : uint32_t {
   kZygoteKill,       // supervisor -> zygote: SIGKILL the worker pid of slot
   kZygoteSpawned,    // zygote -> supervisor: slot's worker is pid (pid <= 0: fork failed)
   kZygoteExited,     // zygote -> supervisor: slot's worker pid ended with status
+  kZygoteStop,       // supervisor -> zygote: kill the workers, reap them, exit
 };
 
 struct ZygoteMessage {

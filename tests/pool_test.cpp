@@ -551,3 +551,17 @@ TEST(PoolTest, OnlyPortableCallablesReachProcessWorkers) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(PoolTest, PoolsLiveSideBySideAndStopInAnyOrder) {
+  auto first = std::make_unique<mpx::Pool>(1);
+  auto second = std::make_unique<mpx::Pool>(1);  // its zygote inherits first's socket
+  EXPECT_EQ(first->apply(square, 2), 4);
+  EXPECT_EQ(second->apply(square, 3), 9);
+  first.reset();
+  EXPECT_EQ(second->apply(square, 4), 16);
+  second.reset();
+}
+
+}  // namespace
