@@ -434,7 +434,8 @@ class ProcessImpl final : public Engine::Impl {
     pid_t pid = 0;  // 0: no worker (being spawned or dead)
     bool spawning = false;
     bool init_ok = false;
-    std::size_t given = 0;   // tasks handed to this worker over its life
+    std::size_t given = 0;  // tasks handed to this worker over its life
+    int64_t last_result_ns = 0;
     uint64_t timed_out = 0;  // id of the task it was killed for
     std::deque<Assigned> assigned;
     // Frames being written to its inbox.
@@ -447,7 +448,23 @@ class ProcessImpl final : public Engine::Impl {
     std::size_t in_body_got = 0;
   };
 
-  static constexpr std::size_t kDepth = 2;  // tasks handed to a worker at once
+  // Tasks handed to one worker at once. Short tasks get a deep queue, so that a worker
+  // finds its next task without waiting for the supervisor (a sleeping worker costs a
+  // wake-up per task); long ones a shallow one, so that no worker sits on tasks another
+  // idle worker could run.
+  static constexpr std::size_t kShallow = 2;
+  static constexpr std::size_t kDeep = 8;
+  static constexpr int64_t kShortTaskNs = 200'000;
+  std::size_t depth() const noexcept { return avg_task_ns_ < kShortTaskNs ? kDeep : kShallow; }
+  // How long tasks take, from the later of dispatch and the previous result on the same
+  // worker to their result (an exponential moving average).
+  void record_service_time(SlotState& s, const Assigned& a) noexcept {
+    int64_t now = monotonic_ns();
+    int64_t from = std::max(a.dispatched_ns, s.last_result_ns);
+    s.last_result_ns = now;
+    int64_t took = now - from;
+    avg_task_ns_ += (took - avg_task_ns_) / 8;
+  }
 
   void supervise() {
     for (std::size_t i = 0; i < slots_.size(); ++i)
@@ -515,7 +532,7 @@ class ProcessImpl final : public Engine::Impl {
     bool progress = false;
     for (std::size_t i = 0; i < slots_.size(); ++i) {
       SlotState& s = slots_[i];
-      while (s.pid > 0 && s.assigned.size() < kDepth &&
+      while (s.pid > 0 && s.assigned.size() < depth() &&
              (options.maxtasksperchild == 0 || s.given < options.maxtasksperchild)) {
         if (pending_count.load(std::memory_order_relaxed) == 0) {
           std::lock_guard lock(mutex);
@@ -636,6 +653,7 @@ class ProcessImpl final : public Engine::Impl {
       case kFrameError: {
         if (s.assigned.empty() || s.assigned.front().id != h.task_id) return;  // not ours
         Assigned a = std::move(s.assigned.front());
+        record_service_time(s, a);
         s.assigned.pop_front();
         if (!a.task.sink) return;
         if (h.kind == kFrameResult) {
@@ -714,7 +732,7 @@ class ProcessImpl final : public Engine::Impl {
       if (can_dispatch) {
         can_dispatch = false;
         for (auto& s : slots_)
-          if (s.pid > 0 && s.assigned.size() < kDepth &&
+          if (s.pid > 0 && s.assigned.size() < depth() &&
               (options.maxtasksperchild == 0 || s.given < options.maxtasksperchild))
             can_dispatch = true;
       }
@@ -852,6 +870,7 @@ class ProcessImpl final : public Engine::Impl {
   std::thread supervisor_;
   uint64_t next_id_ = 0;
   int init_failures_ = 0;
+  int64_t avg_task_ns_ = kShortTaskNs;  // unknown at first: shallow queues
   bool zygote_lost_ = false;
   bool done_ = false;
 };
