@@ -20,9 +20,15 @@ namespace {
 // "name" or "/name" → "/name"; anything else with a '/' is refused.
 std::string os_name(std::string_view name) {
   if (!name.empty() && name.front() == '/') name.remove_prefix(1);
-  if (name.empty() || name.find('/') != std::string_view::npos || name.size() > 250)
-    throw ValueError("SharedMemory: invalid name '" + std::string(name) + "'");
-  return "/" + std::string(name);
+  // Built with append(): GCC 12 warns falsely (-Wrestrict) on "literal" + std::string.
+  if (name.empty() || name.find('/') != std::string_view::npos || name.size() > 250) {
+    std::string message = "SharedMemory: invalid name '";
+    message.append(name).append("'");
+    throw ValueError(message);
+  }
+  std::string result = "/";
+  result.append(name);
+  return result;
 }
 
 void* map(int fd, std::size_t size) {

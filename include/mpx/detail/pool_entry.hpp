@@ -56,8 +56,11 @@ constexpr void require_portable() {
 }
 
 inline void put_u64(ByteVector& out, uint64_t v) {
-  auto* p = reinterpret_cast<const std::byte*>(&v);
-  out.insert(out.end(), p, p + sizeof v);
+  // resize + memcpy rather than insert(): GCC 12 at -O3 warns falsely
+  // (-Wstringop-overflow) on vector::insert into an empty vector.
+  const std::size_t at = out.size();
+  out.resize(at + sizeof v);
+  std::memcpy(out.data() + at, &v, sizeof v);
 }
 inline uint64_t take_u64(std::span<const std::byte>& in) {
   uint64_t v;
