@@ -452,6 +452,9 @@ class ProcessImpl final : public Engine::Impl {
   // finds its next task without waiting for the supervisor (a sleeping worker costs a
   // wake-up per task); long ones a shallow one, so that no worker sits on tasks another
   // idle worker could run.
+  // How long the supervisor polls for work before it sleeps (about what the waiter's
+  // default spin of 2000 pauses takes).
+  static constexpr int64_t kIdleSpinNs = 30'000;
   static constexpr std::size_t kShallow = 2;
   static constexpr std::size_t kDeep = 8;
   static constexpr int64_t kShortTaskNs = 200'000;
@@ -470,6 +473,7 @@ class ProcessImpl final : public Engine::Impl {
     for (std::size_t i = 0; i < slots_.size(); ++i)
       spawn(i);
     int idle = 0;
+    int64_t idle_since_ns = 0;
     for (;;) {
       bool progress = false;
       // The zygote's socket costs a system call: look at it when idle only now and
@@ -484,7 +488,12 @@ class ProcessImpl final : public Engine::Impl {
         idle = 0;
         continue;
       }
-      if (++idle < spin_limit()) {
+      // Poll-spin for a bounded time before sleeping, as every wait in mpx does. The
+      // bound is time, not iterations: one pass of this loop costs far more than a pause,
+      // and a supervisor that spins after every result takes a CPU from the workers
+      // (CPU-bound speedup 1.56x on 2 CPUs with a 2000-pass spin).
+      if (idle++ == 0) idle_since_ns = monotonic_ns();
+      if (spin_limit() != 0 && monotonic_ns() - idle_since_ns < kIdleSpinNs) {
         cpu_relax();
         continue;
       }
