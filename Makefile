@@ -68,7 +68,8 @@ fuzz: deps deps-fuzz
 	    build/fuzz/corpus/$$(basename $$f) fuzz/seeds 2>&1 | tail -n 15 || exit 1; \
 	done
 
-bench: deps deps-bench build
+bench: deps deps-bench build/release/CMakeCache.txt
+	cmake --build build/release -j $(JOBS) --target mpx-bench-all
 	./bench/compare
 
 format:
