@@ -9,7 +9,7 @@ BUILD_PKGS := build-essential cmake pkg-config libcereal-dev libgtest-dev libgmo
 FUZZ_PKGS  := clang libclang-rt-14-dev
 BENCH_PKGS := libboost-dev python3-matplotlib
 
-.PHONY: all deps deps-fuzz deps-bench build demo test test-asan fuzz bench format clean
+.PHONY: all deps deps-fuzz deps-bench configure-release build demo test test-asan fuzz bench format clean
 
 all: build
 
@@ -31,13 +31,14 @@ deps-fuzz:
 deps-bench:
 	$(call install_missing,$(BENCH_PKGS))
 
-build/release/CMakeCache.txt:
+# Configured every time (about a second), so that a changed CMakeLists or flag is seen.
+configure-release: deps
 	cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release $(WERROR) $(CMAKE_FLAGS)
 
-build: deps build/release/CMakeCache.txt
+build: configure-release
 	cmake --build build/release -j $(JOBS)
 
-demo: deps build/release/CMakeCache.txt
+demo: configure-release
 	cmake --build build/release -j $(JOBS) --target mpx-demo
 	./build/release/mpx-demo
 
@@ -68,7 +69,7 @@ fuzz: deps deps-fuzz
 	    build/fuzz/corpus/$$(basename $$f) fuzz/seeds 2>&1 | tail -n 15 || exit 1; \
 	done
 
-bench: deps deps-bench build/release/CMakeCache.txt
+bench: deps-bench configure-release
 	cmake --build build/release -j $(JOBS) --target mpx-bench-all
 	./bench/compare
 
