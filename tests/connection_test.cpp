@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "mpx/process.hpp"
+#include "support/child.hpp"
 #include "support/leak_check.hpp"
 
 namespace {
@@ -23,27 +24,7 @@ namespace {
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
-// A started mpx::Process running fn; join() returns its exitcode (-N: killed by signal N).
-class Child {
- public:
-  explicit Child(std::function<void()> fn) : process_(std::move(fn)) { process_.start(); }
-  Child(const Child&) = delete;
-  Child& operator=(const Child&) = delete;
-  ~Child() {
-    if (!joined_) process_.join();
-  }
-  int join() {
-    process_.join();
-    joined_ = true;
-    return *process_.exitcode();
-  }
-  void kill() { process_.kill(); }
-  pid_t pid() const { return process_.pid(); }
-
- private:
-  mpx::Process process_;
-  bool joined_ = false;
-};
+using mpx_test::Child;
 
 mpx::Bytes bytes_of(const std::string& s) {
   mpx::Bytes b(s.size());

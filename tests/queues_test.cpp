@@ -18,6 +18,7 @@
 
 #include "mpx/connection.hpp"
 #include "mpx/process.hpp"
+#include "support/child.hpp"
 #include "support/leak_check.hpp"
 
 namespace {
@@ -25,27 +26,7 @@ namespace {
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
-// A started mpx::Process running fn; join() returns its exitcode (-N: killed by signal N).
-class Child {
- public:
-  explicit Child(std::function<void()> fn) : process_(std::move(fn)) { process_.start(); }
-  Child(const Child&) = delete;
-  Child& operator=(const Child&) = delete;
-  ~Child() {
-    if (!joined_) process_.join();
-  }
-  int join() {
-    process_.join();
-    joined_ = true;
-    return *process_.exitcode();
-  }
-  void kill() { process_.kill(); }
-  pid_t pid() const { return process_.pid(); }
-
- private:
-  mpx::Process process_;
-  bool joined_ = false;
-};
+using mpx_test::Child;
 
 // An item that knows whether it is intact: its id in the first 8 bytes, then bytes that
 // follow from the id and the size.

@@ -21,6 +21,7 @@
 #include "mpx/errors.hpp"
 #include "mpx/process.hpp"
 #include "mpx/synchronize.hpp"
+#include "support/child.hpp"
 #include "support/leak_check.hpp"
 
 using namespace std::chrono_literals;
@@ -43,19 +44,8 @@ bool eventually(Pred ready) {
   return ready();
 }
 
-// Runs fn in a child process (mpx::Process); a child whose fn throws exits with code 1.
-template <class F>
-mpx::Process start_child(F fn) {
-  mpx::Process p(std::move(fn));
-  p.start();
-  return p;
-}
-
-// Waits for the child; its exit code, -N when killed by signal N.
-int join_child(mpx::Process& p) {
-  p.join();
-  return p.exitcode().value_or(-1000);
-}
+using mpx_test::join_child;
+using mpx_test::start_child;
 
 // Forks a child that runs setup(), tells the parent, and waits to be killed; kills it.
 template <class F>

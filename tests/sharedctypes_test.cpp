@@ -12,23 +12,14 @@
 #include <thread>
 #include <vector>
 
+#include "support/child.hpp"
+
 using namespace std::chrono_literals;
 
 namespace {
 
-// Runs fn in a child process (mpx::Process); a child whose fn throws exits with code 1.
-template <class F>
-mpx::Process start_child(F fn) {
-  mpx::Process p(std::move(fn));
-  p.start();
-  return p;
-}
-
-// Waits for the child; its exit code, -N when killed by signal N.
-int join_child(mpx::Process& p) {
-  p.join();
-  return p.exitcode().value_or(-1000);
-}
+using mpx_test::join_child;
+using mpx_test::start_child;
 
 struct Point {
   double x;
