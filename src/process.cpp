@@ -101,16 +101,7 @@ void adopt_after_fork(Registry& r);
 
 Registry& registry() {
   Registry& r = raw_registry();
-  if (g_registry_stale.load(std::memory_order_acquire) != 0) [[unlikely]] {
-    int expected = 1;
-    if (g_registry_stale.compare_exchange_strong(expected, 2, std::memory_order_acq_rel)) {
-      adopt_after_fork(r);
-      g_registry_stale.store(0, std::memory_order_release);
-    } else {
-      while (g_registry_stale.load(std::memory_order_acquire) != 0)
-        std::this_thread::yield();
-    }
-  }
+  detail::adopt_once_after_fork(g_registry_stale, [&] { adopt_after_fork(r); });
   return r;
 }
 

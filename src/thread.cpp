@@ -77,16 +77,7 @@ void adopt_after_fork(ThreadRegistry& r) {
 
 ThreadRegistry& thread_registry() {
   ThreadRegistry& r = raw_thread_registry();
-  if (g_threads_stale.load(std::memory_order_acquire) != 0) [[unlikely]] {
-    int expected = 1;
-    if (g_threads_stale.compare_exchange_strong(expected, 2, std::memory_order_acq_rel)) {
-      adopt_after_fork(r);
-      g_threads_stale.store(0, std::memory_order_release);
-    } else {
-      while (g_threads_stale.load(std::memory_order_acquire) != 0)
-        std::this_thread::yield();
-    }
-  }
+  detail::adopt_once_after_fork(g_threads_stale, [&] { adopt_after_fork(r); });
   return r;
 }
 
