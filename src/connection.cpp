@@ -141,26 +141,6 @@ void Connection::send_bytes(std::span<const std::byte> buffer, std::size_t offse
 
 namespace {
 
-struct IntoVector {
-  Bytes* out;
-  std::size_t maxlength;
-  bool too_long = false;
-  bool no_memory = false;
-  static std::byte* reserve(void* ctx, std::size_t total) noexcept {
-    auto* self = static_cast<IntoVector*>(ctx);
-    self->too_long = total > self->maxlength;
-    self->no_memory = false;
-    if (self->too_long) return nullptr;
-    try {
-      self->out->resize(total);
-    } catch (...) {
-      self->no_memory = true;
-      return nullptr;
-    }
-    return self->out->data();
-  }
-};
-
 struct IntoSpan {
   std::span<std::byte> buffer;
   Bytes overflow;
@@ -187,16 +167,16 @@ struct IntoSpan {
 
 void Connection::recv_into(Bytes& out) {
   Impl& impl = checked(true, false);
-  IntoVector into{&out, npos};
-  impl.in.read(&IntoVector::reserve, &into, detail::Deadline::never());
+  detail::IntoVector into{&out, npos};
+  impl.in.read(&detail::IntoVector::reserve, &into, detail::Deadline::never());
   if (into.no_memory) throw std::bad_alloc();
 }
 
 Bytes Connection::recv_bytes(std::size_t maxlength) {
   Impl& impl = checked(true, false);
   Bytes out;
-  IntoVector into{&out, maxlength};
-  impl.in.read(&IntoVector::reserve, &into, detail::Deadline::never());
+  detail::IntoVector into{&out, maxlength};
+  impl.in.read(&detail::IntoVector::reserve, &into, detail::Deadline::never());
   if (into.too_long)
     throw std::system_error(EMSGSIZE, std::generic_category(),
                             "recv_bytes: message longer than maxlength");

@@ -43,22 +43,6 @@ std::string shm_name(const std::string& name) {
   return name[0] == '/' ? name : "/" + name;
 }
 
-struct IntoBytes {
-  Bytes* out;
-  bool no_memory = false;
-  static std::byte* reserve(void* ctx, std::size_t total) noexcept {
-    auto* self = static_cast<IntoBytes*>(ctx);
-    self->no_memory = false;
-    try {
-      self->out->resize(total);
-    } catch (...) {
-      self->no_memory = true;
-      return nullptr;
-    }
-    return self->out->data();
-  }
-};
-
 }  // namespace
 
 QueueCore::QueueCore(std::size_t maxsize, std::size_t capacity) {
@@ -144,8 +128,8 @@ bool QueueCore::put(Parts parts, const Deadline& deadline, bool count_task) {
 }
 
 bool QueueCore::get(Bytes& out, const Deadline& deadline) {
-  IntoBytes into{&out};
-  if (!open_state().ring.read(&IntoBytes::reserve, &into, deadline)) return false;
+  IntoVector into{&out};
+  if (!open_state().ring.read(&IntoVector::reserve, &into, deadline)) return false;
   if (into.no_memory) throw std::bad_alloc();
   return true;
 }

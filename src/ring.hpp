@@ -37,6 +37,7 @@
 #include <cstdint>
 #include <cstring>
 #include <span>
+#include <vector>
 
 #include "mpx/detail/deadline.hpp"
 #include "mpx/detail/waiter.hpp"
@@ -101,6 +102,29 @@ int bell_sleep_ms(const Doorbell& bell, const Deadline& deadline) noexcept;
 // is discarded) with the message's total size; returns where to copy it, or nullptr to
 // drop the payload. May not throw.
 using ReserveFn = std::byte* (*)(void* ctx, std::size_t total) noexcept;
+
+// A ReserveFn target that reads a message into a byte vector (resized to it). A message
+// longer than maxlength is dropped (too_long); a failed allocation drops it too
+// (no_memory). The caller turns either into its own error.
+struct IntoVector {
+  std::vector<std::byte>* out;
+  std::size_t maxlength = static_cast<std::size_t>(-1);
+  bool too_long = false;
+  bool no_memory = false;
+  static std::byte* reserve(void* ctx, std::size_t total) noexcept {
+    auto* self = static_cast<IntoVector*>(ctx);
+    self->too_long = total > self->maxlength;
+    self->no_memory = false;
+    if (self->too_long) return nullptr;
+    try {
+      self->out->resize(total);
+    } catch (...) {
+      self->no_memory = true;
+      return nullptr;
+    }
+    return self->out->data();
+  }
+};
 
 class Ring {
  public:
