@@ -36,6 +36,16 @@ constexpr std::size_t align64(std::size_t n) noexcept {
 
 constexpr std::size_t kHeaderBytes = align64(sizeof(RingHeader));
 
+// Fetches the cache line at p in a state that lets this CPU write it (a hint).
+inline void prefetch_for_write(const std::byte* p) noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  // PREFETCHW: a no-op on the x86 processors that lack it.
+  asm volatile("prefetchw %0" ::"m"(*p));
+#else
+  __builtin_prefetch(p, 1);
+#endif
+}
+
 // How often a reader in the middle of a streamed message checks that its writer lives.
 constexpr auto kWriterCheckInterval = std::chrono::milliseconds(20);
 
@@ -217,10 +227,23 @@ bool Ring::wait_for(bool for_data, Pred&& ready, const Deadline& deadline) {
   }
 }
 
+// The wake-up for a message's last chunk comes after the unlock: the unlock's atomic
+// instruction has then already waited for our stores to leave this CPU, so the fence in
+// wake_readers() costs next to nothing (doing it under the lock paid that wait twice).
 bool Ring::write(std::span<const std::span<const std::byte>> parts, const Deadline& deadline,
                  bool count_task) {
   if (!lock_robust(h_->write_mutex, deadline)) return false;
-  UnlockGuard guard(h_->write_mutex);
+  bool written;
+  {
+    UnlockGuard guard(h_->write_mutex);
+    written = write_locked(parts, deadline, count_task);
+  }
+  if (written) wake_readers();
+  return written;
+}
+
+bool Ring::write_locked(std::span<const std::span<const std::byte>> parts, const Deadline& deadline,
+                        bool count_task) {
   RingHeader& h = *h_;
   const uint64_t cap = h.capacity;
   auto broken_pipe = [&] {
@@ -291,7 +314,14 @@ bool Ring::write(std::span<const std::span<const std::byte>> parts, const Deadli
     }
     head += align8(sizeof(ChunkHeader) + length);
     h.head.store(head, std::memory_order_release);
-    wake_readers();
+    // Ask now for the lines the next message of this size will fill, so that its stores
+    // (and the unlock, which waits for them) do not each start with a round trip to the
+    // reader's CPU, which has just read the line head points into. Measured on a VM
+    // whose two vCPUs share no cache: 5 -> 8-9 M ints/s.
+    const uint64_t lines = std::min<uint64_t>(4, (sizeof(ChunkHeader) + length) / 64 + 2);
+    for (uint64_t k = 0; k < lines; ++k)
+      prefetch_for_write(data_ + ((head + 64 * k) & (cap - 1)));
+    if (!last) wake_readers();
     remaining -= length;
     first = false;
   } while (remaining > 0);
@@ -313,9 +343,20 @@ bool Ring::writer_abandoned(uint64_t at) noexcept {
   }
 }
 
+// As in write(), the wake-up for the chunk that ends a delivered message comes after the
+// unlock.
 bool Ring::read(ReserveFn reserve, void* ctx, const Deadline& deadline) {
   if (!lock_robust(h_->read_mutex, deadline)) return false;
-  UnlockGuard guard(h_->read_mutex);
+  bool delivered;
+  {
+    UnlockGuard guard(h_->read_mutex);
+    delivered = read_locked(reserve, ctx, deadline);
+  }
+  if (delivered) wake_writers();
+  return delivered;
+}
+
+bool Ring::read_locked(ReserveFn reserve, void* ctx, const Deadline& deadline) {
   RingHeader& h = *h_;
   uint64_t t = h.tail.load(std::memory_order_relaxed);
   auto ready = [&] {
@@ -382,11 +423,9 @@ bool Ring::read(ReserveFn reserve, void* ctx, const Deadline& deadline) {
     if (last)
       h.items_got.store(h.items_got.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
     h.tail.store(t, std::memory_order_release);
+    if (mid && last && got == total) return true;  // read() wakes writers
     wake_writers();
-    if (mid && last) {
-      if (got == total) return true;
-      mid = false;
-    }
+    if (last) mid = false;
   }
 }
 

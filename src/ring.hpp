@@ -173,6 +173,9 @@ class Ring {
   bool wait_for(bool for_data, Pred&& ready, const Deadline& deadline);
   void wake_readers() noexcept;
   void wake_writers() noexcept;
+  bool write_locked(std::span<const std::span<const std::byte>> parts, const Deadline& deadline,
+                    bool count_task);
+  bool read_locked(ReserveFn reserve, void* ctx, const Deadline& deadline);
   bool writer_abandoned(uint64_t at) noexcept;
   // Copies across the ring's end as needed.
   void copy_in(uint64_t pos, const std::byte* src, std::size_t n) noexcept {
