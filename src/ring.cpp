@@ -65,13 +65,35 @@ class UnlockGuard {
   sys::RobustMutex& m_;
 };
 
-// Takes `m`; a dead previous owner needs no repair beyond marking it consistent (see the
-// crash-safety rules in ring.hpp). false: timed out.
-bool lock_robust(sys::RobustMutex& m, const Deadline& deadline) {
-  auto r = m.lock(deadline);
-  if (r == sys::RobustMutex::Result::kTimedOut) return false;
-  if (r == sys::RobustMutex::Result::kOwnerDied) m.mark_consistent();
-  return true;
+std::atomic<CommitHook> commit_hook{nullptr};
+
+void run_commit_hook(CommitStep step) noexcept {
+  if (CommitHook hook = commit_hook.load(std::memory_order_relaxed)) hook(step);
+}
+
+// The two halves of a commit (see the crash-safety rules in ring.hpp): journal, count,
+// publish the position, end.
+void journal_begin(CommitJournal& j, uint64_t position, uint64_t count0, uint64_t count1) noexcept {
+  j.count[0] = count0;
+  j.count[1] = count1;
+  j.position = position;
+  j.active.store(1, std::memory_order_release);
+}
+void journal_end(CommitJournal& j) noexcept {
+  j.active.store(0, std::memory_order_release);
+}
+
+// For the holder that found the previous one dead: rolls back counts that were raised
+// for a position never published. Returns whether it did.
+bool journal_repair(CommitJournal& j, const std::atomic<uint64_t>& published,
+                    std::atomic<uint64_t>* counts[2]) noexcept {
+  if (j.active.load(std::memory_order_acquire) == 0) return false;
+  const bool rolled_back = published.load(std::memory_order_relaxed) != j.position;
+  if (rolled_back)
+    for (int i = 0; i < 2; ++i)
+      if (counts[i]) counts[i]->store(j.count[i], std::memory_order_seq_cst);
+  journal_end(j);
+  return rolled_back;
 }
 
 // wait_until() of detail/waiter.hpp, plus the `woken` flag (see RingHeader): a sleeper
@@ -136,6 +158,10 @@ void Doorbell::ring() noexcept {
                       [&] { return ::send(fd, &bell, 1, MSG_DONTWAIT | MSG_NOSIGNAL); });
 }
 
+void set_commit_hook(CommitHook hook) noexcept {
+  commit_hook.store(hook, std::memory_order_relaxed);
+}
+
 std::size_t Ring::round_capacity(std::size_t bytes) noexcept {
   std::size_t cap = 4096;
   const std::size_t max = std::size_t{1} << 40;
@@ -162,7 +188,8 @@ Ring::Ring(void* region, Doorbell* bell) noexcept
       data_(static_cast<std::byte*>(region) + kHeaderBytes),
       bell_(bell) {}
 
-uint64_t Ring::qsize() const noexcept {
+uint64_t Ring::qsize() noexcept {
+  repair_if_abandoned();
   // items_put is raised before the head store that lets a reader take the item, so
   // reading got first never yields got > put.
   uint64_t got = h_->items_got.load(std::memory_order_seq_cst);
@@ -232,7 +259,7 @@ bool Ring::wait_for(bool for_data, Pred&& ready, const Deadline& deadline) {
 // wake_readers() costs next to nothing (doing it under the lock paid that wait twice).
 bool Ring::write(std::span<const std::span<const std::byte>> parts, const Deadline& deadline,
                  bool count_task) {
-  if (!lock_robust(h_->write_mutex, deadline)) return false;
+  if (!lock_writer(deadline)) return false;
   bool written;
   {
     UnlockGuard guard(h_->write_mutex);
@@ -308,12 +335,16 @@ bool Ring::write_locked(std::span<const std::span<const std::byte>> parts, const
     }
     while (part_index < parts.size() && parts[part_index].empty())
       ++part_index;
-    if (last) {
-      h.items_put.store(put + 1, std::memory_order_relaxed);
-      if (count_task) h.unfinished.fetch_add(1, std::memory_order_relaxed);
-    }
     head += align8(sizeof(ChunkHeader) + length);
+    if (last) {
+      const uint64_t tasks = h.tasks_put.load(std::memory_order_relaxed);
+      journal_begin(h.write_journal, head, put, tasks);
+      h.items_put.store(put + 1, std::memory_order_relaxed);
+      if (count_task) h.tasks_put.store(tasks + 1, std::memory_order_relaxed);
+      run_commit_hook(CommitStep::kCounted);
+    }
     h.head.store(head, std::memory_order_release);
+    if (last) journal_end(h.write_journal);
     // Ask now for the lines the next message of this size will fill, so that its stores
     // (and the unlock, which waits for them) do not each start with a round trip to the
     // reader's CPU, which has just read the line head points into. Measured on a VM
@@ -332,7 +363,7 @@ bool Ring::writer_abandoned(uint64_t at) noexcept {
   try {
     auto r = h_->write_mutex.try_lock();
     if (r == sys::RobustMutex::Result::kTimedOut) return false;  // the writer is at work
-    if (r == sys::RobustMutex::Result::kOwnerDied) h_->write_mutex.mark_consistent();
+    if (r == sys::RobustMutex::Result::kOwnerDied) repair_writer();
     // No writer holds the lock: if nothing new was published, the message we are in
     // will never be finished.
     bool abandoned = h_->head.load(std::memory_order_seq_cst) == at;
@@ -346,7 +377,7 @@ bool Ring::writer_abandoned(uint64_t at) noexcept {
 // As in write(), the wake-up for the chunk that ends a delivered message comes after the
 // unlock.
 bool Ring::read(ReserveFn reserve, void* ctx, const Deadline& deadline) {
-  if (!lock_robust(h_->read_mutex, deadline)) return false;
+  if (!lock_reader(deadline)) return false;
   bool delivered;
   {
     UnlockGuard guard(h_->read_mutex);
@@ -420,9 +451,14 @@ bool Ring::read_locked(ReserveFn reserve, void* ctx, const Deadline& deadline) {
     t += size;
     const bool last = (c.flags & kLast) != 0;
     // Every last chunk consumed counts, delivered or dropped, to keep qsize exact.
-    if (last)
-      h.items_got.store(h.items_got.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    if (last) {
+      const uint64_t items = h.items_got.load(std::memory_order_relaxed);
+      journal_begin(h.read_journal, t, items, 0);
+      h.items_got.store(items + 1, std::memory_order_relaxed);
+      run_commit_hook(CommitStep::kCounted);
+    }
     h.tail.store(t, std::memory_order_release);
+    if (last) journal_end(h.read_journal);
     if (mid && last && got == total) return true;  // read() wakes writers
     wake_writers();
     if (last) mid = false;
@@ -434,17 +470,87 @@ bool Ring::wait_readable(const Deadline& deadline) {
   return wait_for(true, ready, deadline);
 }
 
+bool Ring::lock_writer(const Deadline& deadline) {
+  auto r = h_->write_mutex.lock(deadline);
+  if (r == sys::RobustMutex::Result::kTimedOut) return false;
+  if (r == sys::RobustMutex::Result::kOwnerDied) repair_writer();
+  return true;
+}
+
+bool Ring::lock_reader(const Deadline& deadline) {
+  auto r = h_->read_mutex.lock(deadline);
+  if (r == sys::RobustMutex::Result::kTimedOut) return false;
+  if (r == sys::RobustMutex::Result::kOwnerDied) repair_reader();
+  return true;
+}
+
+void Ring::repair_reader() {
+  std::atomic<uint64_t>* counts[2] = {&h_->items_got, nullptr};
+  journal_repair(h_->read_journal, h_->tail, counts);
+  h_->read_mutex.mark_consistent();
+}
+
+void Ring::repair_writer() {
+  std::atomic<uint64_t>* counts[2] = {&h_->items_put, &h_->tasks_put};
+  // One task fewer may be what join() waits for.
+  if (journal_repair(h_->write_journal, h_->head, counts)) notify(h_->join_word);
+  h_->write_mutex.mark_consistent();
+}
+
+void Ring::repair_if_abandoned() noexcept {
+  auto repair = [](sys::RobustMutex& m, CommitJournal& j, auto&& fix) {
+    if (j.active.load(std::memory_order_acquire) == 0) return;
+    try {
+      auto r = m.try_lock();
+      if (r == sys::RobustMutex::Result::kTimedOut) return;  // a holder is at work
+      if (r == sys::RobustMutex::Result::kOwnerDied) fix();
+      m.unlock();
+    } catch (...) {
+    }
+  };
+  repair(h_->write_mutex, h_->write_journal, [&] { repair_writer(); });
+  repair(h_->read_mutex, h_->read_journal, [&] { repair_reader(); });
+}
+
 void Ring::task_done() {
-  int64_t v = h_->unfinished.load(std::memory_order_relaxed);
+  RingHeader& h = *h_;
+  uint64_t done = h.tasks_done.load(std::memory_order_seq_cst);
   do {
-    if (v <= 0) throw ValueError("task_done() called too many times");
-  } while (!h_->unfinished.compare_exchange_weak(v, v - 1, std::memory_order_seq_cst));
-  if (v == 1) notify(h_->join_word);
+    if (done >= h.tasks_put.load(std::memory_order_seq_cst))
+      throw ValueError("task_done() called too many times");
+  } while (!h.tasks_done.compare_exchange_weak(done, done + 1, std::memory_order_seq_cst));
+  // The last task, or the last but one while a put is committing: that put's producer
+  // may have died before publishing it, and a joiner must wake to find out.
+  const uint64_t put = h.tasks_put.load(std::memory_order_seq_cst);
+  const uint64_t committing = h.write_journal.active.load(std::memory_order_seq_cst);
+  if (done + 1 + committing >= put) notify(h.join_word);
 }
 
 bool Ring::join(const Deadline& deadline) {
-  return wait_until(
-      h_->join_word, [&] { return h_->unfinished.load(std::memory_order_seq_cst) <= 0; }, deadline);
+  RingHeader& h = *h_;
+  auto finished = [&] {
+    return h.tasks_done.load(std::memory_order_seq_cst) >=
+           h.tasks_put.load(std::memory_order_seq_cst);
+  };
+  for (;;) {
+    // While a put is committing, sleep in slices: its producer may die before publishing
+    // it, and the repair (by whoever next takes the lock) must be made here then.
+    const bool committing = h.write_journal.active.load(std::memory_order_seq_cst) != 0;
+    Deadline slice = deadline;
+    if (committing) {
+      const Deadline check = Deadline::after(kWriterCheckInterval);
+      if (deadline.is_never() || *check.when() < *deadline.when()) slice = check;
+    }
+    // Not committing yet: a put that starts to commit ends this wait (task_done() wakes
+    // us when only that put is left), so that we switch to slices.
+    auto ready = [&] {
+      return finished() ||
+             (!committing && h.write_journal.active.load(std::memory_order_seq_cst) != 0);
+    };
+    if (wait_until(h.join_word, ready, slice) && finished()) return true;
+    if (deadline.expired()) return finished();
+    repair_if_abandoned();
+  }
 }
 
 }  // namespace mpx::detail

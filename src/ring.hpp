@@ -23,7 +23,11 @@
 //    write mutex) and throws the partial message away too;
 //  - a reader killed mid-message leaves continuation chunks at the tail: the next reader
 //    skips them.
-// Nothing else needs repair; kOwnerDied only has to mark the mutex consistent.
+// The counters (items put and got, JoinableQueue tasks) change with the position that
+// commits a message's last chunk. The holder of each mutex journals the commit first
+// (old counts, new position, `active`); a holder that dies between counting and
+// publishing leaves an active journal whose position was never stored, and the next
+// holder (kOwnerDied) rolls the counts back. Nothing else needs repair.
 //
 // Waiting: queues sleep on futexes (detail/waiter.hpp). Connections pass a Doorbell: the
 // sleeping side sets a flag in shared memory and polls its socket; the other side writes
@@ -47,6 +51,19 @@ namespace mpx::detail {
 
 inline constexpr uint32_t kRingMagic = 0x6d707852;  // "mpxR"
 
+// What a mutex holder writes before it counts a message and publishes its position (see
+// the crash-safety rules above); only holders of that mutex touch it.
+struct CommitJournal {
+  uint64_t position = 0;   // head or tail once the commit is published
+  uint64_t count[2] = {};  // the counts before the commit
+  std::atomic<uint32_t> active{0};
+};
+
+// Tests only: called at the commit steps below, in the committing process.
+enum class CommitStep { kCounted };
+using CommitHook = void (*)(CommitStep) noexcept;
+void set_commit_hook(CommitHook hook) noexcept;
+
 struct alignas(64) RingHeader {
   // Written once by init().
   uint64_t capacity = 0;
@@ -59,12 +76,15 @@ struct alignas(64) RingHeader {
   alignas(64) sys::RobustMutex write_mutex;
   uint64_t cached_tail = 0;
   uint64_t cached_got = 0;
+  CommitJournal write_journal;  // counts: items_put, tasks_put
   alignas(64) std::atomic<uint64_t> head{0};
   std::atomic<uint64_t> items_put{0};
+  std::atomic<uint64_t> tasks_put{0};  // JoinableQueue puts
 
   // Reader side, likewise.
   alignas(64) sys::RobustMutex read_mutex;
   uint64_t cached_head = 0;
+  CommitJournal read_journal;  // count: items_got
   alignas(64) std::atomic<uint64_t> tail{0};
   std::atomic<uint64_t> items_got{0};
 
@@ -77,8 +97,8 @@ struct alignas(64) RingHeader {
   std::atomic<uint32_t> space_woken{0};
   std::atomic<uint32_t> writer_sleeping{0};
 
-  // JoinableQueue.
-  alignas(64) std::atomic<int64_t> unfinished{0};
+  // JoinableQueue: unfinished tasks = tasks_put - tasks_done.
+  alignas(64) std::atomic<uint64_t> tasks_done{0};
   WaitWord join_word;
 };
 
@@ -157,7 +177,7 @@ class Ring {
   bool has_data() const noexcept {
     return h_->head.load(std::memory_order_acquire) != h_->tail.load(std::memory_order_acquire);
   }
-  uint64_t qsize() const noexcept;
+  uint64_t qsize() noexcept;
   RingHeader* header() const noexcept { return h_; }
   std::size_t capacity() const noexcept { return static_cast<std::size_t>(h_->capacity); }
 
@@ -177,6 +197,14 @@ class Ring {
                     bool count_task);
   bool read_locked(ReserveFn reserve, void* ctx, const Deadline& deadline);
   bool writer_abandoned(uint64_t at) noexcept;
+  // Take the write/read mutex; a dead previous holder's unpublished counts are rolled
+  // back. false: timed out.
+  bool lock_writer(const Deadline& deadline);
+  bool lock_reader(const Deadline& deadline);
+  void repair_writer();
+  void repair_reader();
+  // Repairs the journal of a holder that died mid-commit, if no one holds its lock now.
+  void repair_if_abandoned() noexcept;
   // Copies across the ring's end as needed.
   void copy_in(uint64_t pos, const std::byte* src, std::size_t n) noexcept {
     const std::size_t off = static_cast<std::size_t>(pos & (h_->capacity - 1));

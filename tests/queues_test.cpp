@@ -18,6 +18,7 @@
 
 #include "mpx/connection.hpp"
 #include "mpx/process.hpp"
+#include "ring.hpp"
 #include "support/child.hpp"
 #include "support/leak_check.hpp"
 
@@ -395,6 +396,85 @@ TEST(JoinableQueueTest, JoinReturnsOnceEveryItemIsMarkedDone) {
   EXPECT_TRUE(q.empty());
   EXPECT_TRUE(q.join(0ms));
   EXPECT_EQ(worker.join(), 0);
+}
+
+// Kills the calling process at the commit step: after it counted the item it is putting
+// or getting, before it published the new position.
+void die_between_counting_and_publishing() {
+  mpx::detail::set_commit_hook([](mpx::detail::CommitStep) noexcept { ::raise(SIGKILL); });
+}
+
+TEST(JoinableQueueTest, AProducerKilledBetweenCountingAndPublishingLeavesJoinExact) {
+  mpx::JoinableQueue<int> q;
+  q.put(1);
+  Child victim([&] {
+    die_between_counting_and_publishing();
+    q.put(2);
+  });
+  EXPECT_EQ(victim.join(), -SIGKILL);
+  EXPECT_EQ(q.get(), 1);
+  q.task_done();
+  // The dead producer's item was never published: nothing is left to wait for.
+  EXPECT_TRUE(q.join(10s));
+  EXPECT_EQ(q.qsize(), 0u);
+  EXPECT_THROW(q.task_done(), mpx::ValueError);
+  q.put(3);
+  EXPECT_EQ(q.qsize(), 1u);
+  EXPECT_EQ(q.get(), 3);
+  q.task_done();
+  EXPECT_TRUE(q.join(0ms));
+}
+
+TEST(JoinableQueueTest, AJoinerAsleepWhenTheProducerDiesIsWoken) {
+  mpx::JoinableQueue<int> q;
+  q.put(1);
+  std::atomic<bool> joined{false};
+  std::thread joiner([&] {
+    q.join();
+    joined = true;
+  });
+  Child victim([&] {
+    die_between_counting_and_publishing();
+    q.put(2);
+  });
+  EXPECT_EQ(victim.join(), -SIGKILL);
+  EXPECT_FALSE(joined);
+  EXPECT_EQ(q.get(), 1);
+  q.task_done();
+  joiner.join();  // hangs here if the dead producer's count stayed
+  EXPECT_TRUE(joined);
+}
+
+TEST(QueueTest, AProducerKilledBetweenCountingAndPublishingLeavesQsizeExact) {
+  mpx::Queue<int> q;
+  q.put(1);
+  Child victim([&] {
+    die_between_counting_and_publishing();
+    q.put(2);
+  });
+  EXPECT_EQ(victim.join(), -SIGKILL);
+  EXPECT_EQ(q.qsize(), 1u);
+  EXPECT_EQ(q.get(), 1);
+  EXPECT_TRUE(q.empty());
+  EXPECT_FALSE(q.try_get(50ms));
+}
+
+TEST(QueueTest, AConsumerKilledBetweenCountingAndPublishingLeavesTheItemAndQsizeExact) {
+  mpx::Queue<int> q;
+  q.put(1);
+  q.put(2);
+  Child victim([&] {
+    die_between_counting_and_publishing();
+    q.get();
+  });
+  EXPECT_EQ(victim.join(), -SIGKILL);
+  // The dead consumer had not taken the item yet: it is still there, and counted.
+  EXPECT_EQ(q.qsize(), 2u);
+  EXPECT_EQ(q.get(), 1);
+  EXPECT_EQ(q.get(), 2);
+  EXPECT_EQ(q.qsize(), 0u);
+  q.put(3);
+  EXPECT_EQ(q.qsize(), 1u);
 }
 
 TEST(JoinableQueueTest, TaskDoneCalledTooOftenThrowsValueError) {
