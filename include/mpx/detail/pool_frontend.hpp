@@ -107,7 +107,7 @@ class BasicPool {
   template <class F, class... Args>
   Future<call_result_t<F, Args...>> apply_async(F&& fn, Args&&... args) {
     using R = call_result_t<F, Args...>;
-    auto state = make_future_state<R>();
+    auto state = new_future<R>();
     engine_.submit(call_task<R>(state, std::forward<F>(fn), std::forward<Args>(args)...));
     return Future<R>(state);
   }
@@ -122,8 +122,22 @@ class BasicPool {
           nullptr) requires(!std::is_void_v<call_result_t<F, Args...>> &&
                             std::is_invocable_v<Callback&, const call_result_t<F, Args...>&>) {
     using R = call_result_t<F, Args...>;
-    auto state = make_future_state<R>();
+    auto state = new_future<R>();
     set_hooks(*state, std::move(callback), std::move(error_callback));
+    engine_.submit(std::apply(
+        [&](auto&&... a) { return call_task<R>(state, std::forward<F>(fn), std::move(a)...); },
+        std::move(args)));
+    return Future<R>(state);
+  }
+  // Python's apply_async(func, args, error_callback=...): no callback, only an
+  // error_callback (pass nullptr as the callback). As above.
+  template <class F, class... Args, class ErrorCallback>
+  Future<call_result_t<F, Args...>> apply_async(F&& fn, std::tuple<Args...> args, std::nullptr_t,
+                                                ErrorCallback error_callback) requires
+      std::is_invocable_v<ErrorCallback&, std::exception_ptr> {
+    using R = call_result_t<F, Args...>;
+    auto state = new_future<R>();
+    state->set_error_hook([error_callback](std::exception_ptr e) mutable { error_callback(e); });
     engine_.submit(std::apply(
         [&](auto&&... a) { return call_task<R>(state, std::forward<F>(fn), std::move(a)...); },
         std::move(args)));
@@ -212,6 +226,7 @@ class BasicPool {
     if (chunksize == 0) throw ValueError("chunksize must be at least 1");
     auto state = std::make_shared<MapState<R>>(std::nullopt);
     state->set_waker(engine_.waker());
+    state->set_collector(engine_.collector());
     auto make = [state, f = Fn(std::forward<F>(fn))](std::vector<Item> chunk, std::size_t index) {
       return chunk_task<R, Item, Star>(state, index, f, std::move(chunk));
     };
@@ -248,6 +263,13 @@ class BasicPool {
       o.thread_initializer = std::move(options.init.thread);
     }
     return o;
+  }
+
+  template <class R>
+  auto new_future() {
+    auto state = make_future_state<R>();
+    state->set_collector(engine_.collector());
+    return state;
   }
 
   template <class R>
@@ -338,7 +360,9 @@ class BasicPool {
     if (chunksize == 0) chunksize = auto_chunksize(items.size(), engine_.workers());
     std::size_t chunks = (items.size() + chunksize - 1) / chunksize;
     auto state = std::make_shared<MapState<R>>(chunks);
+    state->set_collector(engine_.collector());
     auto future = std::make_shared<FutureState<std::vector<R>>>();
+    future->set_collector(engine_.collector());
     if constexpr (!std::is_same_v<Setup, std::nullptr_t>) setup(*future);
     state->attach_future(future);
     Fn f(std::forward<F>(fn));
