@@ -1,6 +1,7 @@
 // The zygote and the worker loop of process pools (see pool_worker.hpp).
 #include "pool_worker.hpp"
 
+#include <malloc.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -49,6 +50,10 @@ class WorkerLoop {
       : shared_(shared), slot_(shared.slot(index)) {}
 
   [[noreturn]] void run(const EngineOptions& options) {
+    // Task and result buffers of up to a few MiB come and go with every map chunk: keep
+    // them in the heap rather than mapping them and faulting them in anew every time.
+    ::mallopt(M_MMAP_THRESHOLD, 8 << 20);
+    ::mallopt(M_TRIM_THRESHOLD, 16 << 20);
     if (options.initializer) {
       try {
         ByteVector ignored;

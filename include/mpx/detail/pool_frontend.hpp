@@ -228,7 +228,7 @@ class BasicPool {
     state->set_waker(engine_.waker());
     state->set_collector(engine_.collector());
     auto make = [state, f = Fn(std::forward<F>(fn))](std::vector<Item> chunk, std::size_t index) {
-      return chunk_task<R, Item, Star>(state, index, f, std::move(chunk));
+      return chunk_task<R, Item, Star>(state, index, f, chunk);
     };
     engine_.submit(std::make_shared<RangeFeeder<R, Item, View, decltype(make)>>(
         state, std::move(view), chunksize, 4 * engine_.workers() + 4, std::move(make)));
@@ -315,9 +315,10 @@ class BasicPool {
     }
   }
 
+  // A task for one chunk: process pools encode `chunk`, thread pools move it out.
   template <class R, class Item, bool Star, class Fn>
   static Task chunk_task(const std::shared_ptr<MapState<R>>& state, std::size_t index, const Fn& fn,
-                         std::vector<Item> chunk) {
+                         std::vector<Item>& chunk) {
     if constexpr (kProcesses) {
       Task t = process_chunk_task<Fn, Item, Star>(fn, chunk);
       t.sink = std::make_shared<ChunkSink<R>>(state, index, &decode_chunk<R>);
@@ -326,7 +327,7 @@ class BasicPool {
       auto sink = std::make_shared<ChunkSink<R>>(state, index);
       Task t;
       t.sink = sink;
-      t.run = [sink, fn, chunk = std::move(chunk)]() mutable {
+      t.run = [sink, fn, chunk = std::exchange(chunk, {})]() mutable {
         std::vector<R> results;
         try {
           results.reserve(chunk.size());
@@ -353,34 +354,62 @@ class BasicPool {
     using R = chunk_result_t<Fn, Item, Star>;
     static_assert(!std::is_void_v<R>, "map: the function must return a value");
     if constexpr (kProcesses) require_portable<Fn>();
-    std::vector<Item> items;
-    if constexpr (std::ranges::sized_range<Range>) items.reserve(std::ranges::size(range));
-    for (auto&& x : range)
-      items.push_back(static_cast<Item>(x));
-    if (chunksize == 0) chunksize = auto_chunksize(items.size(), engine_.workers());
-    std::size_t chunks = (items.size() + chunksize - 1) / chunksize;
+    Fn f(std::forward<F>(fn));
+    if constexpr (std::ranges::sized_range<Range>) {
+      std::size_t n = static_cast<std::size_t>(std::ranges::size(range));
+      return map_chunks<Item, Star, R>(f, range, n, chunksize, setup, std::false_type{});
+    } else {
+      std::vector<Item> items;
+      for (auto&& x : range)
+        items.push_back(static_cast<Item>(x));
+      return map_chunks<Item, Star, R>(f, items, items.size(), chunksize, setup, std::true_type{});
+    }
+  }
+
+  // Cuts `source` (n elements; moved from with MoveOut) into chunks and submits them as
+  // they are made, in batches, so that the workers start while the rest is encoded.
+  template <class Item, bool Star, class R, class Fn, class Source, class Setup, class MoveOut>
+  Future<std::vector<R>> map_chunks(const Fn& f, Source& source, std::size_t n,
+                                    std::size_t chunksize, Setup& setup, MoveOut) {
+    if (chunksize == 0) chunksize = auto_chunksize(n, engine_.workers());
+    std::size_t chunks = (n + chunksize - 1) / chunksize;
     auto state = std::make_shared<MapState<R>>(chunks);
     state->set_collector(engine_.collector());
     auto future = std::make_shared<FutureState<std::vector<R>>>();
     future->set_collector(engine_.collector());
     if constexpr (!std::is_same_v<Setup, std::nullptr_t>) setup(*future);
     state->attach_future(future);
-    Fn f(std::forward<F>(fn));
-    std::vector<Task> tasks;
-    tasks.reserve(chunks);
-    for (std::size_t i = 0; i < chunks; ++i) {
-      std::size_t begin = i * chunksize;
-      std::size_t end = std::min(items.size(), begin + chunksize);
-      std::vector<Item> chunk(
-          std::make_move_iterator(items.begin() + static_cast<std::ptrdiff_t>(begin)),
-          std::make_move_iterator(items.begin() + static_cast<std::ptrdiff_t>(end)));
-      tasks.push_back(chunk_task<R, Item, Star>(state, i, f, std::move(chunk)));
-    }
     if (chunks == 0) {
       future->set_result(std::vector<R>{});
-    } else {
-      engine_.submit(tasks);
+      return Future<std::vector<R>>(future);
     }
+    constexpr std::size_t kBatchTasks = 256;
+    constexpr std::size_t kBatchBytes = std::size_t{1} << 16;
+    std::vector<Task> batch;
+    batch.reserve(std::min(chunks, kBatchTasks));
+    std::size_t batch_bytes = 0;
+    std::vector<Item> chunk;
+    chunk.reserve(std::min(chunksize, n));
+    std::size_t index = 0;
+    auto add = [&] {
+      batch.push_back(chunk_task<R, Item, Star>(state, index++, f, chunk));
+      chunk.clear();
+      batch_bytes += batch.back().args.size();
+      if (batch.size() >= kBatchTasks || batch_bytes >= kBatchBytes) {
+        engine_.submit(batch);
+        batch_bytes = 0;
+      }
+    };
+    for (auto&& x : source) {
+      if constexpr (MoveOut::value) {
+        chunk.push_back(std::move(x));
+      } else {
+        chunk.push_back(static_cast<Item>(x));
+      }
+      if (chunk.size() == chunksize) add();
+    }
+    if (!chunk.empty()) add();
+    if (!batch.empty()) engine_.submit(batch);
     return Future<std::vector<R>>(future);
   }
 
