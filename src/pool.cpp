@@ -1,9 +1,25 @@
 // The worker engine behind Pool, ThreadPool and the executors (mpx/detail/pool_task.hpp).
 //
-// Thread workers pop tasks from the shared queue themselves. Process workers are fed
-// by one supervisor thread per pool through a pair of shared-memory byte rings per
-// worker (see src/worker.cpp); the supervisor also reads results, notices deaths and
-// timeouts, and asks the zygote for replacements.
+// Thread workers pop tasks from the shared queue themselves.
+//
+// Process workers have a pair of shared-memory byte rings each (src/pool_worker.hpp).
+// The task path has no hop through a thread of the pool:
+// - Submitting: the submitting thread writes the task frame straight into the inbox of
+//   a worker with room (under the engine's lock) and records it in that worker's
+//   `assigned` list. Tasks beyond the workers' queue depth wait in `pending`.
+// - Results: a thread that waits for a result (Future::wait/result/get, map, imap)
+//   becomes the collector (one at a time; the others wait on their own futures and are
+//   told when the role is free): it drains the outboxes, completes the futures it finds
+//   and refills the workers that made room. It spins a bounded time, then sleeps on a
+//   futex the workers ring after each result. Sinks with user callbacks are handed to
+//   the supervisor, so callbacks run on the pool's thread as in Python.
+// - The supervisor thread owns the rest: deaths (the zygote reports them), per-task
+//   timeouts, restarts, redispatch of a dead worker's unstarted tasks, lazy input
+//   (feeders), callbacks, and reading results while no caller collects. It sleeps in
+//   poll() while a caller collects. Workers ring it (an eventfd) only when no caller
+//   collects; a collector that stops looks at the outboxes and rings it for what it
+//   left (store-flag, fence, check on both sides: no lost wake-up).
+// Locks: read_mutex_ (reading outboxes) before `mutex` (queues, slots, inbox writes).
 #include <poll.h>
 #include <sched.h>
 #include <sys/eventfd.h>
@@ -211,6 +227,11 @@ struct Engine::Impl {
   // Waits for the workers to stop (after close or terminate).
   virtual void join_workers() = 0;
   virtual std::vector<pid_t> pids() const { return {}; }
+  // Tasks were queued (lock held on entry, released on return).
+  virtual void submitted(std::unique_lock<std::mutex>& lock) {
+    lock.unlock();
+    wake();
+  }
 
   void check_open() const {
     if (broken) std::rethrow_exception(broken);
@@ -219,10 +240,10 @@ struct Engine::Impl {
 
   // Pops the next task to run, pulling from feeders when the queue runs low.
   // Lock held on entry and exit; released while a feeder runs.
-  std::optional<Task> pop(std::unique_lock<std::mutex>& lock) {
+  std::optional<Task> pop(std::unique_lock<std::mutex>& lock, bool use_feeders = true) {
     // Round robin over the ready feeders, so that an endless one starves nobody.
     std::size_t tries = feeders.size();
-    while (pending.size() < low_water() && !feeders.empty() && tries-- > 0) {
+    while (use_feeders && pending.size() < low_water() && !feeders.empty() && tries-- > 0) {
       auto feeder = feeders.front();
       feeders.erase(feeders.begin());
       if (!closed && !feeder->ready()) {
@@ -277,6 +298,7 @@ struct Engine::Impl {
   bool terminating = false;
   bool joined = false;
   std::exception_ptr broken;
+  std::shared_ptr<Collector> collector;  // process pools
 };
 
 namespace {
@@ -375,7 +397,7 @@ class ThreadImpl final : public Engine::Impl {
 }  // namespace
 
 // ---------------------------------------------------------------------------
-// Process workers: the supervisor.
+// Process workers.
 
 namespace {
 
@@ -385,26 +407,87 @@ int64_t monotonic_ns() noexcept {
   return static_cast<int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
 }
 
+// Wakes the sleepers of `word` after the state it guards changed; costs no atomic
+// read-modify-write when nobody sleeps (the fence pairs with the sleeper's
+// register-then-check in wait_until()).
+void wake_sleepers(WaitWord& word) noexcept {
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (word.sleepers.load(std::memory_order_seq_cst) != 0) notify(word);
+}
+
+class ProcessImpl;
+
+// Lets the threads that wait for a pool's results read them (see the top of this file).
+// One of them at a time holds the role of collector; the others wait on their own
+// futures and are notified when the role is free.
+class ProcessCollector final : public Collector {
+ public:
+  ProcessCollector() : page_(sys::map_anonymous_shared(kPage)) {
+    static_assert(sizeof(PoolHeader) <= kPage);
+    new (page_.bytes()) PoolHeader();
+  }
+  PoolHeader* header() const noexcept { return reinterpret_cast<PoolHeader*>(page_.bytes()); }
+
+  bool wait(WaitWord& word, ReadyRef ready, const Deadline& deadline) override;
+  void poke() noexcept override { wake_sleepers(header()->results); }
+
+  void attach(ProcessImpl* impl) {
+    std::lock_guard lock(mutex_);
+    impl_ = impl;
+  }
+  // Later waits are plain waits; waits for the collector of the moment to stop (it
+  // does once its own result is in: all are, when the pool is gone).
+  void detach() {
+    std::unique_lock lock(mutex_);
+    impl_ = nullptr;
+    released_.wait(lock, [&] { return !role_.load(std::memory_order_relaxed); });
+  }
+
+ private:
+  static constexpr std::size_t kPage = 4096;
+  // How long a collector spins on the outboxes before it sleeps.
+  static constexpr int64_t kSpinNs = 50'000;
+  static constexpr int64_t kYieldAfterNs = 5'000;
+  enum class Role { kTaken, kBusy, kDetached };
+  Role take_role(ProcessImpl*& impl);
+  void give_role(ProcessImpl* impl);
+  bool collect(ProcessImpl& impl, ReadyRef ready, const Deadline& deadline);
+
+  std::mutex mutex_;
+  std::condition_variable released_;
+  ProcessImpl* impl_ = nullptr;
+  std::atomic<bool> role_{false};
+  std::vector<WaitWord*> waiting_;  // of threads waiting while another collects
+  sys::Mapping page_;
+};
+
 class ProcessImpl final : public Engine::Impl {
  public:
   explicit ProcessImpl(EngineOptions opts) : Impl(std::move(opts)) {
-    pool_ = std::make_unique<WorkerShared>(options.workers);
+    auto shared_collector = std::make_shared<ProcessCollector>();
+    header_ = shared_collector->header();
+    pool_ = std::make_unique<WorkerShared>(options.workers, header_);
     doorbell_ =
         sys::Fd(sys::call("eventfd", [] { return ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK); }));
     pool_->doorbell = doorbell_.get();
     slots_.resize(options.workers);
+    reads_.resize(options.workers);
     // The zygote is forked now, before the supervisor thread exists.
     zygote_ = start_zygote(*pool_, options);
+    shared_collector->attach(this);
+    process_collector_ = shared_collector;
+    collector = std::move(shared_collector);
     supervisor_ = std::thread([this] { supervise(); });
   }
 
   ~ProcessImpl() override {
     if (supervisor_.joinable()) supervisor_.join();
+    process_collector_->detach();
   }
 
   void wake() noexcept override {
-    std::atomic_thread_fence(std::memory_order_seq_cst);  // see WorkerLoop::ring_supervisor
-    if (pool_->header()->supervisor_sleeping.load(std::memory_order_seq_cst)) {
+    std::atomic_thread_fence(std::memory_order_seq_cst);  // see WorkerLoop::results_written
+    if (header_->supervisor_sleeping.load(std::memory_order_seq_cst)) {
       uint64_t one = 1;
       [[maybe_unused]] auto n = ::write(doorbell_.get(), &one, sizeof one);
     }
@@ -413,11 +496,67 @@ class ProcessImpl final : public Engine::Impl {
     if (supervisor_.joinable()) supervisor_.join();
   }
   std::vector<pid_t> pids() const override {
-    std::lock_guard lock(pids_mutex_);
+    std::lock_guard lock(mutex);
     std::vector<pid_t> out;
     for (const auto& s : slots_)
       if (s.pid > 0) out.push_back(s.pid);
     return out;
+  }
+
+  // Tasks were queued (lock held): hand them to workers with room at once, from this
+  // thread. The rest wait for room, made by whoever reads results.
+  void submitted(std::unique_lock<std::mutex>& lock) override {
+    fill(lock, false);
+    // The supervisor must see: a frame that did not fit, a task whose timeout it must
+    // watch, queued tasks that no result will make room for (no worker has any).
+    bool need = options.timeout.has_value();
+    bool busy = false;
+    for (const auto& s : slots_) {
+      if (!s.out.empty()) need = true;
+      if (!s.assigned.empty()) busy = true;
+    }
+    if (!pending.empty() && !busy) need = true;
+    lock.unlock();
+    if (need) wake();
+  }
+
+  // Whether some outbox has bytes (a hint: no lock).
+  bool results_readable() const noexcept {
+    for (std::size_t i = 0; i < slots_.size(); ++i)
+      if (pool_->slot(i).outbox.readable() != 0) return true;
+    return false;
+  }
+
+  // Reads what the workers wrote and completes those tasks, refilling the workers that
+  // made room. A caller (not on_supervisor) hands sinks with callbacks to the
+  // supervisor. Returns whether it read anything.
+  bool collect(bool on_supervisor) {
+    if (!results_readable()) return false;
+    std::lock_guard read_lock(read_mutex_);
+    frames_.clear();
+    bool progress = false;
+    for (std::size_t i = 0; i < slots_.size(); ++i)
+      progress |= read_frames(i, frames_);
+    if (frames_.empty()) return progress;
+    bool handed_off = false;
+    {
+      std::unique_lock lock(mutex);
+      for (auto& f : frames_)
+        handed_off |= match(f, deliveries_, on_supervisor);
+      fill(lock, true);
+    }
+    if (handed_off) wake();
+    for (auto& d : deliveries_)
+      d.run();
+    deliveries_.clear();
+    return true;
+  }
+
+  // The collector stops collecting: results it left in an outbox go to the supervisor.
+  void collector_leaving() noexcept {
+    header_->collecting.store(0, std::memory_order_seq_cst);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (results_readable()) wake();
   }
 
  private:
@@ -438,29 +577,53 @@ class ProcessImpl final : public Engine::Impl {
     int64_t last_result_ns = 0;
     uint64_t timed_out = 0;  // id of the task it was killed for
     std::deque<Assigned> assigned;
-    // Frames being written to its inbox.
+    // Frames being written to its inbox (they did not fit at once).
     std::deque<Outgoing> out;
     std::size_t out_offset = 0;
-    // The frame being read from its outbox.
-    FrameHeader in_header{};
-    std::size_t in_header_got = 0;
-    ByteVector in_body;
-    std::size_t in_body_got = 0;
+  };
+  // The frame being read from a worker's outbox (under read_mutex_).
+  struct ReadState {
+    FrameHeader header{};
+    std::size_t header_got = 0;
+    ByteVector body;
+    std::size_t body_got = 0;
+  };
+  struct Frame {
+    std::size_t slot;
+    FrameHeader header;
+    ByteVector body;
+  };
+  // A task's outcome, to hand to its sink outside the engine's lock.
+  struct Delivery {
+    std::shared_ptr<TaskSink> sink;
+    uint32_t kind = 0;  // kFrameResult or kFrameError (body); 0: `error`
+    ByteVector body;
+    std::exception_ptr error;
+    void run() noexcept {
+      if (!sink) return;
+      if (kind == kFrameResult) {
+        sink->set_result_bytes(body);
+      } else if (kind == kFrameError) {
+        sink->set_exception(decode_exception(body));
+      } else {
+        sink->set_exception(error);
+      }
+    }
   };
 
   // Tasks handed to one worker at once. Short tasks get a deep queue, so that a worker
-  // finds its next task without waiting for the supervisor (a sleeping worker costs a
+  // finds its next task without waiting for the parent (a sleeping worker costs a
   // wake-up per task); long ones a shallow one, so that no worker sits on tasks another
   // idle worker could run.
   // How long the supervisor polls for work before it sleeps (about what the waiter's
   // default spin of 2000 pauses takes).
   static constexpr int64_t kIdleSpinNs = 30'000;
   static constexpr std::size_t kShallow = 2;
-  static constexpr std::size_t kDeep = 8;
+  static constexpr std::size_t kDeep = 64;
   static constexpr int64_t kShortTaskNs = 200'000;
   std::size_t depth() const noexcept { return avg_task_ns_ < kShortTaskNs ? kDeep : kShallow; }
   // How long tasks take, from the later of dispatch and the previous result on the same
-  // worker to their result (an exponential moving average).
+  // worker to their result (an exponential moving average). Lock held.
   void record_service_time(SlotState& s, const Assigned& a) noexcept {
     int64_t now = monotonic_ns();
     int64_t from = std::max(a.dispatched_ns, s.last_result_ns);
@@ -470,8 +633,11 @@ class ProcessImpl final : public Engine::Impl {
   }
 
   void supervise() {
-    for (std::size_t i = 0; i < slots_.size(); ++i)
-      spawn(i);
+    {
+      std::lock_guard lock(mutex);
+      for (std::size_t i = 0; i < slots_.size(); ++i)
+        spawn(i);
+    }
     int idle = 0;
     int64_t idle_since_ns = 0;
     for (;;) {
@@ -479,21 +645,23 @@ class ProcessImpl final : public Engine::Impl {
       // The zygote's socket costs a system call: look at it when idle only now and
       // then (and always after sleeping).
       if (idle % 64 == 0) progress |= read_zygote();
-      if (done_) break;
+      progress |= run_handoffs();
+      // A caller that collects reads the results; the supervisor only when none does.
+      bool collecting = header_->collecting.load(std::memory_order_acquire) != 0;
+      if (!collecting) progress |= collect(true);
       progress |= dispatch();
-      progress |= pump();
       check_timeouts();
-      if (done_ || finished()) break;
+      if (finished()) break;
       if (progress) {
         idle = 0;
         continue;
       }
-      // Poll-spin for a bounded time before sleeping, as every wait in mpx does. The
-      // bound is time, not iterations: one pass of this loop costs far more than a pause,
-      // and a supervisor that spins after every result takes a CPU from the workers
-      // (CPU-bound speedup 1.56x on 2 CPUs with a 2000-pass spin).
+      // Poll-spin for a bounded time before sleeping, as every wait in mpx does, unless
+      // a caller collects. The bound is time, not iterations: one pass of this loop
+      // costs far more than a pause, and a supervisor that spins after every result
+      // takes a CPU from the workers.
       if (idle++ == 0) idle_since_ns = monotonic_ns();
-      if (spin_limit() != 0 && monotonic_ns() - idle_since_ns < kIdleSpinNs) {
+      if (!collecting && spin_limit() != 0 && monotonic_ns() - idle_since_ns < kIdleSpinNs) {
         cpu_relax();
         continue;
       }
@@ -503,84 +671,133 @@ class ProcessImpl final : public Engine::Impl {
     shutdown();
   }
 
+  // Completes the sinks with callbacks that callers collected (on this thread, as
+  // Python runs callbacks on the pool's result thread).
+  bool run_handoffs() {
+    std::deque<Delivery> ready;
+    {
+      std::lock_guard lock(mutex);
+      ready.swap(handoff_);
+    }
+    for (auto& d : ready)
+      d.run();
+    return !ready.empty();
+  }
+
   // Whether the loop may stop (closed and nothing left, or terminating).
   bool finished() {
     std::vector<std::shared_ptr<Feeder>> dropped_feeders;  // dropped after the lock
     std::unique_lock lock(mutex);
-    if (terminating) {
+    if (terminating || broken) {
       auto dropped = take_pending(dropped_feeders);
-      lock.unlock();
-      abandon_all(dropped);
+      std::vector<std::shared_ptr<TaskSink>> sinks;
       for (auto& s : slots_) {
         for (auto& a : s.assigned)
-          if (a.task.sink) a.task.sink->abandon();
+          sinks.push_back(std::move(a.task.sink));
         s.assigned.clear();
+        s.out.clear();
+        s.out_offset = 0;
       }
-      return true;
-    }
-    if (broken) {
-      auto dropped = take_pending(dropped_feeders);
+      std::deque<Delivery> ready;
+      ready.swap(handoff_);
+      bool stop = terminating || closed;
+      auto error = broken;
       lock.unlock();
-      for (auto& t : dropped)
-        if (t.sink) t.sink->set_exception(broken);
-      for (auto& s : slots_) {
-        for (auto& a : s.assigned)
-          if (a.task.sink) a.task.sink->set_exception(broken);
-        s.assigned.clear();
+      if (terminating) {
+        abandon_all(dropped);
+        for (auto& sink : sinks)
+          if (sink) sink->abandon();
+        for (auto& d : ready)
+          if (d.sink) d.sink->abandon();
+      } else {
+        for (auto& t : dropped)
+          if (t.sink) t.sink->set_exception(error);
+        for (auto& sink : sinks)
+          if (sink) sink->set_exception(error);
+        for (auto& d : ready)
+          d.run();
       }
-      lock.lock();
-      return closed;
+      return stop;
     }
-    if (!closed || has_work()) return false;
+    if (!closed || has_work() || !handoff_.empty()) return false;
     for (auto& s : slots_)
       if (!s.assigned.empty()) return false;
     return true;
   }
 
-  bool dispatch() {
-    bool progress = false;
+  // A live worker with room for another task, preferring the least loaded, then the
+  // one that answered last (likely still spinning, not asleep). -1 if none. Lock held.
+  long pick() const noexcept {
+    long best = -1;
     for (std::size_t i = 0; i < slots_.size(); ++i) {
-      SlotState& s = slots_[i];
-      while (s.pid > 0 && s.assigned.size() < depth() &&
-             (options.maxtasksperchild == 0 || s.given < options.maxtasksperchild)) {
-        if (pending_count.load(std::memory_order_relaxed) == 0) {
-          std::lock_guard lock(mutex);
-          if (feeders.empty() && pending.empty()) return progress;
-        }
-        std::optional<Task> task;
-        {
-          std::unique_lock lock(mutex);
-          if (broken || terminating) return progress;
-          task = pop(lock);
-        }
-        if (!task) return progress;
-        if (task->sink && !task->sink->set_running()) continue;
-        uint64_t id = ++next_id_;
-        FrameHeader h{};
-        h.kind = kFrameTask;
-        h.task_id = id;
-        h.entry = reinterpret_cast<uint64_t>(task->entry);
-        h.size = task->args.size();
-        s.assigned.push_back({id, std::move(*task), monotonic_ns()});
-        // The body is written straight from the task's bytes: deque elements stay put,
-        // and a task leaves `assigned` only after its frame was written (its result
-        // comes after) or when the worker is gone (then `out` is cleared too).
-        s.out.push_back({h, &s.assigned.back().task.args});
-        ++s.given;
-        progress = true;
+      const SlotState& s = slots_[i];
+      if (s.pid <= 0 || s.assigned.size() >= depth()) continue;
+      if (options.maxtasksperchild != 0 && s.given >= options.maxtasksperchild) continue;
+      if (best >= 0) {
+        const SlotState& b = slots_[static_cast<std::size_t>(best)];
+        if (s.assigned.size() > b.assigned.size()) continue;
+        if (s.assigned.size() == b.assigned.size() && s.last_result_ns <= b.last_result_ns)
+          continue;
       }
+      best = static_cast<long>(i);
+    }
+    return best;
+  }
+
+  // Hands queued tasks (and, with use_feeders, lazily produced ones) to workers with
+  // room. Lock held; released while a feeder produces. Returns whether it handed out
+  // any.
+  bool fill(std::unique_lock<std::mutex>& lock, bool use_feeders) {
+    bool progress = false;
+    while (!broken && !terminating && (!pending.empty() || (use_feeders && !feeders.empty()))) {
+      if (pick() < 0) break;
+      std::optional<Task> task = pop(lock, use_feeders);
+      if (!task) break;
+      long i = pick();  // the lock may have been released
+      if (i < 0 || broken || terminating) {
+        pending.push_front(std::move(*task));
+        pending_count.store(pending.size(), std::memory_order_relaxed);
+        break;
+      }
+      if (task->sink && !task->sink->set_running()) continue;
+      assign(static_cast<std::size_t>(i), std::move(*task));
+      progress = true;
     }
     return progress;
   }
 
-  // Moves bytes between the supervisor and the rings; delivers complete results.
-  bool pump() {
-    bool progress = false;
-    for (std::size_t i = 0; i < slots_.size(); ++i) {
-      SlotState& s = slots_[i];
-      if (s.pid <= 0) continue;
-      WorkerSlot& slot = pool_->slot(i);
-      bool wrote = false;
+  // Writes a task into worker i's inbox (lock held).
+  void assign(std::size_t i, Task task) {
+    SlotState& s = slots_[i];
+    uint64_t id = ++next_id_;
+    FrameHeader h{};
+    h.kind = kFrameTask;
+    h.task_id = id;
+    h.entry = reinterpret_cast<uint64_t>(task.entry);
+    h.size = task.args.size();
+    s.assigned.push_back({id, std::move(task), monotonic_ns()});
+    ++s.given;
+    // The body is written straight from the task's bytes: deque elements stay put,
+    // and a task leaves `assigned` only after its frame was written (its result
+    // comes after) or when the worker is gone (then `out` is cleared too).
+    const ByteVector& body = s.assigned.back().task.args;
+    WorkerSlot& slot = pool_->slot(i);
+    if (s.out.empty() && slot.inbox.write_frame(reinterpret_cast<const std::byte*>(&h), sizeof h,
+                                                body.data(), body.size())) {
+      wake_sleepers(slot.inbox.word);
+      return;
+    }
+    s.out.push_back({h, &body});
+    pump(i);
+  }
+
+  // Writes what fits of worker i's outgoing frames (lock held). Returns whether it
+  // wrote anything.
+  bool pump(std::size_t i) {
+    SlotState& s = slots_[i];
+    WorkerSlot& slot = pool_->slot(i);
+    bool wrote = false;
+    for (;;) {
       while (!s.out.empty()) {
         Outgoing& f = s.out.front();
         constexpr std::size_t kHeader = sizeof(FrameHeader);
@@ -600,98 +817,108 @@ class ProcessImpl final : public Engine::Impl {
           s.out_offset = 0;
         }
       }
-      if (wrote) {
-        notify(slot.inbox.word);
-        progress = true;
+      if (s.out.empty()) {
+        slot.writer_waiting.store(0, std::memory_order_relaxed);
+        break;
       }
-      if (read_results(i)) progress = true;
+      // Full: the worker rings the supervisor once it read (Dekker with inbox_read()).
+      slot.writer_waiting.store(1, std::memory_order_seq_cst);
+      std::atomic_thread_fence(std::memory_order_seq_cst);
+      if (slot.inbox.writable() == 0) break;
     }
+    if (wrote) wake_sleepers(slot.inbox.word);
+    return wrote;
+  }
+
+  bool dispatch() {
+    std::unique_lock lock(mutex);
+    bool progress = false;
+    for (std::size_t i = 0; i < slots_.size(); ++i)
+      if (slots_[i].pid > 0 && !slots_[i].out.empty()) progress |= pump(i);
+    progress |= fill(lock, true);
     return progress;
   }
 
-  bool read_results(std::size_t i) {
-    SlotState& s = slots_[i];
-    WorkerSlot& slot = pool_->slot(i);
+  // Reads the complete frames in worker i's outbox (read_mutex_ held).
+  bool read_frames(std::size_t i, std::vector<Frame>& out) {
+    ReadState& r = reads_[i];
+    ByteRing& ring = pool_->slot(i).outbox;
     bool progress = false;
     for (;;) {
-      if (s.in_header_got < sizeof(FrameHeader)) {
-        std::size_t n =
-            slot.outbox.read(reinterpret_cast<std::byte*>(&s.in_header) + s.in_header_got,
-                             sizeof(FrameHeader) - s.in_header_got);
+      if (r.header_got < sizeof(FrameHeader)) {
+        std::size_t n = ring.read(reinterpret_cast<std::byte*>(&r.header) + r.header_got,
+                                  sizeof(FrameHeader) - r.header_got);
         if (n == 0) break;
         progress = true;
-        s.in_header_got += n;
-        if (s.in_header_got < sizeof(FrameHeader)) continue;
-        s.in_body.resize(s.in_header.size);
-        s.in_body_got = 0;
+        r.header_got += n;
+        if (r.header_got < sizeof(FrameHeader)) continue;
+        r.body.resize(r.header.size);
+        r.body_got = 0;
       }
-      if (s.in_body_got < s.in_body.size()) {
-        std::size_t n =
-            slot.outbox.read(s.in_body.data() + s.in_body_got, s.in_body.size() - s.in_body_got);
+      if (r.body_got < r.body.size()) {
+        std::size_t n = ring.read(r.body.data() + r.body_got, r.body.size() - r.body_got);
         if (n == 0) break;
         progress = true;
-        s.in_body_got += n;
-        if (s.in_body_got < s.in_body.size()) continue;
+        r.body_got += n;
+        if (r.body_got < r.body.size()) continue;
       }
-      s.in_header_got = 0;
-      deliver(i, s.in_header, s.in_body);
+      r.header_got = 0;
+      out.push_back({i, r.header, std::move(r.body)});
+      r.body = ByteVector();
     }
-    if (progress) notify(slot.outbox.word);
+    if (progress) wake_sleepers(ring.word);  // it may wait for room
     return progress;
   }
 
-  void deliver(std::size_t i, const FrameHeader& h, const ByteVector& body) {
-    SlotState& s = slots_[i];
-    switch (h.kind) {
+  // Matches a frame with its task (lock held): the outcome goes to `out`, or to the
+  // supervisor's hand-off queue (returns true then).
+  bool match(Frame& f, std::vector<Delivery>& out, bool on_supervisor) {
+    SlotState& s = slots_[f.slot];
+    switch (f.header.kind) {
       case kFrameInitOk:
         s.init_ok = true;
         init_failures_ = 0;
-        return;
+        return false;
       case kFrameInitError: {
         std::string what = "a worker's initializer failed";
         try {
-          std::rethrow_exception(decode_exception(body));
+          std::rethrow_exception(decode_exception(f.body));
         } catch (const std::exception& e) {
           what += std::string(": ") + e.what();
         } catch (...) {
         }
-        set_broken(std::make_exception_ptr(BrokenPool(what)));
-        return;
+        if (!broken) broken = std::make_exception_ptr(BrokenPool(what));
+        return true;  // the supervisor must see it
       }
       case kFrameResult:
       case kFrameError: {
-        if (s.assigned.empty() || s.assigned.front().id != h.task_id) return;  // not ours
+        if (s.assigned.empty() || s.assigned.front().id != f.header.task_id) return false;
         Assigned a = std::move(s.assigned.front());
         record_service_time(s, a);
         s.assigned.pop_front();
-        if (!a.task.sink) return;
-        if (h.kind == kFrameResult) {
-          a.task.sink->set_result_bytes(body);
-        } else {
-          a.task.sink->set_exception(decode_exception(body));
+        Delivery d{std::move(a.task.sink), f.header.kind, std::move(f.body), nullptr};
+        if (!on_supervisor && d.sink && d.sink->has_callbacks()) {
+          handoff_.push_back(std::move(d));
+          return true;
         }
-        return;
+        out.push_back(std::move(d));
+        return false;
       }
       default:
-        return;
+        return false;
     }
-  }
-
-  void set_broken(std::exception_ptr error) {
-    std::lock_guard lock(mutex);
-    if (!broken) broken = std::move(error);
   }
 
   void check_timeouts() {
     if (!options.timeout) return;
+    collect(true);  // a result that just arrived is not a timeout
     int64_t now = monotonic_ns();
     int64_t limit = options.timeout->count();
+    std::lock_guard lock(mutex);
     for (std::size_t i = 0; i < slots_.size(); ++i) {
       SlotState& s = slots_[i];
       if (s.pid <= 0 || s.assigned.empty()) continue;
       WorkerSlot& slot = pool_->slot(i);
-      read_results(i);  // a result that just arrived is not a timeout
-      if (s.assigned.empty()) continue;
       uint64_t current = slot.current.load(std::memory_order_acquire);
       if (current == 0 || current != s.assigned.front().id || s.timed_out == current) continue;
       int64_t started = slot.started_ns.load(std::memory_order_acquire);
@@ -702,7 +929,7 @@ class ProcessImpl final : public Engine::Impl {
     }
   }
 
-  // Milliseconds until the next possible timeout, -1 if none.
+  // Milliseconds until the next possible timeout, -1 if none (lock held).
   int next_timeout_ms() {
     if (!options.timeout) return -1;
     int64_t now = monotonic_ns();
@@ -724,41 +951,37 @@ class ProcessImpl final : public Engine::Impl {
   }
 
   void sleep() {
-    auto* header = pool_->header();
-    header->supervisor_sleeping.store(1, std::memory_order_seq_cst);
-    // Queued tasks only count if some worker can take one: a supervisor must not spin
-    // while every worker is busy with a long task.
-    bool ready = false;
-    for (std::size_t i = 0; i < slots_.size() && !ready; ++i) {
-      if (slots_[i].pid <= 0) continue;
-      WorkerSlot& slot = pool_->slot(i);
-      if (slot.outbox.readable() != 0) ready = true;
-      if (!slots_[i].out.empty() && slot.inbox.writable() != 0) ready = true;
-    }
-    if (!ready) {
+    header_->supervisor_sleeping.store(1, std::memory_order_seq_cst);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    // Results count only while no caller collects them (a caller that stops
+    // collecting rings us if it left some); queued tasks only if some worker can take
+    // one: a supervisor must not spin while every worker is busy with a long task.
+    bool ready = header_->collecting.load(std::memory_order_seq_cst) == 0 && results_readable();
+    int timeout_ms = -1;
+    {
       std::unique_lock lock(mutex);
-      bool can_dispatch = has_work();
-      if (can_dispatch) {
-        can_dispatch = false;
+      if (!ready) {
+        ready = terminating || !handoff_.empty() || (has_work() && pick() >= 0);
+        for (std::size_t i = 0; i < slots_.size() && !ready; ++i)
+          if (slots_[i].pid > 0 && !slots_[i].out.empty() && pool_->slot(i).inbox.writable() != 0)
+            ready = true;
+        bool idle_closed = closed && !has_work();
         for (auto& s : slots_)
-          if (s.pid > 0 && s.assigned.size() < depth() &&
-              (options.maxtasksperchild == 0 || s.given < options.maxtasksperchild))
-            can_dispatch = true;
+          idle_closed = idle_closed && s.assigned.empty();
+        ready = ready || idle_closed;
       }
-      bool idle_closed = closed && !has_work();
-      for (auto& s : slots_)
-        idle_closed = idle_closed && s.assigned.empty();
-      ready = can_dispatch || terminating || idle_closed;
+      timeout_ms = next_timeout_ms();
     }
     if (!ready) {
       pollfd fds[2] = {{doorbell_.get(), POLLIN, 0}, {zygote_.socket.get(), POLLIN, 0}};
-      sys::call_raw("poll", [&] { return ::poll(fds, 2, next_timeout_ms()); });
+      sys::call_raw("poll", [&] { return ::poll(fds, 2, timeout_ms); });
     }
     uint64_t count;
     [[maybe_unused]] auto n = ::read(doorbell_.get(), &count, sizeof count);
-    header->supervisor_sleeping.store(0, std::memory_order_seq_cst);
+    header_->supervisor_sleeping.store(0, std::memory_order_seq_cst);
   }
 
+  // Lock held.
   void spawn(std::size_t i) {
     slots_[i].spawning = true;
     send_zygote({kZygoteSpawn, static_cast<uint32_t>(i), 0, 0});
@@ -773,7 +996,7 @@ class ProcessImpl final : public Engine::Impl {
   void zygote_gone() {
     if (zygote_lost_) return;
     zygote_lost_ = true;
-    set_broken(std::make_exception_ptr(BrokenPool("the pool's zygote process died")));
+    if (!broken) broken = std::make_exception_ptr(BrokenPool("the pool's zygote process died"));
   }
 
   bool read_zygote() {
@@ -783,19 +1006,21 @@ class ProcessImpl final : public Engine::Impl {
       ssize_t n = ::recv(zygote_.socket.get(), &m, sizeof m, MSG_DONTWAIT);
       if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) break;
       if (n <= 0) {
+        std::lock_guard lock(mutex);
         zygote_gone();
         break;
       }
       progress = true;
       if (m.slot >= slots_.size()) continue;
-      SlotState& s = slots_[m.slot];
       if (m.kind == kZygoteSpawned) {
+        std::lock_guard lock(mutex);
+        SlotState& s = slots_[m.slot];
         if (m.pid <= 0) {  // fork failed
           s.spawning = false;
-          set_broken(std::make_exception_ptr(BrokenPool("the zygote could not fork a worker")));
+          if (!broken)
+            broken = std::make_exception_ptr(BrokenPool("the zygote could not fork a worker"));
           continue;
         }
-        std::lock_guard lock(pids_mutex_);
         s.pid = m.pid;
         s.spawning = false;
         s.init_ok = false;
@@ -809,80 +1034,190 @@ class ProcessImpl final : public Engine::Impl {
   }
 
   void worker_exited(std::size_t i, pid_t pid, int status) {
-    SlotState& s = slots_[i];
-    if (s.pid != pid) return;
-    read_results(i);  // what it wrote before it died still counts
-    WorkerSlot& slot = pool_->slot(i);
-    if (!s.assigned.empty()) {
-      uint64_t current = slot.current.load(std::memory_order_acquire);
-      if (current == s.assigned.front().id) {
-        Assigned a = std::move(s.assigned.front());
-        s.assigned.pop_front();
-        if (a.task.sink) {
-          if (s.timed_out == a.id) {
-            a.task.sink->set_exception(std::make_exception_ptr(
-                TimeoutError("task ran past the pool's timeout; its worker " + std::to_string(pid) +
-                             " was killed")));
-          } else {
-            a.task.sink->set_exception(std::make_exception_ptr(WorkerLost(pid, status)));
-          }
-        }
-      }
-      // Tasks it had not started go back to the front of the queue, in order.
-      std::lock_guard lock(mutex);
-      for (auto it = s.assigned.rbegin(); it != s.assigned.rend(); ++it)
-        pending.push_front(std::move(it->task));
-      pending_count.store(pending.size(), std::memory_order_relaxed);
-      s.assigned.clear();
-    }
-    bool died_in_init = !s.init_ok;
+    std::vector<Delivery> done;
     {
-      std::lock_guard lock(pids_mutex_);
+      std::lock_guard read_lock(read_mutex_);
+      std::unique_lock lock(mutex);
+      SlotState& s = slots_[i];
+      if (s.pid != pid) return;
+      // What it wrote before it died still counts.
+      frames_.clear();
+      read_frames(i, frames_);
+      for (auto& f : frames_)
+        match(f, done, true);
+      frames_.clear();
+      WorkerSlot& slot = pool_->slot(i);
+      if (!s.assigned.empty()) {
+        uint64_t current = slot.current.load(std::memory_order_acquire);
+        if (current == s.assigned.front().id) {
+          Assigned a = std::move(s.assigned.front());
+          s.assigned.pop_front();
+          std::exception_ptr error;
+          if (s.timed_out == a.id) {
+            error = std::make_exception_ptr(
+                TimeoutError("task ran past the pool's timeout; its worker " + std::to_string(pid) +
+                             " was killed"));
+          } else {
+            error = std::make_exception_ptr(WorkerLost(pid, status));
+          }
+          done.push_back({std::move(a.task.sink), 0, {}, error});
+        }
+        // Tasks it had not started go back to the front of the queue, in order.
+        for (auto it = s.assigned.rbegin(); it != s.assigned.rend(); ++it)
+          pending.push_front(std::move(it->task));
+        pending_count.store(pending.size(), std::memory_order_relaxed);
+        s.assigned.clear();
+      }
+      bool died_in_init = !s.init_ok;
       s.pid = 0;
+      s.out.clear();
+      s.out_offset = 0;
+      reads_[i] = ReadState{};
+      slot.reset();
+      if (died_in_init && ++init_failures_ >= 3 && !broken) {
+        broken = std::make_exception_ptr(BrokenPool(
+            std::string("workers keep dying before finishing their initializer (last: ") +
+            WorkerLost(pid, status).what() + ")"));
+      }
+      if (!terminating && !broken) spawn(i);
+      fill(lock, true);  // its queued tasks to the other workers
     }
-    s.out.clear();
-    s.out_offset = 0;
-    s.in_header_got = 0;
-    s.in_body.clear();
-    s.in_body_got = 0;
-    slot.reset();
-    if (died_in_init && ++init_failures_ >= 3) {
-      set_broken(std::make_exception_ptr(
-          BrokenPool(std::string("workers keep dying before finishing their initializer (last: ") +
-                     WorkerLost(pid, status).what() + ")")));
-    }
-    std::lock_guard lock(mutex);
-    if (!terminating && !broken) spawn(i);
+    for (auto& d : done)
+      d.run();
   }
 
   void shutdown() {
     // Stop is explicit: other processes forked later (another pool's zygote) may hold
     // a copy of our end of the socket, so its closing is no signal. (EOF is how the
     // zygote learns that the pool's process died.)
-    send_zygote({kZygoteStop, 0, 0, 0});
+    {
+      std::lock_guard lock(mutex);
+      send_zygote({kZygoteStop, 0, 0, 0});
+    }
     zygote_.socket.reset();
     int status = 0;
     sys::call_raw("waitpid", [&] { return ::waitpid(zygote_.pid, &status, 0); });
-    {
-      std::lock_guard lock(pids_mutex_);
-      for (auto& s : slots_)
-        s.pid = 0;
-    }
-    done_ = true;
+    std::lock_guard lock(mutex);
+    for (auto& s : slots_)
+      s.pid = 0;
   }
 
+  PoolHeader* header_ = nullptr;
+  std::shared_ptr<ProcessCollector> process_collector_;
   std::unique_ptr<WorkerShared> pool_;
   sys::Fd doorbell_;
   Zygote zygote_;
+  // Under `mutex`:
   std::vector<SlotState> slots_;
-  mutable std::mutex pids_mutex_;
-  std::thread supervisor_;
+  std::deque<Delivery> handoff_;  // collected by callers, for the supervisor to complete
   uint64_t next_id_ = 0;
   int init_failures_ = 0;
   int64_t avg_task_ns_ = kShortTaskNs;  // unknown at first: shallow queues
   bool zygote_lost_ = false;
-  bool done_ = false;
+  // Under read_mutex_ (taken before `mutex`):
+  std::mutex read_mutex_;
+  std::vector<ReadState> reads_;
+  std::vector<Frame> frames_;
+  std::vector<Delivery> deliveries_;
+  // The supervisor thread only.
+  std::thread supervisor_;
 };
+
+ProcessCollector::Role ProcessCollector::take_role(ProcessImpl*& impl) {
+  std::lock_guard lock(mutex_);
+  if (!impl_) return Role::kDetached;
+  if (role_.load(std::memory_order_relaxed)) return Role::kBusy;
+  role_.store(true, std::memory_order_seq_cst);
+  header()->collecting.store(1, std::memory_order_seq_cst);
+  impl = impl_;
+  return Role::kTaken;
+}
+
+void ProcessCollector::give_role(ProcessImpl* impl) {
+  impl->collector_leaving();  // alive: detach() waits for role_ to drop
+  std::lock_guard lock(mutex_);
+  role_.store(false, std::memory_order_seq_cst);
+  for (WaitWord* w : waiting_)
+    notify(*w);
+  released_.notify_all();
+}
+
+bool ProcessCollector::collect(ProcessImpl& impl, ReadyRef ready, const Deadline& deadline) {
+  const bool spin = spin_limit() != 0;
+  int64_t idle_since = monotonic_ns();
+  WaitWord& results = header()->results;
+  for (unsigned i = 1;; ++i) {
+    if (ready()) return true;
+    if (impl.collect(false)) {
+      idle_since = monotonic_ns();
+      continue;
+    }
+    if (spin && i % 32 != 0) {
+      cpu_relax();
+      continue;
+    }
+    if (deadline.expired()) return ready();
+    if (spin) {
+      int64_t spun = monotonic_ns() - idle_since;
+      if (spun < kSpinNs) {
+        // Past a few microseconds, let a worker that shares this CPU run (when the
+        // machine is oversubscribed); otherwise this returns at once.
+        if (spun > kYieldAfterNs) ::sched_yield();
+        continue;
+      }
+    }
+    // Sleep until a worker writes a result or someone completes a future (poke()).
+    uint32_t seq = results.seq.load(std::memory_order_seq_cst);
+    results.sleepers.fetch_add(1, std::memory_order_seq_cst);
+    if (ready() || impl.results_readable()) {
+      results.sleepers.fetch_sub(1, std::memory_order_relaxed);
+      continue;
+    }
+    futex_wait(results.seq, seq, deadline);
+    results.sleepers.fetch_sub(1, std::memory_order_relaxed);
+    idle_since = monotonic_ns();
+  }
+}
+
+bool ProcessCollector::wait(WaitWord& word, ReadyRef ready, const Deadline& deadline) {
+  bool registered = false;
+  bool result = false;
+  for (;;) {
+    if (ready()) {
+      result = true;
+      break;
+    }
+    ProcessImpl* impl = nullptr;
+    Role role = take_role(impl);
+    if (role == Role::kTaken) {
+      result = collect(*impl, ready, deadline);
+      give_role(impl);
+      break;
+    }
+    if (role == Role::kDetached) {
+      result = wait_until(word, ready, deadline);
+      break;
+    }
+    // Another thread collects: wait for our result or for the role to be free.
+    if (!registered) {
+      std::lock_guard lock(mutex_);
+      waiting_.push_back(&word);
+      registered = true;
+    }
+    auto ready_or_free = [&] { return ready() || !role_.load(std::memory_order_seq_cst); };
+    wait_until(word, ready_or_free, deadline);
+    if (ready()) {
+      result = true;
+      break;
+    }
+    if (deadline.expired()) break;
+  }
+  if (registered) {
+    std::lock_guard lock(mutex_);
+    waiting_.erase(std::find(waiting_.begin(), waiting_.end(), &word));
+  }
+  return result;
+}
 
 }  // namespace
 
@@ -915,25 +1250,21 @@ Engine::~Engine() {
 }
 
 void Engine::submit(Task task) {
-  {
-    std::lock_guard lock(impl_->mutex);
-    impl_->check_open();
-    impl_->pending.push_back(std::move(task));
-    impl_->pending_count.store(impl_->pending.size(), std::memory_order_relaxed);
-  }
-  impl_->wake();
+  std::unique_lock lock(impl_->mutex);
+  impl_->check_open();
+  impl_->pending.push_back(std::move(task));
+  impl_->pending_count.store(impl_->pending.size(), std::memory_order_relaxed);
+  impl_->submitted(lock);
 }
 
 void Engine::submit(std::vector<Task>& tasks) {
-  {
-    std::lock_guard lock(impl_->mutex);
-    impl_->check_open();
-    for (auto& t : tasks)
-      impl_->pending.push_back(std::move(t));
-    impl_->pending_count.store(impl_->pending.size(), std::memory_order_relaxed);
-  }
+  std::unique_lock lock(impl_->mutex);
+  impl_->check_open();
+  for (auto& t : tasks)
+    impl_->pending.push_back(std::move(t));
   tasks.clear();
-  impl_->wake();
+  impl_->pending_count.store(impl_->pending.size(), std::memory_order_relaxed);
+  impl_->submitted(lock);
 }
 
 void Engine::submit(std::shared_ptr<Feeder> feeder) {
@@ -992,6 +1323,9 @@ std::size_t Engine::workers() const noexcept {
 }
 bool Engine::processes() const noexcept {
   return impl_->options.processes;
+}
+const std::shared_ptr<Collector>& Engine::collector() const noexcept {
+  return impl_->collector;
 }
 std::vector<pid_t> Engine::pids() const {
   return impl_->pids();

@@ -1,7 +1,9 @@
 // The zygote and the worker loop of process pools (see pool_worker.hpp).
 #include "pool_worker.hpp"
 
+#include <malloc.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -19,11 +21,10 @@
 
 namespace mpx::detail {
 
-WorkerShared::WorkerShared(std::size_t workers)
+WorkerShared::WorkerShared(std::size_t workers, PoolHeader* header)
     : workers_(workers),
+      header_(header),
       map_(sys::map_anonymous_shared(kSlotsOffset + workers * sizeof(WorkerSlot))) {
-  static_assert(sizeof(PoolHeader) <= kSlotsOffset);
-  new (map_.bytes()) PoolHeader();
   for (std::size_t i = 0; i < workers; ++i)
     new (&slot(i)) WorkerSlot();
 }
@@ -49,6 +50,10 @@ class WorkerLoop {
       : shared_(shared), slot_(shared.slot(index)) {}
 
   [[noreturn]] void run(const EngineOptions& options) {
+    // Task and result buffers of up to a few MiB come and go with every map chunk: keep
+    // them in the heap rather than mapping them and faulting them in anew every time.
+    ::mallopt(M_MMAP_THRESHOLD, 8 << 20);
+    ::mallopt(M_TRIM_THRESHOLD, 16 << 20);
     if (options.initializer) {
       try {
         ByteVector ignored;
@@ -69,6 +74,7 @@ class WorkerLoop {
       read_exact(reinterpret_cast<std::byte*>(&h), sizeof h);
       args.resize(h.size);
       read_exact(args.data(), args.size());
+      settle_ring(true);  // the task may be long: the previous result must not wait
       slot_.started_ns.store(now_ns(), std::memory_order_relaxed);
       slot_.current.store(h.task_id, std::memory_order_release);
       out.clear();
@@ -108,14 +114,80 @@ class WorkerLoop {
   }
 
   void ring_supervisor() noexcept {
-    // Orders our ring update before reading the flag (Dekker with the supervisor's
-    // store-flag-then-check): without it x86 may let both sides miss each other.
-    std::atomic_thread_fence(std::memory_order_seq_cst);
     if (shared_.header()->supervisor_sleeping.load(std::memory_order_seq_cst)) {
       uint64_t one = 1;
       [[maybe_unused]] auto n = ::write(shared_.doorbell, &one, sizeof one);
     }
   }
+
+  // After writing to the outbox: wakes whoever reads results. The fence orders our ring
+  // update before reading the flags (Dekker with the readers' store-flag-then-check):
+  // without it x86 may let both sides miss each other.
+  // When no caller collects, the supervisor must read the result; but a caller usually
+  // asks for it within microseconds, so while there is spinning to do the ring waits
+  // (owe_ring_) until the worker goes to sleep or its next task, unless a caller
+  // collected the result meanwhile.
+  void results_written() noexcept {
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    PoolHeader* h = shared_.header();
+    if (h->results.sleepers.load(std::memory_order_seq_cst) != 0) notify(h->results);
+    if (h->collecting.load(std::memory_order_seq_cst) != 0) return;
+    if (spin_limit() == 0) {
+      ring_supervisor();
+    } else {
+      owe_ring_ = true;
+    }
+  }
+  // Settles a deferred ring: not needed once a caller collects or read the outbox.
+  void settle_ring(bool now) noexcept {
+    if (!owe_ring_) return;
+    PoolHeader* h = shared_.header();
+    if (h->collecting.load(std::memory_order_seq_cst) != 0 || slot_.outbox.readable() == 0) {
+      // The collector's leaving (collecting = 0, then a look at the outboxes) covers what
+      // it left unread.
+      owe_ring_ = false;
+      return;
+    }
+    if (now) {
+      owe_ring_ = false;
+      ring_supervisor();
+    }
+  }
+  bool owe_ring_ = false;
+
+  // After reading from the inbox: the parent may wait for room to write more.
+  void inbox_read() noexcept {
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (slot_.writer_waiting.load(std::memory_order_seq_cst) != 0) ring_supervisor();
+  }
+
+  // Waits for the inbox: spins for a bounded time first (the next task usually comes
+  // within microseconds; a futex sleep costs a 50-85 µs wake-up on VMs), never on one CPU.
+  void wait_inbox() {
+    ByteRing& ring = slot_.inbox;
+    if (spin_limit() != 0) {
+      int64_t start = now_ns();
+      for (int i = 1;; ++i) {
+        if (ring.readable() != 0) break;
+        cpu_relax();
+        if (i % 64 != 0) continue;
+        int64_t now = now_ns();
+        settle_ring(now - start > kRingDelayNs);
+        if (now - start > kSpinNs) break;
+        // Past a few microseconds, let whatever shares this CPU run (the parent, when
+        // the machine is oversubscribed); without other runnable work this returns
+        // at once.
+        if (now - start > kYieldAfterNs) ::sched_yield();
+      }
+    }
+    settle_ring(true);
+    if (ring.readable() != 0) return;
+    wait_until(
+        ring.word, [&] { return ring.readable() != 0; }, Deadline::never());
+  }
+  static constexpr int64_t kSpinNs = 50'000;
+  static constexpr int64_t kRingDelayNs = 20'000;
+  static constexpr int64_t kYieldAfterNs = 5'000;
 
   void send(uint32_t kind, uint64_t id, std::span<const std::byte> body) {
     FrameHeader h{kind, 0, id, 0, body.size()};
@@ -128,11 +200,12 @@ class WorkerLoop {
     while (n != 0) {
       std::size_t k = ring.write(p, n);
       if (k == 0) {
+        settle_ring(true);
         wait_until(
             ring.word, [&] { return ring.writable() != 0; }, Deadline::never());
         continue;
       }
-      ring_supervisor();
+      results_written();
       p += k;
       n -= k;
     }
@@ -143,11 +216,10 @@ class WorkerLoop {
     while (n != 0) {
       std::size_t k = ring.read(p, n);
       if (k == 0) {
-        wait_until(
-            ring.word, [&] { return ring.readable() != 0; }, Deadline::never());
+        wait_inbox();
         continue;
       }
-      ring_supervisor();  // it may wait for room to write more
+      inbox_read();
       p += k;
       n -= k;
     }

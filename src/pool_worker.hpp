@@ -1,14 +1,18 @@
 // src/pool_worker.hpp — the private mechanism of process pools: the shared memory a
 // pool shares with its workers, the zygote that forks them, and the worker loop.
 //
-// Layout: one MAP_SHARED|MAP_ANONYMOUS region made before the zygote is forked (so the
-// zygote and every worker it forks inherit it) holding a header and one slot per
-// worker. A slot has two single-producer single-consumer byte rings: the inbox
-// (supervisor -> worker: task frames) and the outbox (worker -> supervisor: results),
-// plus the id of the task the worker is running, so the supervisor knows exactly
-// which task a dead worker held. Frames larger than a ring stream through it.
-// The worker sleeps on the inbox's futex; the supervisor sleeps in poll() on an
-// eventfd the workers ring (only when it says it is sleeping) and on the zygote socket.
+// Layout: MAP_SHARED|MAP_ANONYMOUS regions made before the zygote is forked (so the
+// zygote and every worker it forks inherit them): a header page (owned by the pool's
+// collector, src/pool.cpp) and one slot per worker. A slot has two single-producer
+// single-consumer byte rings: the inbox (parent -> worker: task frames, written by
+// whichever parent thread submits, under the pool's lock) and the outbox (worker ->
+// parent: results, read by whichever parent thread collects), plus the id of the task
+// the worker is running, so the supervisor knows exactly which task a dead worker
+// held. Frames larger than a ring stream through it.
+// A worker takes every queued task before it waits; then it spins a bounded time
+// (never on one CPU) and sleeps on the inbox's futex. After a result it wakes the
+// collecting caller (a futex in the header) or, when no caller collects, rings the
+// supervisor's eventfd (deferred while it spins: a caller usually collects first).
 #pragma once
 
 #include <sys/types.h>
@@ -56,6 +60,25 @@ struct ByteRing {
     head.store(h + n, std::memory_order_release);
     return n;
   }
+  // Writes a + b whole, published at once, if there is room for both; else nothing.
+  bool write_frame(const std::byte* a, std::size_t na, const std::byte* b,
+                   std::size_t nb) noexcept {
+    uint64_t h = head.load(std::memory_order_relaxed);
+    std::size_t room =
+        kCapacity - static_cast<std::size_t>(h - tail.load(std::memory_order_acquire));
+    if (na + nb > room) return false;
+    copy_in(h, a, na);
+    copy_in(h + na, b, nb);
+    head.store(h + na + nb, std::memory_order_release);
+    return true;
+  }
+  void copy_in(uint64_t at_byte, const std::byte* src, std::size_t n) noexcept {
+    if (n == 0) return;
+    std::size_t at = static_cast<std::size_t>(at_byte % kCapacity);
+    std::size_t first = n < kCapacity - at ? n : kCapacity - at;
+    std::memcpy(data + at, src, first);
+    if (n > first) std::memcpy(data, src + first, n - first);
+  }
   // Reads up to n bytes; returns how many.
   std::size_t read(std::byte* dst, std::size_t n) noexcept {
     uint64_t t = tail.load(std::memory_order_relaxed);
@@ -74,6 +97,9 @@ struct ByteRing {
 struct WorkerSlot {
   alignas(64) std::atomic<uint64_t> current{0};  // id of the task running, 0: none
   std::atomic<int64_t> started_ns{0};            // CLOCK_MONOTONIC when it started
+  // The parent has bytes for the inbox that did not fit: the worker rings the
+  // supervisor once it made room.
+  alignas(64) std::atomic<uint32_t> writer_waiting{0};
   ByteRing inbox;
   ByteRing outbox;
 
@@ -81,6 +107,7 @@ struct WorkerSlot {
   void reset() noexcept {
     current.store(0);
     started_ns.store(0);
+    writer_waiting.store(0);
     inbox.head.store(0);
     inbox.tail.store(0);
     outbox.head.store(0);
@@ -88,7 +115,14 @@ struct WorkerSlot {
   }
 };
 
+// In its own page, owned by the pool's collector (it outlives the pool with the futures
+// that point at it).
 struct PoolHeader {
+  // A worker notifies it after writing a result, when someone sleeps on it: the thread
+  // that collects results for the callers.
+  alignas(64) WaitWord results;
+  // A caller collects results (so the supervisor need not be rung for them).
+  alignas(64) std::atomic<uint32_t> collecting{0};
   alignas(64) std::atomic<uint32_t> supervisor_sleeping{0};
 };
 
@@ -111,8 +145,8 @@ struct FrameHeader {
 // The shared region of one pool.
 class WorkerShared {
  public:
-  explicit WorkerShared(std::size_t workers);
-  PoolHeader* header() const noexcept { return reinterpret_cast<PoolHeader*>(map_.bytes()); }
+  WorkerShared(std::size_t workers, PoolHeader* header);
+  PoolHeader* header() const noexcept { return header_; }
   WorkerSlot& slot(std::size_t i) const noexcept {
     return reinterpret_cast<WorkerSlot*>(map_.bytes() + kSlotsOffset)[i];
   }
@@ -122,6 +156,7 @@ class WorkerShared {
  private:
   static constexpr std::size_t kSlotsOffset = 4096;
   std::size_t workers_;
+  PoolHeader* header_;
   sys::Mapping map_;
 };
 

@@ -211,6 +211,66 @@ TEST(PoolTest, ExactlyOneOfCallbackAndErrorCallbackRuns) {
   EXPECT_EQ(mapped, 10);
 }
 
+TEST(PoolTest, ApplyAsyncTakesAnErrorCallbackWithoutACallback) {
+  mpx::Pool pool(2);
+  std::atomic<int> bad{0};
+  auto ok =
+      pool.apply_async(fail_on_three, std::tuple{1}, nullptr, [&](std::exception_ptr) { ++bad; });
+  auto failed =
+      pool.apply_async(fail_on_three, std::tuple{3}, nullptr, [&](std::exception_ptr) { ++bad; });
+  EXPECT_EQ(ok.get(20s), 1);
+  EXPECT_THROW(failed.get(20s), std::invalid_argument);
+  EXPECT_EQ(bad, 1);
+}
+
+TEST(PoolTest, CallbacksRunOnThePoolsThreadWhileTheCallerCollectsResults) {
+  mpx::Pool pool(2);
+  const auto caller = std::this_thread::get_id();
+  std::atomic<int> on_caller{0}, calls{0};
+  for (int i = 0; i < 300; ++i) {
+    auto r = pool.apply_async(square, std::tuple{i}, [&](int) {
+      ++calls;
+      if (std::this_thread::get_id() == caller) ++on_caller;
+    });
+    // A plain task waited for alongside: its result is read by this thread.
+    EXPECT_EQ(pool.apply_async(square, i).get(20s), i * i);
+    EXPECT_EQ(r.get(20s), i * i);
+  }
+  std::atomic<bool> map_on_caller{false};
+  auto m = pool.map_async(square, iota_vec(1000), 1, [&](const std::vector<int>&) {
+    map_on_caller = std::this_thread::get_id() == caller;
+  });
+  EXPECT_EQ(m.get(20s), squares(1000));
+  EXPECT_EQ(calls, 300);
+  EXPECT_EQ(on_caller, 0);
+  EXPECT_FALSE(map_on_caller);
+}
+
+TEST(PoolTest, ManyThreadsSubmitAndWaitConcurrently) {
+  mpx::Pool pool(2);
+  std::atomic<int> wrong{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 6; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 300; ++i) {
+        if (t % 2 == 0) {
+          if (pool.apply_async(square, i).get(60s) != i * i) ++wrong;
+        } else {
+          std::vector<mpx::AsyncResult<int>> batch;
+          for (int k = 0; k < 5; ++k)
+            batch.push_back(pool.apply_async(add, i, k));
+          for (int k = 0; k < 5; ++k)
+            if (batch[static_cast<std::size_t>(k)].get(60s) != i + k) ++wrong;
+        }
+      }
+      if (pool.map(square, iota_vec(500), 3) != squares(500)) ++wrong;
+    });
+  }
+  for (auto& th : threads)
+    th.join();
+  EXPECT_EQ(wrong, 0);
+}
+
 TEST(PoolTest, MapFailsWithTheFirstException) {
   mpx::Pool pool(2);
   EXPECT_THROW(pool.map(fail_on_three, iota_vec(10)), std::invalid_argument);
@@ -318,28 +378,61 @@ TEST(PoolTest, DestructorFinishesSubmittedWork) {
 
 // --- mpx's guarantees ---
 
-TEST(PoolCrashTest, KilledWorkerFailsExactlyItsTaskHundredTimesInARow) {
+// Runs round(pool, victim, started, i) `rounds` times on one Pool(2): victim is a task
+// whose worker writes its pid to `started`, then hangs.
+template <class Round>
+void with_hanging_victims(int rounds, Round round) {
   Pipe started;
   g_started_fd = started.w;
   mpx::Pool pool(2);
-  for (int round = 0; round < 100; ++round) {
-    auto victim = pool.apply_async(announce_then_hang, 0);
-    std::vector<mpx::AsyncResult<int>> others;
-    for (int i = 0; i < 4; ++i)
-      others.push_back(pool.apply_async(square, i));
-    pid_t pid = started.read_int();
-    ASSERT_EQ(::kill(pid, SIGKILL), 0);
-    try {
-      victim.get(20s);
-      FAIL() << "no exception in round " << round;
-    } catch (const mpx::WorkerLost& e) {
-      ASSERT_EQ(e.pid(), pid);
-      ASSERT_EQ(e.signal(), SIGKILL);
-    }
-    for (int i = 0; i < 4; ++i)
-      ASSERT_EQ(others[static_cast<std::size_t>(i)].get(20s), i * i);
-  }
+  for (int i = 0; i < rounds && !::testing::Test::HasFatalFailure(); ++i)
+    round(pool, pool.apply_async(announce_then_hang, 0), started, i);
   g_started_fd = -1;
+}
+
+TEST(PoolCrashTest, KilledWorkerFailsExactlyItsTaskHundredTimesInARow) {
+  with_hanging_victims(
+      100, [](mpx::Pool& pool, mpx::AsyncResult<int> victim, const Pipe& started, int round) {
+        std::vector<mpx::AsyncResult<int>> others;
+        for (int i = 0; i < 4; ++i)
+          others.push_back(pool.apply_async(square, i));
+        pid_t pid = started.read_int();
+        ASSERT_EQ(::kill(pid, SIGKILL), 0);
+        try {
+          victim.get(20s);
+          FAIL() << "no exception in round " << round;
+        } catch (const mpx::WorkerLost& e) {
+          ASSERT_EQ(e.pid(), pid);
+          ASSERT_EQ(e.signal(), SIGKILL);
+        }
+        for (int i = 0; i < 4; ++i)
+          ASSERT_EQ(others[static_cast<std::size_t>(i)].get(20s), i * i);
+      });
+}
+
+TEST(PoolCrashTest, WorkerKilledWhileCallersCollectFailsOnlyItsTask) {
+  with_hanging_victims(
+      20, [](mpx::Pool& pool, mpx::AsyncResult<int> victim, const Pipe& started, int round) {
+        std::atomic<int> lost{0}, wrong{0};
+        // Two callers wait (one of them reads results for both) while the worker dies.
+        std::thread waiter([&] {
+          try {
+            victim.get(20s);
+          } catch (const mpx::WorkerLost&) {
+            ++lost;
+          }
+        });
+        std::thread busy([&] {
+          for (int i = 0; i < 200; ++i)
+            if (pool.apply_async(square, i).get(20s) != i * i) ++wrong;
+        });
+        pid_t pid = started.read_int();
+        EXPECT_EQ(::kill(pid, SIGKILL), 0);
+        waiter.join();
+        busy.join();
+        ASSERT_EQ(lost, 1) << "round " << round;
+        ASSERT_EQ(wrong, 0) << "round " << round;
+      });
 }
 
 TEST(PoolCrashTest, SegfaultingTaskFailsWithWorkerLostAndPoolGoesOn) {

@@ -107,7 +107,7 @@ class BasicPool {
   template <class F, class... Args>
   Future<call_result_t<F, Args...>> apply_async(F&& fn, Args&&... args) {
     using R = call_result_t<F, Args...>;
-    auto state = make_future_state<R>();
+    auto state = new_future<R>();
     engine_.submit(call_task<R>(state, std::forward<F>(fn), std::forward<Args>(args)...));
     return Future<R>(state);
   }
@@ -122,8 +122,22 @@ class BasicPool {
           nullptr) requires(!std::is_void_v<call_result_t<F, Args...>> &&
                             std::is_invocable_v<Callback&, const call_result_t<F, Args...>&>) {
     using R = call_result_t<F, Args...>;
-    auto state = make_future_state<R>();
+    auto state = new_future<R>();
     set_hooks(*state, std::move(callback), std::move(error_callback));
+    engine_.submit(std::apply(
+        [&](auto&&... a) { return call_task<R>(state, std::forward<F>(fn), std::move(a)...); },
+        std::move(args)));
+    return Future<R>(state);
+  }
+  // Python's apply_async(func, args, error_callback=...): no callback, only an
+  // error_callback (pass nullptr as the callback). As above.
+  template <class F, class... Args, class ErrorCallback>
+  Future<call_result_t<F, Args...>> apply_async(F&& fn, std::tuple<Args...> args, std::nullptr_t,
+                                                ErrorCallback error_callback) requires
+      std::is_invocable_v<ErrorCallback&, std::exception_ptr> {
+    using R = call_result_t<F, Args...>;
+    auto state = new_future<R>();
+    state->set_error_hook([error_callback](std::exception_ptr e) mutable { error_callback(e); });
     engine_.submit(std::apply(
         [&](auto&&... a) { return call_task<R>(state, std::forward<F>(fn), std::move(a)...); },
         std::move(args)));
@@ -212,8 +226,9 @@ class BasicPool {
     if (chunksize == 0) throw ValueError("chunksize must be at least 1");
     auto state = std::make_shared<MapState<R>>(std::nullopt);
     state->set_waker(engine_.waker());
+    state->set_collector(engine_.collector());
     auto make = [state, f = Fn(std::forward<F>(fn))](std::vector<Item> chunk, std::size_t index) {
-      return chunk_task<R, Item, Star>(state, index, f, std::move(chunk));
+      return chunk_task<R, Item, Star>(state, index, f, chunk);
     };
     engine_.submit(std::make_shared<RangeFeeder<R, Item, View, decltype(make)>>(
         state, std::move(view), chunksize, 4 * engine_.workers() + 4, std::move(make)));
@@ -248,6 +263,13 @@ class BasicPool {
       o.thread_initializer = std::move(options.init.thread);
     }
     return o;
+  }
+
+  template <class R>
+  auto new_future() {
+    auto state = make_future_state<R>();
+    state->set_collector(engine_.collector());
+    return state;
   }
 
   template <class R>
@@ -293,9 +315,10 @@ class BasicPool {
     }
   }
 
+  // A task for one chunk: process pools encode `chunk`, thread pools move it out.
   template <class R, class Item, bool Star, class Fn>
   static Task chunk_task(const std::shared_ptr<MapState<R>>& state, std::size_t index, const Fn& fn,
-                         std::vector<Item> chunk) {
+                         std::vector<Item>& chunk) {
     if constexpr (kProcesses) {
       Task t = process_chunk_task<Fn, Item, Star>(fn, chunk);
       t.sink = std::make_shared<ChunkSink<R>>(state, index, &decode_chunk<R>);
@@ -304,7 +327,7 @@ class BasicPool {
       auto sink = std::make_shared<ChunkSink<R>>(state, index);
       Task t;
       t.sink = sink;
-      t.run = [sink, fn, chunk = std::move(chunk)]() mutable {
+      t.run = [sink, fn, chunk = std::exchange(chunk, {})]() mutable {
         std::vector<R> results;
         try {
           results.reserve(chunk.size());
@@ -331,32 +354,62 @@ class BasicPool {
     using R = chunk_result_t<Fn, Item, Star>;
     static_assert(!std::is_void_v<R>, "map: the function must return a value");
     if constexpr (kProcesses) require_portable<Fn>();
-    std::vector<Item> items;
-    if constexpr (std::ranges::sized_range<Range>) items.reserve(std::ranges::size(range));
-    for (auto&& x : range)
-      items.push_back(static_cast<Item>(x));
-    if (chunksize == 0) chunksize = auto_chunksize(items.size(), engine_.workers());
-    std::size_t chunks = (items.size() + chunksize - 1) / chunksize;
+    Fn f(std::forward<F>(fn));
+    if constexpr (std::ranges::sized_range<Range>) {
+      std::size_t n = static_cast<std::size_t>(std::ranges::size(range));
+      return map_chunks<Item, Star, R>(f, range, n, chunksize, setup, std::false_type{});
+    } else {
+      std::vector<Item> items;
+      for (auto&& x : range)
+        items.push_back(static_cast<Item>(x));
+      return map_chunks<Item, Star, R>(f, items, items.size(), chunksize, setup, std::true_type{});
+    }
+  }
+
+  // Cuts `source` (n elements; moved from with MoveOut) into chunks and submits them as
+  // they are made, in batches, so that the workers start while the rest is encoded.
+  template <class Item, bool Star, class R, class Fn, class Source, class Setup, class MoveOut>
+  Future<std::vector<R>> map_chunks(const Fn& f, Source& source, std::size_t n,
+                                    std::size_t chunksize, Setup& setup, MoveOut) {
+    if (chunksize == 0) chunksize = auto_chunksize(n, engine_.workers());
+    std::size_t chunks = (n + chunksize - 1) / chunksize;
     auto state = std::make_shared<MapState<R>>(chunks);
+    state->set_collector(engine_.collector());
     auto future = std::make_shared<FutureState<std::vector<R>>>();
+    future->set_collector(engine_.collector());
     if constexpr (!std::is_same_v<Setup, std::nullptr_t>) setup(*future);
     state->attach_future(future);
-    Fn f(std::forward<F>(fn));
-    std::vector<Task> tasks;
-    tasks.reserve(chunks);
-    for (std::size_t i = 0; i < chunks; ++i) {
-      std::size_t begin = i * chunksize;
-      std::size_t end = std::min(items.size(), begin + chunksize);
-      std::vector<Item> chunk(
-          std::make_move_iterator(items.begin() + static_cast<std::ptrdiff_t>(begin)),
-          std::make_move_iterator(items.begin() + static_cast<std::ptrdiff_t>(end)));
-      tasks.push_back(chunk_task<R, Item, Star>(state, i, f, std::move(chunk)));
-    }
     if (chunks == 0) {
       future->set_result(std::vector<R>{});
-    } else {
-      engine_.submit(tasks);
+      return Future<std::vector<R>>(future);
     }
+    constexpr std::size_t kBatchTasks = 256;
+    constexpr std::size_t kBatchBytes = std::size_t{1} << 16;
+    std::vector<Task> batch;
+    batch.reserve(std::min(chunks, kBatchTasks));
+    std::size_t batch_bytes = 0;
+    std::vector<Item> chunk;
+    chunk.reserve(std::min(chunksize, n));
+    std::size_t index = 0;
+    auto add = [&] {
+      batch.push_back(chunk_task<R, Item, Star>(state, index++, f, chunk));
+      chunk.clear();
+      batch_bytes += batch.back().args.size();
+      if (batch.size() >= kBatchTasks || batch_bytes >= kBatchBytes) {
+        engine_.submit(batch);
+        batch_bytes = 0;
+      }
+    };
+    for (auto&& x : source) {
+      if constexpr (MoveOut::value) {
+        chunk.push_back(std::move(x));
+      } else {
+        chunk.push_back(static_cast<Item>(x));
+      }
+      if (chunk.size() == chunksize) add();
+    }
+    if (!chunk.empty()) add();
+    if (!batch.empty()) engine_.submit(batch);
     return Future<std::vector<R>>(future);
   }
 

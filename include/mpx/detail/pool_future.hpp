@@ -68,9 +68,13 @@ class FutureStateBase : public TaskSink {
   // Finished with an exception (not cancelled).
   bool failed() const noexcept { return status() == kFinished && error_ != nullptr; }
   bool wait(const Deadline& deadline) {
-    return wait_until(
-        word_, [this] { return done(); }, deadline);
+    return collect_until(
+        collector_.get(), word_, [this] { return done(); }, deadline);
   }
+  // Process pools: waits read results through the pool's collector. Set before the
+  // task is submitted.
+  void set_collector(std::shared_ptr<Collector> collector) { collector_ = std::move(collector); }
+  bool has_callbacks() const noexcept override { return hooked_.load(std::memory_order_acquire); }
 
   bool cancel() {
     std::unique_lock lock(mutex_);
@@ -106,7 +110,10 @@ class FutureStateBase : public TaskSink {
 
   // Pool callbacks (apply_async's error_callback): run before the future is done, in
   // the thread that completes it. Set before the task is submitted.
-  void set_error_hook(std::function<void(std::exception_ptr)> hook) { on_error_ = std::move(hook); }
+  void set_error_hook(std::function<void(std::exception_ptr)> hook) {
+    on_error_ = std::move(hook);
+    hooked_.store(true, std::memory_order_release);
+  }
 
   // The stored exception once done (nullptr after success).
   std::exception_ptr error() const noexcept { return error_; }
@@ -119,6 +126,7 @@ class FutureStateBase : public TaskSink {
       std::lock_guard lock(mutex_);
       if (!done()) {
         callbacks_.push_back(std::move(fn));
+        hooked_.store(true, std::memory_order_release);
         return;
       }
     }
@@ -151,6 +159,7 @@ class FutureStateBase : public TaskSink {
     waiters_.clear();
     lock.unlock();
     notify(word_);
+    if (collector_) collector_->poke();
     for (auto& w : waiters)
       w->add(this);
     for (auto& fn : callbacks)
@@ -174,6 +183,8 @@ class FutureStateBase : public TaskSink {
   std::vector<std::function<void()>> callbacks_;
   std::vector<std::shared_ptr<CompletionWaiter>> waiters_;
   std::function<void(std::exception_ptr)> on_error_;
+  std::shared_ptr<Collector> collector_;
+  std::atomic<bool> hooked_{false};
 };
 
 template <class T>
@@ -212,7 +223,10 @@ class FutureState final : public FutureStateBase {
 
   // Pool callbacks (apply_async's callback): run with the value before the future is
   // done, in the thread that completes it. Set before the task is submitted.
-  void set_value_hook(std::function<void(const Stored&)> hook) { on_value_ = std::move(hook); }
+  void set_value_hook(std::function<void(const Stored&)> hook) {
+    on_value_ = std::move(hook);
+    hooked_.store(true, std::memory_order_release);
+  }
 
   void set_result_bytes(std::span<const std::byte> bytes) noexcept override {
     if (!decoder_) {

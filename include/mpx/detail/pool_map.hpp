@@ -63,7 +63,7 @@ class MapState {
       }
       total_ = chunks;
     }
-    notify(word_);
+    wake_waiters();
     maybe_finish();
   }
 
@@ -76,7 +76,7 @@ class MapState {
       order_.push_back(index);
       ++completed_;
     }
-    notify(word_);
+    wake_waiters();
     maybe_finish();
   }
 
@@ -91,7 +91,7 @@ class MapState {
       ++completed_;
       future = future_;
     }
-    notify(word_);
+    wake_waiters();
     if (future) future->set_exception(error);  // map_async fails at the first error
   }
 
@@ -102,7 +102,8 @@ class MapState {
       std::lock_guard lock(mutex_);
       return (total_ && index >= *total_) || (index < slots_.size() && slots_[index].done);
     };
-    if (!wait_until(word_, ready, deadline)) throw TimeoutError("no result in time");
+    if (!collect_until(collector_.get(), word_, ready, deadline))
+      throw TimeoutError("no result in time");
     std::lock_guard lock(mutex_);
     return index < slots_.size() && slots_[index].done && !(total_ && index >= *total_);
   }
@@ -113,7 +114,8 @@ class MapState {
       std::lock_guard lock(mutex_);
       return order_.size() > n || (total_ && n >= *total_);
     };
-    if (!wait_until(word_, ready, deadline)) throw TimeoutError("no result in time");
+    if (!collect_until(collector_.get(), word_, ready, deadline))
+      throw TimeoutError("no result in time");
     std::lock_guard lock(mutex_);
     if (order_.size() > n) return order_[n];
     return std::nullopt;
@@ -144,6 +146,14 @@ class MapState {
     std::lock_guard lock(mutex_);
     waker_ = std::move(waker);
   }
+  // Process pools: waits read results through the pool's collector. Set before the
+  // first chunk is submitted.
+  void set_collector(std::shared_ptr<Collector> collector) { collector_ = std::move(collector); }
+  // Whether completing a chunk may run user code (map_async's callbacks).
+  bool has_callbacks() {
+    std::lock_guard lock(mutex_);
+    return future_ && future_->has_callbacks();
+  }
 
  private:
   struct Slot {
@@ -151,6 +161,11 @@ class MapState {
     Chunk values;
     std::exception_ptr error;
   };
+
+  void wake_waiters() noexcept {
+    notify(word_);
+    if (collector_) collector_->poke();
+  }
 
   void maybe_finish() {
     std::shared_ptr<FutureState<std::vector<R>>> future;
@@ -192,6 +207,7 @@ class MapState {
   std::size_t consumed_ = 0;
   std::shared_ptr<EngineWaker> waker_;
   std::shared_ptr<FutureState<std::vector<R>>> future_;
+  std::shared_ptr<Collector> collector_;
 };
 
 // The sink of one chunk.
@@ -211,6 +227,7 @@ class ChunkSink final : public TaskSink {
     }
   }
   void set_exception(std::exception_ptr error) noexcept override { state_->fail(index_, error); }
+  bool has_callbacks() const noexcept override { return state_->has_callbacks(); }
   void abandon() noexcept override {
     state_->fail(index_, std::make_exception_ptr(CancelledError()));
   }

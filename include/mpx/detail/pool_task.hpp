@@ -20,6 +20,9 @@
 #include <span>
 #include <vector>
 
+#include "mpx/detail/deadline.hpp"
+#include "mpx/detail/waiter.hpp"
+
 namespace mpx::detail {
 
 using ByteVector = std::vector<std::byte>;
@@ -41,7 +44,51 @@ class TaskSink {
   virtual void set_exception(std::exception_ptr error) noexcept = 0;
   // The task will not run (terminate, shutdown(cancel_futures)): end as cancelled.
   virtual void abandon() noexcept = 0;
+  // Whether completing it runs user code (pool callbacks, done callbacks): such sinks
+  // are completed on the pool's own thread, never on a thread that waits for a result.
+  virtual bool has_callbacks() const noexcept { return false; }
 };
+
+// A predicate passed by reference, without allocating (the referenced callable must
+// outlive it).
+class ReadyRef {
+ public:
+  template <class F>
+  static ReadyRef of(F& f) noexcept {
+    ReadyRef r;
+    r.object_ = &f;
+    r.call_ = [](void* o) { return static_cast<bool>((*static_cast<F*>(o))()); };
+    return r;
+  }
+  bool operator()() const { return call_(object_); }
+
+ private:
+  ReadyRef() = default;
+  void* object_ = nullptr;
+  bool (*call_)(void*) = nullptr;
+};
+
+// How a thread that waits for a process pool's result reads the workers' results
+// itself instead of sleeping until the pool's thread hands them over (src/pool.cpp).
+// Shared by the pool's futures; outlives the pool (then waits are plain waits).
+class Collector {
+ public:
+  virtual ~Collector() = default;
+  // Blocks until ready() or the deadline (then returns ready()), reading results while
+  // no other thread does. `word` is notified whenever ready() may have become true.
+  virtual bool wait(WaitWord& word, ReadyRef ready, const Deadline& deadline) = 0;
+  // Call after making a waiter's ready() true from outside the collector (the pool's
+  // thread, a cancel): wakes a collecting waiter that sleeps on the workers.
+  virtual void poke() noexcept = 0;
+};
+
+// wait_until(), reading results through `collector` when there is one.
+template <class Pred>
+bool collect_until(Collector* collector, WaitWord& word, Pred&& ready, const Deadline& deadline) {
+  if (ready()) return true;
+  if (!collector) return wait_until(word, ready, deadline);
+  return collector->wait(word, ReadyRef::of(ready), deadline);
+}
 
 struct Task {
   std::shared_ptr<TaskSink> sink;
@@ -114,6 +161,9 @@ class Engine {
   void join();
 
   const std::shared_ptr<EngineWaker>& waker() const noexcept { return waker_; }
+  // Process pools: lets the pool's futures read results while they wait (null for
+  // thread pools).
+  const std::shared_ptr<Collector>& collector() const noexcept;
 
   std::size_t workers() const noexcept;
   bool processes() const noexcept;
