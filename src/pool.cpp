@@ -521,6 +521,12 @@ class ProcessImpl final : public Engine::Impl {
   }
 
   // Whether some outbox has bytes (a hint: no lock).
+  // Tasks take long enough that spinning for their results only takes a CPU from the
+  // workers: the next result is more than a wake-up away, and the worker that writes
+  // it does not wait for the reader.
+  bool long_tasks() const noexcept {
+    return avg_task_ns_.load(std::memory_order_relaxed) >= kShortTaskNs;
+  }
   bool results_readable() const noexcept {
     for (std::size_t i = 0; i < slots_.size(); ++i)
       if (pool_->slot(i).outbox.readable() != 0) return true;
@@ -621,7 +627,7 @@ class ProcessImpl final : public Engine::Impl {
   static constexpr std::size_t kShallow = 2;
   static constexpr std::size_t kDeep = 64;
   static constexpr int64_t kShortTaskNs = 200'000;
-  std::size_t depth() const noexcept { return avg_task_ns_ < kShortTaskNs ? kDeep : kShallow; }
+  std::size_t depth() const noexcept { return long_tasks() ? kShallow : kDeep; }
   // How long tasks take, from the later of dispatch and the previous result on the same
   // worker to their result (an exponential moving average). Lock held.
   void record_service_time(SlotState& s, const Assigned& a) noexcept {
@@ -629,7 +635,8 @@ class ProcessImpl final : public Engine::Impl {
     int64_t from = std::max(a.dispatched_ns, s.last_result_ns);
     s.last_result_ns = now;
     int64_t took = now - from;
-    avg_task_ns_ += (took - avg_task_ns_) / 8;
+    const int64_t avg = avg_task_ns_.load(std::memory_order_relaxed);
+    avg_task_ns_.store(avg + (took - avg) / 8, std::memory_order_relaxed);
   }
 
   void supervise() {
@@ -661,7 +668,8 @@ class ProcessImpl final : public Engine::Impl {
       // costs far more than a pause, and a supervisor that spins after every result
       // takes a CPU from the workers.
       if (idle++ == 0) idle_since_ns = monotonic_ns();
-      if (!collecting && spin_limit() != 0 && monotonic_ns() - idle_since_ns < kIdleSpinNs) {
+      if (!collecting && spin_limit() != 0 && !long_tasks() &&
+          monotonic_ns() - idle_since_ns < kIdleSpinNs) {
         cpu_relax();
         continue;
       }
@@ -1112,7 +1120,8 @@ class ProcessImpl final : public Engine::Impl {
   std::deque<Delivery> handoff_;  // collected by callers, for the supervisor to complete
   uint64_t next_id_ = 0;
   int init_failures_ = 0;
-  int64_t avg_task_ns_ = kShortTaskNs;  // unknown at first: shallow queues
+  // Written under `mutex`, read anywhere. Unknown at first: shallow queues.
+  std::atomic<int64_t> avg_task_ns_{kShortTaskNs};
   bool zygote_lost_ = false;
   // Under read_mutex_ (taken before `mutex`):
   std::mutex read_mutex_;
@@ -1143,7 +1152,7 @@ void ProcessCollector::give_role(ProcessImpl* impl) {
 }
 
 bool ProcessCollector::collect(ProcessImpl& impl, ReadyRef ready, const Deadline& deadline) {
-  const bool spin = spin_limit() != 0;
+  const bool spin = spin_limit() != 0 && !impl.long_tasks();
   int64_t idle_since = monotonic_ns();
   WaitWord& results = header()->results;
   for (unsigned i = 1;; ++i) {
