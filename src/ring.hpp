@@ -23,10 +23,10 @@
 //    write mutex) and throws the partial message away too;
 //  - a reader killed mid-message leaves continuation chunks at the tail: the next reader
 //    skips them.
-// The counters (items put and got, JoinableQueue tasks) change with the position that
-// commits a message's last chunk. The holder of each mutex journals the commit first
-// (old counts, new position, `active`); a holder that dies between counting and
-// publishing leaves an active journal whose position was never stored, and the next
+// The counters of a queue (items put and got, JoinableQueue tasks; connections keep
+// none) change with the position that commits a message's last chunk. The holder of each mutex
+// journals the commit first (old counts, new position, `active`); a holder that dies between
+// counting and publishing leaves an active journal whose position was never stored, and the next
 // holder (kOwnerDied) rolls the counts back. Nothing else needs repair.
 //
 // Waiting: queues sleep on futexes (detail/waiter.hpp). Connections pass a Doorbell: the
@@ -76,15 +76,12 @@ struct alignas(64) RingHeader {
   alignas(64) sys::RobustMutex write_mutex;
   uint64_t cached_tail = 0;
   uint64_t cached_got = 0;
-  CommitJournal write_journal;  // counts: items_put, tasks_put
   alignas(64) std::atomic<uint64_t> head{0};
   std::atomic<uint64_t> items_put{0};
-  std::atomic<uint64_t> tasks_put{0};  // JoinableQueue puts
 
   // Reader side, likewise.
   alignas(64) sys::RobustMutex read_mutex;
   uint64_t cached_head = 0;
-  CommitJournal read_journal;  // count: items_got
   alignas(64) std::atomic<uint64_t> tail{0};
   std::atomic<uint64_t> items_got{0};
 
@@ -100,6 +97,12 @@ struct alignas(64) RingHeader {
   // JoinableQueue: unfinished tasks = tasks_put - tasks_done.
   alignas(64) std::atomic<uint64_t> tasks_done{0};
   WaitWord join_word;
+
+  // Queues only, each on lines of its own: what the writer's and the reader's commits
+  // journal, and the JoinableQueue puts (under the write mutex).
+  alignas(64) CommitJournal write_journal;  // counts: items_put, tasks_put
+  std::atomic<uint64_t> tasks_put{0};
+  alignas(64) CommitJournal read_journal;  // count: items_got
 };
 
 // The socket side of a Connection end (process-local; one per end, shared by its two
