@@ -539,22 +539,24 @@ bool Ring::join(const Deadline& deadline) {
     return h.tasks_done.load(std::memory_order_seq_cst) >=
            h.tasks_put.load(std::memory_order_seq_cst);
   };
+  // Once a put is seen committing, sleep in slices: its producer may die before
+  // publishing it, and the repair (by whoever next takes the lock) must then be made
+  // here. Until then, a put that starts to commit ends the wait (task_done() wakes us
+  // when only that put is left).
+  bool sliced = false;
   for (;;) {
-    // While a put is committing, sleep in slices: its producer may die before publishing
-    // it, and the repair (by whoever next takes the lock) must be made here then.
-    const bool committing = h.write_journal.active.load(std::memory_order_seq_cst) != 0;
+    if (h.write_journal.active.load(std::memory_order_seq_cst) != 0) sliced = true;
     Deadline slice = deadline;
-    if (committing) {
+    if (sliced) {
       const Deadline check = Deadline::after(kWriterCheckInterval);
       if (deadline.is_never() || *check.when() < *deadline.when()) slice = check;
     }
-    // Not committing yet: a put that starts to commit ends this wait (task_done() wakes
-    // us when only that put is left), so that we switch to slices.
     auto ready = [&] {
-      return finished() ||
-             (!committing && h.write_journal.active.load(std::memory_order_seq_cst) != 0);
+      return finished() || (!sliced && h.write_journal.active.load(std::memory_order_seq_cst) != 0);
     };
-    if (wait_until(h.join_word, ready, slice) && finished()) return true;
+    const bool woke = wait_until(h.join_word, ready, slice);
+    if (woke && finished()) return true;
+    if (woke) sliced = true;
     if (deadline.expired()) return finished();
     repair_if_abandoned();
   }

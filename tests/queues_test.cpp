@@ -477,6 +477,51 @@ TEST(QueueTest, AConsumerKilledBetweenCountingAndPublishingLeavesTheItemAndQsize
   EXPECT_EQ(q.qsize(), 1u);
 }
 
+TEST(JoinableQueueTest, JoinWhileProducersAndConsumersAreAtWorkReturnsWhenAllAreDone) {
+  constexpr int kProducers = 2;
+  constexpr int kItems = 3000;
+  mpx::JoinableQueue<int> q;
+  mpx::Queue<int> done_count;
+  std::vector<std::unique_ptr<Child>> consumers;
+  for (int c = 0; c < 2; ++c) {
+    consumers.push_back(std::make_unique<Child>([&] {
+      int n = 0;
+      for (;;) {
+        int v = q.get();
+        q.task_done();
+        if (v < 0) break;
+        ++n;
+      }
+      done_count.put(n);
+    }));
+  }
+  q.put(0);  // so that the joiner below has a task to wait for from the start
+  std::atomic<bool> joined{false};
+  std::thread joiner([&] {
+    q.join();  // may return at any moment the count touches zero; it must return
+    joined = true;
+  });
+  std::vector<std::unique_ptr<Child>> producers;
+  for (int p = 0; p < kProducers; ++p)
+    producers.push_back(std::make_unique<Child>([&] {
+      for (int i = 1; i <= kItems; ++i)
+        q.put(i);
+    }));
+  for (auto& p : producers)
+    EXPECT_EQ(p->join(), 0);
+  EXPECT_TRUE(q.join(30s));  // every item put has been marked done
+  joiner.join();
+  EXPECT_TRUE(joined);
+  EXPECT_EQ(q.qsize(), 0u);
+  for (int c = 0; c < 2; ++c)
+    q.put(-1);
+  int total = done_count.get(30s) + done_count.get(30s);
+  EXPECT_EQ(total, kProducers * kItems + 1);
+  for (auto& c : consumers)
+    EXPECT_EQ(c->join(), 0);
+  EXPECT_TRUE(q.join(0ms));
+}
+
 TEST(JoinableQueueTest, TaskDoneCalledTooOftenThrowsValueError) {
   mpx::JoinableQueue<int> q;
   EXPECT_THROW(q.task_done(), mpx::ValueError);
