@@ -196,8 +196,11 @@ class Ring {
   bool wait_for(bool for_data, Pred&& ready, const Deadline& deadline);
   void wake_readers() noexcept;
   void wake_writers() noexcept;
+  // kCounted: a queue's ring (counts and journals); false for connections.
+  template <bool kCounted>
   bool write_locked(std::span<const std::span<const std::byte>> parts, const Deadline& deadline,
                     bool count_task);
+  template <bool kCounted>
   bool read_locked(ReserveFn reserve, void* ctx, const Deadline& deadline);
   bool writer_abandoned(uint64_t at) noexcept;
   // Take the write/read mutex; a dead previous holder's unpublished counts are rolled
