@@ -401,12 +401,6 @@ class ThreadImpl final : public Engine::Impl {
 
 namespace {
 
-int64_t monotonic_ns() noexcept {
-  timespec ts{};
-  ::clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
-}
-
 // Wakes the sleepers of `word` after the state it guards changed; costs no atomic
 // read-modify-write when nobody sleeps (the fence pairs with the sleeper's
 // register-then-check in wait_until()).
@@ -1176,14 +1170,8 @@ bool ProcessCollector::collect(ProcessImpl& impl, ReadyRef ready, const Deadline
       }
     }
     // Sleep until a worker writes a result or someone completes a future (poke()).
-    uint32_t seq = results.seq.load(std::memory_order_seq_cst);
-    results.sleepers.fetch_add(1, std::memory_order_seq_cst);
-    if (ready() || impl.results_readable()) {
-      results.sleepers.fetch_sub(1, std::memory_order_relaxed);
-      continue;
-    }
-    futex_wait(results.seq, seq, deadline);
-    results.sleepers.fetch_sub(1, std::memory_order_relaxed);
+    sleep_until(
+        results, [&] { return ready() || impl.results_readable(); }, deadline);
     idle_since = monotonic_ns();
   }
 }

@@ -75,7 +75,7 @@ class WorkerLoop {
       args.resize(h.size);
       read_exact(args.data(), args.size());
       settle_ring(true);  // the task may be long: the previous result must not wait
-      slot_.started_ns.store(now_ns(), std::memory_order_relaxed);
+      slot_.started_ns.store(monotonic_ns(), std::memory_order_relaxed);
       slot_.current.store(h.task_id, std::memory_order_release);
       out.clear();
       out.resize(sizeof(FrameHeader));
@@ -102,12 +102,6 @@ class WorkerLoop {
   }
 
  private:
-  static int64_t now_ns() noexcept {
-    timespec ts{};
-    ::clock_gettime(CLOCK_MONOTONIC, &ts);
-    return static_cast<int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
-  }
-
   [[noreturn]] static void finish(int code) {
     std::fflush(nullptr);
     ::_exit(code);
@@ -166,12 +160,12 @@ class WorkerLoop {
   void wait_inbox() {
     ByteRing& ring = slot_.inbox;
     if (spin_limit() != 0) {
-      int64_t start = now_ns();
+      int64_t start = monotonic_ns();
       for (int i = 1;; ++i) {
         if (ring.readable() != 0) break;
         cpu_relax();
         if (i % 64 != 0) continue;
-        int64_t now = now_ns();
+        int64_t now = monotonic_ns();
         settle_ring(now - start > kRingDelayNs);
         if (now - start > kSpinNs) break;
         // Past a few microseconds, let whatever shares this CPU run (the parent, when

@@ -16,6 +16,7 @@
 #pragma once
 
 #include <sys/types.h>
+#include <time.h>
 
 #include <atomic>
 #include <cstddef>
@@ -28,6 +29,13 @@
 #include "sys/mapping.hpp"
 
 namespace mpx::detail {
+
+// The clock of the pool's timestamps (WorkerSlot::started_ns, per-task timeouts, spins).
+inline int64_t monotonic_ns() noexcept {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
 
 // A byte ring in shared memory: one writer, one reader.
 struct ByteRing {

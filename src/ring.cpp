@@ -259,7 +259,7 @@ bool Ring::wait_for(bool for_data, Pred&& ready, const Deadline& deadline) {
 // wake_readers() costs next to nothing (doing it under the lock paid that wait twice).
 bool Ring::write(std::span<const std::span<const std::byte>> parts, const Deadline& deadline,
                  bool count_task) {
-  if (!lock_writer(deadline)) return false;
+  if (!lock(h_->write_mutex, &Ring::repair_writer, deadline)) return false;
   bool written;
   {
     UnlockGuard guard(h_->write_mutex);
@@ -385,7 +385,7 @@ bool Ring::writer_abandoned(uint64_t at) noexcept {
 // As in write(), the wake-up for the chunk that ends a delivered message comes after the
 // unlock.
 bool Ring::read(ReserveFn reserve, void* ctx, const Deadline& deadline) {
-  if (!lock_reader(deadline)) return false;
+  if (!lock(h_->read_mutex, &Ring::repair_reader, deadline)) return false;
   bool delivered;
   {
     UnlockGuard guard(h_->read_mutex);
@@ -482,17 +482,10 @@ bool Ring::wait_readable(const Deadline& deadline) {
   return wait_for(true, ready, deadline);
 }
 
-bool Ring::lock_writer(const Deadline& deadline) {
-  auto r = h_->write_mutex.lock(deadline);
+bool Ring::lock(sys::RobustMutex& m, void (Ring::*repair)(), const Deadline& deadline) {
+  auto r = m.lock(deadline);
   if (r == sys::RobustMutex::Result::kTimedOut) return false;
-  if (r == sys::RobustMutex::Result::kOwnerDied) repair_writer();
-  return true;
-}
-
-bool Ring::lock_reader(const Deadline& deadline) {
-  auto r = h_->read_mutex.lock(deadline);
-  if (r == sys::RobustMutex::Result::kTimedOut) return false;
-  if (r == sys::RobustMutex::Result::kOwnerDied) repair_reader();
+  if (r == sys::RobustMutex::Result::kOwnerDied) (this->*repair)();
   return true;
 }
 

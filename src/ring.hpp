@@ -203,10 +203,9 @@ class Ring {
   template <bool kCounted>
   bool read_locked(ReserveFn reserve, void* ctx, const Deadline& deadline);
   bool writer_abandoned(uint64_t at) noexcept;
-  // Take the write/read mutex; a dead previous holder's unpublished counts are rolled
-  // back. false: timed out.
-  bool lock_writer(const Deadline& deadline);
-  bool lock_reader(const Deadline& deadline);
+  // Takes the write or read mutex; `repair` (repair_writer/repair_reader) rolls back a
+  // dead previous holder's unpublished counts. false: timed out.
+  bool lock(sys::RobustMutex& m, void (Ring::*repair)(), const Deadline& deadline);
   void repair_writer();
   void repair_reader();
   // Repairs the journal of a holder that died mid-commit, if no one holds its lock now.

@@ -62,9 +62,18 @@ bool spin_until(Pred&& ready, int spins) {
 // returns ready()'s last value). ready() is called without any lock held, possibly
 // many times; it must be cheap and must read the guarded state with acquire ordering.
 template <class Pred>
+bool sleep_until(WaitWord& word, Pred&& ready, const Deadline& deadline);
+
+template <class Pred>
 bool wait_until(WaitWord& word, Pred&& ready, const Deadline& deadline) {
   if (ready()) return true;
   if (spin_until(ready, spin_limit())) return true;
+  return sleep_until(word, ready, deadline);
+}
+
+// The sleeping half of wait_until(), for callers that did their own spinning.
+template <class Pred>
+bool sleep_until(WaitWord& word, Pred&& ready, const Deadline& deadline) {
   for (;;) {
     uint32_t seq = word.seq.load(std::memory_order_seq_cst);
     word.sleepers.fetch_add(1, std::memory_order_seq_cst);
