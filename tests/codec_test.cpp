@@ -472,6 +472,28 @@ TEST(CodecTest, TrailingBytesAreRejected) {
   EXPECT_THROW(mpx::decode<int>(two), DecodeError);
 }
 
+TEST(CodecTest, DecodingAVectorInPlaceChecksTypeLengthAndCount) {
+  std::vector<int> out(3);
+  mpx::detail::decode_vector_into(mpx::encode(std::vector<int>{1, 2, 3}), std::span<int>(out));
+  EXPECT_EQ(out, (std::vector<int>{1, 2, 3}));
+  std::vector<int> two(2), four(4);
+  EXPECT_THROW(
+      mpx::detail::decode_vector_into(mpx::encode(std::vector<int>{1, 2, 3}), std::span<int>(two)),
+      DecodeError);
+  EXPECT_THROW(
+      mpx::detail::decode_vector_into(mpx::encode(std::vector<int>{1, 2, 3}), std::span<int>(four)),
+      DecodeError);
+  EXPECT_THROW(
+      mpx::detail::decode_vector_into(mpx::encode(std::vector<long>{1, 2, 3}), std::span<int>(out)),
+      DecodeError);
+  Bytes truncated = mpx::encode(std::vector<int>{1, 2, 3});
+  truncated.pop_back();
+  EXPECT_THROW(mpx::detail::decode_vector_into(truncated, std::span<int>(out)), DecodeError);
+  Bytes trailing = mpx::encode(std::vector<int>{1, 2, 3});
+  trailing.push_back(std::byte{0});
+  EXPECT_THROW(mpx::detail::decode_vector_into(trailing, std::span<int>(out)), DecodeError);
+}
+
 TEST(CodecTest, HugeCountsThrowWithoutAllocating) {
   // Counts up to 2^64-1 in front of a few bytes: each must fail its bounds check before
   // any allocation (an attempt to allocate would throw bad_alloc or trip ASan instead).

@@ -105,6 +105,43 @@ TEST(PoolTest, MapReturnsSequentialResultsInOrderForAnyChunksize) {
     EXPECT_EQ(pool.map(square, iota_vec(100), cs), squares(100)) << cs;
 }
 
+struct Point {
+  int x;
+  double y;
+  bool operator==(const Point&) const = default;
+};
+Point to_point(int i) {
+  return {i, i / 2.0};
+}
+std::string to_text(int i) {
+  return std::string(static_cast<std::size_t>(i % 5), 'x') + std::to_string(i);
+}
+
+template <class Pool>
+void expect_maps_keep_order(Pool& pool) {
+  for (std::size_t cs : {0u, 1u, 3u, 7u, 1000u}) {
+    auto points = pool.map(to_point, iota_vec(100), cs);  // raw bytes, gathered in place
+    auto texts = pool.map(to_text, iota_vec(100), cs);    // encoded element by element
+    ASSERT_EQ(points.size(), 100u) << cs;
+    ASSERT_EQ(texts.size(), 100u) << cs;
+    for (int i = 0; i < 100; ++i) {
+      EXPECT_EQ(points[static_cast<std::size_t>(i)], to_point(i)) << cs;
+      EXPECT_EQ(texts[static_cast<std::size_t>(i)], to_text(i)) << cs;
+    }
+    EXPECT_EQ(pool.map_async(to_point, iota_vec(10), cs).get(), pool.map(to_point, iota_vec(10)));
+  }
+}
+
+TEST(PoolTest, MapKeepsOrderForEveryResultType) {
+  mpx::Pool pool(2);
+  expect_maps_keep_order(pool);
+}
+
+TEST(ThreadPoolTest, MapKeepsOrderForEveryResultType) {
+  mpx::ThreadPool pool(3);
+  expect_maps_keep_order(pool);
+}
+
 TEST(PoolTest, MapOfEmptyInputIsEmpty) {
   mpx::Pool pool(2);
   EXPECT_TRUE(pool.map(square, std::vector<int>{}).empty());

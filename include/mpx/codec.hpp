@@ -145,21 +145,47 @@ Bytes encode(const T& value) {
 // Blocks: no. Throws: DecodeError when the message holds another type (the message
 // names both), is truncated or malformed in any way, or has bytes left over; what a
 // user's load()/serialize() throws.
+namespace detail {
+// A reader positioned after the tag of a message that must hold a T.
+template <class T>
+Reader open_message(std::span<const std::byte> bytes) {
+  using C = Codec<T>;
+  ensure_registered<T>();
+  Reader r{bytes.data(), bytes.data() + bytes.size(), bytes.data(), &C::name};
+  std::uint64_t tag = 0;
+  r.copy(&tag, sizeof(tag));
+  if (tag != C::tag) throw_type_mismatch(&C::name, C::tag, tag);
+  return r;
+}
+}  // namespace detail
+
 template <class T>
 T decode(std::span<const std::byte> bytes) {
   static_assert(std::is_default_constructible_v<T>,
                 "mpx::decode<T> reads into a default-constructed T: give T a public default "
                 "constructor");
-  using C = detail::Codec<T>;
-  detail::ensure_registered<T>();
-  detail::Reader r{bytes.data(), bytes.data() + bytes.size(), bytes.data(), &C::name};
-  std::uint64_t tag = 0;
-  r.copy(&tag, sizeof(tag));
-  if (tag != C::tag) detail::throw_type_mismatch(&C::name, C::tag, tag);
+  detail::Reader r = detail::open_message<T>(bytes);
   T value;
-  C::read(r, value);
+  detail::Codec<T>::read(r, value);
   if (r.p != r.end) r.fail("trailing bytes after the value");
   return value;
 }
+
+namespace detail {
+// Decodes a std::vector<T> message straight into `out`, which must be its exact length
+// (the pool's map puts each chunk's results at their place in the one result vector).
+// Throws: as decode, and DecodeError when the element count differs.
+template <class T>
+requires trivially_encodable_v<T>
+void decode_vector_into(std::span<const std::byte> bytes, std::span<T> out) {
+  Reader r = open_message<std::vector<T>>(bytes);
+  const std::size_t n = r.count(Codec<T>::min_size);
+  if (n != out.size()) {
+    r.fail(std::to_string(n) + " elements where " + std::to_string(out.size()) + " were expected");
+  }
+  r.copy(static_cast<void*>(out.data()), n * sizeof(T));
+  if (r.p != r.end) r.fail("trailing bytes after the value");
+}
+}  // namespace detail
 
 }  // namespace mpx

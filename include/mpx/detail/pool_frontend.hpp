@@ -375,6 +375,7 @@ class BasicPool {
     std::size_t chunks = (n + chunksize - 1) / chunksize;
     auto state = std::make_shared<MapState<R>>(chunks);
     state->set_collector(engine_.collector());
+    if constexpr (trivially_encodable_v<R>) state->gather_in_place(n, chunksize);
     auto future = std::make_shared<FutureState<std::vector<R>>>();
     future->set_collector(engine_.collector());
     if constexpr (!std::is_same_v<Setup, std::nullptr_t>) setup(*future);

@@ -2,6 +2,7 @@
 // executors' map. Not public API.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <deque>
@@ -12,10 +13,12 @@
 #include <optional>
 #include <ranges>
 #include <span>
+#include <stdexcept>
 #include <tuple>
 #include <utility>
 #include <vector>
 
+#include "mpx/codec.hpp"
 #include "mpx/detail/deadline.hpp"
 #include "mpx/detail/pool_future.hpp"
 #include "mpx/detail/pool_task.hpp"
@@ -67,7 +70,44 @@ class MapState {
     maybe_finish();
   }
 
+  // map/map_async: every chunk's results go straight to their place in the one result
+  // vector (`items` results, `chunksize` per chunk, the last chunk the rest), instead of
+  // a vector per chunk copied into the result at the end. Call before any chunk
+  // completes; only for results that travel as raw bytes.
+  void gather_in_place(std::size_t items, std::size_t chunksize) {
+    static_assert(trivially_encodable_v<R>);
+    all_.reserve(items);
+    advise_huge_pages(all_.data(), items * sizeof(R));
+    all_.resize(items);
+    chunksize_ = chunksize;
+  }
+
+  // A chunk's encoded results.
+  void complete_bytes(std::size_t index, std::span<const std::byte> bytes,
+                      Chunk (*decoder)(std::span<const std::byte>)) {
+    if constexpr (trivially_encodable_v<R>) {
+      if (chunksize_ != 0) {
+        {
+          std::lock_guard lock(mutex_);
+          if (slots_[index].done) return;  // its place may be given away already
+        }
+        decode_vector_into(bytes, place_of(index));
+        complete(index, Chunk());
+        return;
+      }
+    }
+    complete(index, decoder(bytes));
+  }
+
   void complete(std::size_t index, Chunk values) {
+    if constexpr (trivially_encodable_v<R>) {
+      if (chunksize_ != 0 && !values.empty()) {  // thread workers' results
+        std::span<R> place = place_of(index);
+        if (values.size() != place.size()) throw std::logic_error("map: a chunk of another size");
+        std::copy(values.begin(), values.end(), place.begin());
+        values.clear();
+      }
+    }
     {
       std::lock_guard lock(mutex_);
       if (slots_[index].done) return;
@@ -184,7 +224,9 @@ class MapState {
         }
         n += s.values.size();
       }
-      if (!error) {
+      if (!error && chunksize_ != 0) {
+        all = std::move(all_);
+      } else if (!error) {
         all.reserve(n);
         for (auto& s : slots_)
           all.insert(all.end(), std::make_move_iterator(s.values.begin()),
@@ -208,6 +250,14 @@ class MapState {
   std::shared_ptr<EngineWaker> waker_;
   std::shared_ptr<FutureState<std::vector<R>>> future_;
   std::shared_ptr<Collector> collector_;
+  // gather_in_place: the results, and the length of every chunk but the last.
+  std::vector<R> all_;
+  std::size_t chunksize_ = 0;
+
+  std::span<R> place_of(std::size_t index) {
+    const std::size_t begin = index * chunksize_;
+    return std::span<R>(all_).subspan(begin, std::min(chunksize_, all_.size() - begin));
+  }
 };
 
 // The sink of one chunk.
@@ -221,7 +271,7 @@ class ChunkSink final : public TaskSink {
   bool set_running() noexcept override { return true; }
   void set_result_bytes(std::span<const std::byte> bytes) noexcept override {
     try {
-      state_->complete(index_, decoder_(bytes));
+      state_->complete_bytes(index_, bytes, decoder_);
     } catch (...) {
       state_->fail(index_, std::current_exception());
     }

@@ -27,6 +27,11 @@ namespace mpx::detail {
 
 using ByteVector = std::vector<std::byte>;
 
+// Asks for transparent huge pages for the whole 2 MiB pages inside [p, p + bytes), memory
+// about to be filled: one fault per 2 MiB instead of 512 (a fault costs microseconds in
+// a virtual machine). No effect on small ranges or where the kernel does not offer it.
+void advise_huge_pages(void* p, std::size_t bytes) noexcept;
+
 // Runs in a worker process: decodes `args`, makes the call, appends the encoded result
 // to `out`. Throws what the call throws (the worker sends it back).
 using Entry = void (*)(std::span<const std::byte> args, ByteVector& out);
