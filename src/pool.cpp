@@ -552,8 +552,9 @@ class ProcessImpl final : public Engine::Impl {
     bool handed_off = false;
     {
       std::unique_lock lock(mutex);
+      const int64_t now = monotonic_ns();  // one clock read for all these results
       for (auto& f : frames_)
-        handed_off |= match(f, deliveries_, on_supervisor);
+        handed_off |= match(f, deliveries_, on_supervisor, now);
       fill(lock, true);
     }
     if (handed_off) wake();
@@ -637,8 +638,7 @@ class ProcessImpl final : public Engine::Impl {
   std::size_t depth() const noexcept { return long_tasks() ? kShallow : kDeep; }
   // How long tasks take, from the later of dispatch and the previous result on the same
   // worker to their result (an exponential moving average). Lock held.
-  void record_service_time(SlotState& s, const Assigned& a) noexcept {
-    int64_t now = monotonic_ns();
+  void record_service_time(SlotState& s, const Assigned& a, int64_t now) noexcept {
     int64_t from = std::max(a.dispatched_ns, s.last_result_ns);
     s.last_result_ns = now;
     int64_t took = now - from;
@@ -764,6 +764,7 @@ class ProcessImpl final : public Engine::Impl {
   // any.
   bool fill(std::unique_lock<std::mutex>& lock, bool use_feeders) {
     bool progress = false;
+    int64_t now = 0;  // one clock read per run of queued tasks
     while (!broken && !terminating && (!pending.empty() || (use_feeders && !feeders.empty()))) {
       if (pick() < 0) break;
       std::optional<Task> task = pop(lock, use_feeders);
@@ -775,14 +776,16 @@ class ProcessImpl final : public Engine::Impl {
         break;
       }
       if (task->sink && !task->sink->set_running()) continue;
-      assign(static_cast<std::size_t>(i), std::move(*task));
+      // A feeder (run by pop, unlocked) may have taken its time: read the clock again.
+      if (now == 0 || (use_feeders && !feeders.empty())) now = monotonic_ns();
+      assign(static_cast<std::size_t>(i), std::move(*task), now);
       progress = true;
     }
     return progress;
   }
 
   // Writes a task into worker i's inbox (lock held).
-  void assign(std::size_t i, Task task) {
+  void assign(std::size_t i, Task task, int64_t now) {
     SlotState& s = slots_[i];
     uint64_t id = ++next_id_;
     FrameHeader h{};
@@ -790,7 +793,7 @@ class ProcessImpl final : public Engine::Impl {
     h.task_id = id;
     h.entry = reinterpret_cast<uint64_t>(task.entry);
     h.size = task.args.size();
-    s.assigned.push_back({id, std::move(task), monotonic_ns()});
+    s.assigned.push_back({id, std::move(task), now});
     ++s.given;
     // The body is written straight from the task's bytes: deque elements stay put,
     // and a task leaves `assigned` only after its frame was written (its result
@@ -905,7 +908,7 @@ class ProcessImpl final : public Engine::Impl {
 
   // Matches a frame with its task (lock held): the outcome goes to `out`, or to the
   // supervisor's hand-off queue (returns true then).
-  bool match(Frame& f, std::vector<Delivery>& out, bool on_supervisor) {
+  bool match(Frame& f, std::vector<Delivery>& out, bool on_supervisor, int64_t now) {
     SlotState& s = slots_[f.slot];
     switch (f.header.kind) {
       case kFrameInitOk:
@@ -927,7 +930,7 @@ class ProcessImpl final : public Engine::Impl {
       case kFrameError: {
         if (s.assigned.empty() || s.assigned.front().id != f.header.task_id) return false;
         Assigned a = std::move(s.assigned.front());
-        record_service_time(s, a);
+        record_service_time(s, a, now);
         s.assigned.pop_front();
         Delivery d{std::move(a.task.sink), f.header.kind, std::move(f.body), nullptr};
         if (!on_supervisor && d.sink && d.sink->has_callbacks()) {
@@ -1076,8 +1079,9 @@ class ProcessImpl final : public Engine::Impl {
       // What it wrote before it died still counts.
       frames_.clear();
       read_frames(i, frames_);
+      const int64_t now = monotonic_ns();
       for (auto& f : frames_)
-        match(f, done, true);
+        match(f, done, true, now);
       frames_.clear();
       WorkerSlot& slot = pool_->slot(i);
       if (!s.assigned.empty()) {
