@@ -155,6 +155,38 @@ TYPED_TEST(ExecutorTest, AsCompletedAndWaitWorkOnItsFutures) {
   EXPECT_EQ(r.done.size(), 10u);
 }
 
+TEST(ProcessPoolExecutorTest, AsCompletedAndWaitOverFuturesOfSeveralPools) {
+  mpx::ProcessPoolExecutor a(2), b(1);
+  mpx::ThreadPoolExecutor t(1);
+  std::vector<mpx::Future<int>> one_pool, mixed;
+  for (int i = 0; i < 200; ++i)
+    one_pool.push_back(a.submit(square, i));
+  for (int i = 0; i < 30; ++i)
+    mixed.push_back(i % 3 == 0   ? a.submit(square, i)
+                    : i % 3 == 1 ? b.submit(square, i)
+                                 : t.submit(square, i));
+  long sum = 0;
+  std::size_t seen = 0;
+  for (const auto& f : mpx::as_completed(one_pool, 20s)) {
+    sum += f.result();
+    ++seen;
+  }
+  EXPECT_EQ(seen, 200u);
+  EXPECT_EQ(sum, 2646700);  // the sum of i * i below 200
+  sum = 0;
+  seen = 0;
+  for (const auto& f : mpx::as_completed(mixed, 20s)) {
+    sum += f.result();
+    ++seen;
+  }
+  EXPECT_EQ(seen, 30u);
+  EXPECT_EQ(sum, 8555);  // the sum of i * i below 30
+  auto first = mpx::wait(mixed, 10s, mpx::FIRST_COMPLETED);
+  EXPECT_EQ(first.done.size(), 30u);  // all were done already
+  auto r = mpx::wait(one_pool, 10s);
+  EXPECT_EQ(r.done.size(), 200u);
+}
+
 TEST(ProcessPoolExecutorTest, CrashFailsOneFutureAndTheExecutorCarriesOn) {
   mpx::ProcessPoolExecutor ex(2);
   auto bad = ex.submit(crash, 0);

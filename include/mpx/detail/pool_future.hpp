@@ -29,17 +29,33 @@ class FutureStateBase;
 class CompletionWaiter {
  public:
   void add(FutureStateBase* state) {
+    Collector* collector;
     {
       std::lock_guard lock(mutex_);
       done_.push_back(state);
       count_.fetch_add(1, std::memory_order_release);
+      collector = collector_.get();
     }
     notify(word_);
+    if (collector) collector->poke();  // the waiter may be collecting, asleep on the workers
+  }
+  // Each watched future's collector, before waiting: when all come from one process pool,
+  // wait() reads their results itself (as Future::wait does) instead of waiting for the
+  // pool's thread to read them and wake this one.
+  void note_collector(const std::shared_ptr<Collector>& collector) {
+    std::lock_guard lock(mutex_);
+    if (!noted_) {
+      collector_ = collector;
+      noted_ = true;
+    } else if (collector_ != collector) {
+      collector_.reset();  // futures of several pools: a plain wait
+    }
   }
   std::size_t count() const noexcept { return count_.load(std::memory_order_acquire); }
+  // Call from the thread that noted the collectors.
   template <class Pred>
   bool wait(Pred&& ready, const Deadline& deadline) {
-    return wait_until(word_, ready, deadline);
+    return collect_until(collector_.get(), word_, ready, deadline);
   }
   // The completed states from index `from` on.
   std::vector<FutureStateBase*> since(std::size_t from) {
@@ -52,6 +68,8 @@ class CompletionWaiter {
   std::vector<FutureStateBase*> done_;
   std::atomic<std::size_t> count_{0};
   WaitWord word_;
+  std::shared_ptr<Collector> collector_;  // under mutex_; see note_collector()
+  bool noted_ = false;
 };
 
 class FutureStateBase : public TaskSink {
@@ -134,6 +152,7 @@ class FutureStateBase : public TaskSink {
   }
 
   void add_waiter(const std::shared_ptr<CompletionWaiter>& waiter) {
+    waiter->note_collector(collector_);
     {
       std::lock_guard lock(mutex_);
       if (!done()) {
