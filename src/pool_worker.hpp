@@ -42,9 +42,22 @@ struct ByteRing {
   static constexpr std::size_t kCapacity = std::size_t{1} << 20;
 
   alignas(64) std::atomic<uint64_t> head{0};  // bytes written, ever
+  // The writer's last look at tail, and the reader's at head: each side reads the
+  // other's line (a cache miss, once the other moved) only when what it saw last does
+  // not suffice. Each lives in its owner's line.
+  uint64_t tail_seen = 0;
   alignas(64) std::atomic<uint64_t> tail{0};  // bytes read, ever
-  alignas(64) WaitWord word;                  // the side that waits sleeps here
+  uint64_t head_seen = 0;
+  alignas(64) WaitWord word;  // the side that waits sleeps here
   alignas(64) std::byte data[kCapacity];
+
+  // Only when neither side uses the ring.
+  void reset() noexcept {
+    head.store(0);
+    tail.store(0);
+    tail_seen = 0;
+    head_seen = 0;
+  }
 
   std::size_t readable() const noexcept {
     return static_cast<std::size_t>(head.load(std::memory_order_acquire) -
@@ -57,8 +70,7 @@ struct ByteRing {
   // Writes up to n bytes; returns how many.
   std::size_t write(const std::byte* src, std::size_t n) noexcept {
     uint64_t h = head.load(std::memory_order_relaxed);
-    std::size_t room =
-        kCapacity - static_cast<std::size_t>(h - tail.load(std::memory_order_acquire));
+    std::size_t room = room_for(h, n);
     if (n > room) n = room;
     if (n == 0) return 0;
     std::size_t at = static_cast<std::size_t>(h % kCapacity);
@@ -72,13 +84,18 @@ struct ByteRing {
   bool write_frame(const std::byte* a, std::size_t na, const std::byte* b,
                    std::size_t nb) noexcept {
     uint64_t h = head.load(std::memory_order_relaxed);
-    std::size_t room =
-        kCapacity - static_cast<std::size_t>(h - tail.load(std::memory_order_acquire));
-    if (na + nb > room) return false;
+    if (na + nb > room_for(h, na + nb)) return false;
     copy_in(h, a, na);
     copy_in(h + na, b, nb);
     head.store(h + na + nb, std::memory_order_release);
     return true;
+  }
+  // Room after head h, looking at tail again only if the last look shows less than n.
+  std::size_t room_for(uint64_t h, std::size_t n) noexcept {
+    std::size_t room = kCapacity - static_cast<std::size_t>(h - tail_seen);
+    if (room >= n) return room;
+    tail_seen = tail.load(std::memory_order_acquire);
+    return kCapacity - static_cast<std::size_t>(h - tail_seen);
   }
   void copy_in(uint64_t at_byte, const std::byte* src, std::size_t n) noexcept {
     if (n == 0) return;
@@ -90,7 +107,11 @@ struct ByteRing {
   // Reads up to n bytes; returns how many.
   std::size_t read(std::byte* dst, std::size_t n) noexcept {
     uint64_t t = tail.load(std::memory_order_relaxed);
-    std::size_t have = static_cast<std::size_t>(head.load(std::memory_order_acquire) - t);
+    std::size_t have = static_cast<std::size_t>(head_seen - t);
+    if (have < n) {
+      head_seen = head.load(std::memory_order_acquire);
+      have = static_cast<std::size_t>(head_seen - t);
+    }
     if (n > have) n = have;
     if (n == 0) return 0;
     std::size_t at = static_cast<std::size_t>(t % kCapacity);
@@ -116,10 +137,8 @@ struct WorkerSlot {
     current.store(0);
     started_ns.store(0);
     writer_waiting.store(0);
-    inbox.head.store(0);
-    inbox.tail.store(0);
-    outbox.head.store(0);
-    outbox.tail.store(0);
+    inbox.reset();
+    outbox.reset();
   }
 };
 
