@@ -141,10 +141,6 @@ Bytes encode(const T& value) {
   return out;
 }
 
-// Decodes a whole message as a T.
-// Blocks: no. Throws: DecodeError when the message holds another type (the message
-// names both), is truncated or malformed in any way, or has bytes left over; what a
-// user's load()/serialize() throws.
 namespace detail {
 // A reader positioned after the tag of a message that must hold a T.
 template <class T>
@@ -159,6 +155,10 @@ Reader open_message(std::span<const std::byte> bytes) {
 }
 }  // namespace detail
 
+// Decodes a whole message as a T.
+// Blocks: no. Throws: DecodeError when the message holds another type (the message
+// names both), is truncated or malformed in any way, or has bytes left over; what a
+// user's load()/serialize() throws.
 template <class T>
 T decode(std::span<const std::byte> bytes) {
   static_assert(std::is_default_constructible_v<T>,

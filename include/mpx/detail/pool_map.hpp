@@ -53,21 +53,18 @@ class MapState {
 
   // The input ended after `chunks` chunks; `error` (if any) is raised at that point.
   void set_total(std::size_t chunks, std::exception_ptr error = nullptr) {
-    {
-      std::lock_guard lock(mutex_);
-      if (total_) return;
-      if (error) {
-        if (slots_.size() <= chunks) slots_.resize(chunks + 1);
-        slots_[chunks].error = error;
-        slots_[chunks].done = true;
-        order_.push_back(chunks);
-        ++completed_;
-        ++chunks;
-      }
-      total_ = chunks;
+    std::unique_lock lock(mutex_);
+    if (total_) return;
+    if (error) {
+      if (slots_.size() <= chunks) slots_.resize(chunks + 1);
+      slots_[chunks].error = error;
+      slots_[chunks].done = true;
+      order_.push_back(chunks);
+      ++completed_;
+      ++chunks;
     }
-    wake_waiters();
-    maybe_finish();
+    total_ = chunks;
+    unlock_and_finish(lock);
   }
 
   // map/map_async: every chunk's results go straight to their place in the one result
@@ -87,12 +84,10 @@ class MapState {
                       Chunk (*decoder)(std::span<const std::byte>)) {
     if constexpr (trivially_encodable_v<R>) {
       if (chunksize_ != 0) {
-        {
-          std::lock_guard lock(mutex_);
-          if (slots_[index].done) return;  // its place may be given away already
-        }
+        std::unique_lock lock(mutex_);
+        if (slots_[index].done) return;  // its place may be given away already
         decode_vector_into(bytes, place_of(index));
-        complete(index, Chunk());
+        mark_done(lock, index, Chunk());
         return;
       }
     }
@@ -108,16 +103,9 @@ class MapState {
         values.clear();
       }
     }
-    {
-      std::lock_guard lock(mutex_);
-      if (slots_[index].done) return;
-      slots_[index].values = std::move(values);
-      slots_[index].done = true;
-      order_.push_back(index);
-      ++completed_;
-    }
-    wake_waiters();
-    maybe_finish();
+    std::unique_lock lock(mutex_);
+    if (slots_[index].done) return;
+    mark_done(lock, index, std::move(values));
   }
 
   void fail(std::size_t index, std::exception_ptr error) {
@@ -207,13 +195,22 @@ class MapState {
     if (collector_) collector_->poke();
   }
 
-  void maybe_finish() {
+  // mutex_ held; releases it.
+  void mark_done(std::unique_lock<std::mutex>& lock, std::size_t index, Chunk values) {
+    slots_[index].values = std::move(values);
+    slots_[index].done = true;
+    order_.push_back(index);
+    ++completed_;
+    unlock_and_finish(lock);
+  }
+
+  // mutex_ held; releases it, wakes the waiters, and completes map_async's future once
+  // every chunk is in.
+  void unlock_and_finish(std::unique_lock<std::mutex>& lock) {
     std::shared_ptr<FutureState<std::vector<R>>> future;
     std::vector<R> all;
     std::exception_ptr error;
-    {
-      std::lock_guard lock(mutex_);
-      if (!future_ || !total_ || completed_ != *total_) return;
+    if (future_ && total_ && completed_ == *total_) {
       future = std::move(future_);
       future_.reset();
       std::size_t n = 0;
@@ -233,6 +230,9 @@ class MapState {
                      std::make_move_iterator(s.values.end()));
       }
     }
+    lock.unlock();
+    wake_waiters();
+    if (!future) return;
     if (error) {
       future->set_exception(error);
     } else {
