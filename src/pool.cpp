@@ -309,6 +309,14 @@ struct Engine::Impl {
   bool terminating = false;
   bool joined = false;
   std::exception_ptr broken;
+  // Raised with closed, terminating or broken (lock held): a supervisor that polls does
+  // not take the lock to learn that there is nothing to stop for.
+  std::atomic<bool> stopping{false};
+  // The first failure that breaks the pool (lock held).
+  void set_broken(std::exception_ptr error) {
+    if (!broken) broken = std::move(error);
+    stopping.store(true, std::memory_order_release);
+  }
   std::shared_ptr<Collector> collector;  // process pools
 };
 
@@ -354,9 +362,8 @@ class ThreadImpl final : public Engine::Impl {
         std::vector<Task> dropped;
         {
           std::lock_guard lock(mutex);
-          if (!broken)
-            broken = std::make_exception_ptr(
-                BrokenPool("a worker's initializer failed: " + describe(error)));
+          set_broken(std::make_exception_ptr(
+              BrokenPool("a worker's initializer failed: " + describe(error))));
           dropped = take_pending(dropped_feeders);
         }
         for (auto& t : dropped)
@@ -689,10 +696,12 @@ class ProcessImpl final : public Engine::Impl {
   // Completes the sinks with callbacks that callers collected (on this thread, as
   // Python runs callbacks on the pool's result thread).
   bool run_handoffs() {
+    if (handoffs_.load(std::memory_order_acquire) == 0) return false;  // a hand-off wakes us
     std::deque<Delivery> ready;
     {
       std::lock_guard lock(mutex);
       ready.swap(handoff_);
+      handoffs_.store(0, std::memory_order_relaxed);
     }
     for (auto& d : ready)
       d.run();
@@ -701,7 +710,8 @@ class ProcessImpl final : public Engine::Impl {
 
   // Whether the loop may stop (closed and nothing left, or terminating).
   bool finished() {
-    std::vector<std::shared_ptr<Feeder>> dropped_feeders;  // dropped after the lock
+    if (!stopping.load(std::memory_order_acquire)) return false;  // not closed nor broken
+    std::vector<std::shared_ptr<Feeder>> dropped_feeders;         // dropped after the lock
     std::unique_lock lock(mutex);
     if (terminating || broken) {
       auto dropped = take_pending(dropped_feeders);
@@ -715,6 +725,7 @@ class ProcessImpl final : public Engine::Impl {
       }
       std::deque<Delivery> ready;
       ready.swap(handoff_);
+      handoffs_.store(0, std::memory_order_relaxed);
       bool stop = terminating || closed;
       auto error = broken;
       lock.unlock();
@@ -923,7 +934,7 @@ class ProcessImpl final : public Engine::Impl {
           what += std::string(": ") + e.what();
         } catch (...) {
         }
-        if (!broken) broken = std::make_exception_ptr(BrokenPool(what));
+        set_broken(std::make_exception_ptr(BrokenPool(what)));
         return true;  // the supervisor must see it
       }
       case kFrameResult:
@@ -935,6 +946,7 @@ class ProcessImpl final : public Engine::Impl {
         Delivery d{std::move(a.task.sink), f.header.kind, std::move(f.body), nullptr};
         if (!on_supervisor && d.sink && d.sink->has_callbacks()) {
           handoff_.push_back(std::move(d));
+          handoffs_.store(handoff_.size(), std::memory_order_release);
           return true;
         }
         out.push_back(std::move(d));
@@ -1032,7 +1044,7 @@ class ProcessImpl final : public Engine::Impl {
   void zygote_gone() {
     if (zygote_lost_) return;
     zygote_lost_ = true;
-    if (!broken) broken = std::make_exception_ptr(BrokenPool("the pool's zygote process died"));
+    set_broken(std::make_exception_ptr(BrokenPool("the pool's zygote process died")));
   }
 
   bool read_zygote() {
@@ -1053,8 +1065,7 @@ class ProcessImpl final : public Engine::Impl {
         SlotState& s = slots_[m.slot];
         if (m.pid <= 0) {  // fork failed
           s.spawning = false;
-          if (!broken)
-            broken = std::make_exception_ptr(BrokenPool("the zygote could not fork a worker"));
+          set_broken(std::make_exception_ptr(BrokenPool("the zygote could not fork a worker")));
           continue;
         }
         s.pid = m.pid;
@@ -1112,9 +1123,9 @@ class ProcessImpl final : public Engine::Impl {
       reads_[i] = ReadState{};
       slot.reset();
       if (died_in_init && ++init_failures_ >= 3 && !broken) {
-        broken = std::make_exception_ptr(BrokenPool(
+        set_broken(std::make_exception_ptr(BrokenPool(
             std::string("workers keep dying before finishing their initializer (last: ") +
-            WorkerLost(pid, status).what() + ")"));
+            WorkerLost(pid, status).what() + ")")));
       }
       if (!terminating && !broken) spawn(i);
       fill(lock, true);  // its queued tasks to the other workers
@@ -1146,7 +1157,8 @@ class ProcessImpl final : public Engine::Impl {
   Zygote zygote_;
   // Under `mutex`:
   std::vector<SlotState> slots_;
-  std::deque<Delivery> handoff_;  // collected by callers, for the supervisor to complete
+  std::deque<Delivery> handoff_;          // collected by callers, for the supervisor to complete
+  std::atomic<std::size_t> handoffs_{0};  // handoff_.size(), readable without the lock
   uint64_t next_id_ = 0;
   int init_failures_ = 0;
   // Written under `mutex`, read anywhere. Unknown at first: shallow queues.
@@ -1326,6 +1338,7 @@ void Engine::close() {
   {
     std::lock_guard lock(impl_->mutex);
     impl_->closed = true;
+    impl_->stopping.store(true, std::memory_order_release);
   }
   impl_->wake();
 }
@@ -1337,6 +1350,7 @@ void Engine::terminate() {
     std::lock_guard lock(impl_->mutex);
     impl_->closed = true;
     impl_->terminating = true;
+    impl_->stopping.store(true, std::memory_order_release);
     dropped = impl_->take_pending(dropped_feeders);
   }
   abandon_all(dropped);
