@@ -152,6 +152,35 @@ TEST(PoolTest, MapOfEmptyInputIsEmpty) {
   EXPECT_EQ(n, 0);
 }
 
+std::string reversed(std::string s) {
+  std::reverse(s.begin(), s.end());
+  return s;
+}
+
+TEST(PoolTest, ArgumentsAndResultsLargerThanAWorkersRingArriveWhole) {
+  // Several MiB each way, more than a worker's 1 MiB inbox and outbox hold: the frames
+  // stream through while the other side reads.
+  mpx::Pool pool(2);
+  std::vector<std::string> inputs;
+  for (int i = 0; i < 6; ++i) {
+    std::string s(static_cast<std::size_t>(3 << 20) + static_cast<std::size_t>(i), 'a');
+    for (std::size_t k = 0; k < s.size(); k += 4093)
+      s[k] = static_cast<char>('a' + (k / 4093 + static_cast<std::size_t>(i)) % 26);
+    inputs.push_back(std::move(s));
+  }
+  std::vector<mpx::Future<std::string>> results;
+  for (const auto& s : inputs)
+    results.push_back(pool.apply_async(reversed, s));
+  for (std::size_t i = 0; i < inputs.size(); ++i)
+    EXPECT_EQ(results[i].get(), reversed(inputs[i])) << i;
+  EXPECT_EQ(pool.map(reversed, inputs, 1), [&] {
+    std::vector<std::string> r;
+    for (const auto& s : inputs)
+      r.push_back(reversed(s));
+    return r;
+  }());
+}
+
 TEST(PoolTest, StarmapUnpacksArgumentTuples) {
   mpx::Pool pool(2);
   std::vector<std::tuple<int, int>> args;
