@@ -274,6 +274,7 @@ struct Engine::Impl {
         lock.lock();
       }
     }
+    feeder_count.store(feeders.size(), std::memory_order_relaxed);
     if (pending.empty()) return std::nullopt;
     Task t = std::move(pending.front());
     pending.pop_front();
@@ -297,6 +298,7 @@ struct Engine::Impl {
     dropped_feeders = std::move(feeders);
     feeders.clear();
     pending_count.store(0, std::memory_order_relaxed);
+    feeder_count.store(0, std::memory_order_relaxed);
     return out;
   }
 
@@ -304,7 +306,8 @@ struct Engine::Impl {
   mutable std::mutex mutex;
   std::deque<Task> pending;
   std::vector<std::shared_ptr<Feeder>> feeders;
-  std::atomic<std::size_t> pending_count{0};
+  std::atomic<std::size_t> pending_count{0};  // pending.size(), or more (a hint)
+  std::atomic<std::size_t> feeder_count{0};   // feeders.size() once the lock is free
   bool closed = false;
   bool terminating = false;
   bool joined = false;
@@ -670,7 +673,7 @@ class ProcessImpl final : public Engine::Impl {
       // A caller that collects reads the results; the supervisor only when none does.
       bool collecting = header_->collecting.load(std::memory_order_acquire) != 0;
       if (!collecting) progress |= collect(true);
-      progress |= dispatch();
+      if (may_dispatch()) progress |= dispatch();
       check_timeouts();
       if (finished()) break;
       if (progress) {
@@ -720,8 +723,7 @@ class ProcessImpl final : public Engine::Impl {
         for (auto& a : s.assigned)
           sinks.push_back(std::move(a.task.sink));
         s.assigned.clear();
-        s.out.clear();
-        s.out_offset = 0;
+        drop_outgoing(s);
       }
       std::deque<Delivery> ready;
       ready.swap(handoff_);
@@ -817,7 +819,15 @@ class ProcessImpl final : public Engine::Impl {
       return;
     }
     s.out.push_back({h, &body});
+    outgoing_.fetch_add(1, std::memory_order_relaxed);
     pump(i);
+  }
+
+  // Forgets the frames not yet written to a slot's inbox (lock held).
+  void drop_outgoing(SlotState& s) noexcept {
+    outgoing_.fetch_sub(s.out.size(), std::memory_order_relaxed);
+    s.out.clear();
+    s.out_offset = 0;
   }
 
   // Writes what fits of worker i's outgoing frames (lock held). Returns whether it
@@ -843,6 +853,7 @@ class ProcessImpl final : public Engine::Impl {
         s.out_offset += n;
         if (s.out_offset == total) {
           s.out.pop_front();
+          outgoing_.fetch_sub(1, std::memory_order_relaxed);
           s.out_offset = 0;
         }
       }
@@ -857,6 +868,14 @@ class ProcessImpl final : public Engine::Impl {
     }
     if (wrote) wake_sleepers(slot.inbox.word);
     return wrote;
+  }
+
+  // Whether dispatch() may find anything to do, read without the lock: the counts are
+  // exact whenever the lock is free, and sleep() looks again under the lock.
+  bool may_dispatch() const noexcept {
+    return pending_count.load(std::memory_order_relaxed) != 0 ||
+           feeder_count.load(std::memory_order_relaxed) != 0 ||
+           outgoing_.load(std::memory_order_relaxed) != 0;
   }
 
   bool dispatch() {
@@ -1118,8 +1137,7 @@ class ProcessImpl final : public Engine::Impl {
       }
       bool died_in_init = !s.init_ok;
       s.pid = 0;
-      s.out.clear();
-      s.out_offset = 0;
+      drop_outgoing(s);
       reads_[i] = ReadState{};
       slot.reset();
       if (died_in_init && ++init_failures_ >= 3 && !broken) {
@@ -1159,6 +1177,7 @@ class ProcessImpl final : public Engine::Impl {
   std::vector<SlotState> slots_;
   std::deque<Delivery> handoff_;          // collected by callers, for the supervisor to complete
   std::atomic<std::size_t> handoffs_{0};  // handoff_.size(), readable without the lock
+  std::atomic<std::size_t> outgoing_{0};  // frames in the slots' `out`, likewise
   uint64_t next_id_ = 0;
   int init_failures_ = 0;
   // Written under `mutex`, read anywhere. Unknown at first: shallow queues.
@@ -1318,6 +1337,7 @@ void Engine::submit(std::shared_ptr<Feeder> feeder) {
     std::lock_guard lock(impl_->mutex);
     impl_->check_open();
     impl_->feeders.push_back(std::move(feeder));
+    impl_->feeder_count.store(impl_->feeders.size(), std::memory_order_relaxed);
     impl_->pending_count.fetch_add(1, std::memory_order_relaxed);  // a hint to wake up
   }
   impl_->wake();
