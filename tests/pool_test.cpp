@@ -142,6 +142,50 @@ TEST(ThreadPoolTest, MapKeepsOrderForEveryResultType) {
   expect_maps_keep_order(pool);
 }
 
+int fail_on_9000(int x) {
+  if (x == 9000) throw std::invalid_argument("9000");
+  return x;
+}
+
+TEST(PoolTest, MapOverMoreChunksThanItQueuesAtOnce) {
+  // map() queues a bounded number of chunks and collects results before cutting more.
+  mpx::Pool pool(2);
+  EXPECT_EQ(pool.map(square, iota_vec(10000), 1), squares(10000));
+  std::vector<std::tuple<int, int>> pairs;
+  for (int i = 0; i < 10000; ++i)
+    pairs.emplace_back(i, 1);
+  auto sums = pool.starmap(add, pairs, 1);
+  ASSERT_EQ(sums.size(), 10000u);
+  for (int i = 0; i < 10000; ++i)
+    EXPECT_EQ(sums[static_cast<std::size_t>(i)], i + 1);
+  EXPECT_THROW(pool.map(fail_on_9000, iota_vec(10000), 1), std::invalid_argument);
+  EXPECT_EQ(pool.map(square, iota_vec(10), 1), squares(10));  // the pool carries on
+}
+
+TEST(PoolTest, TerminateEndsAMapThatWaitsToQueueMore) {
+  // Tasks that would take 100 s each: map() queues its first chunks, then waits for
+  // results before it cuts more; terminate() from another thread must end it at once.
+  mpx::Pool pool(2);
+  std::vector<int> hundred_seconds(10000, 100000);
+  std::thread terminator([&] {
+    std::this_thread::sleep_for(200ms);  // most likely inside map() by then
+    pool.terminate();
+  });
+  auto start = std::chrono::steady_clock::now();
+  bool ended_with_error = false;
+  try {
+    pool.map(sleep_ms, hundred_seconds, 1);
+  } catch (const mpx::CancelledError&) {  // its queued chunks were cancelled
+    ended_with_error = true;
+  } catch (const mpx::InvalidStateError&) {  // it was about to queue more
+    ended_with_error = true;
+  }
+  terminator.join();
+  pool.join();
+  EXPECT_TRUE(ended_with_error);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 10s);
+}
+
 TEST(PoolTest, MapOfEmptyInputIsEmpty) {
   mpx::Pool pool(2);
   EXPECT_TRUE(pool.map(square, std::vector<int>{}).empty());

@@ -148,7 +148,9 @@ class BasicPool {
   // ceil(n / (4 * workers)). Blocks.
   template <class F, std::ranges::input_range Range>
   auto map(F&& fn, Range&& range, std::size_t chunksize = 0) {
-    auto f = map_async(std::forward<F>(fn), std::forward<Range>(range), chunksize);
+    using Item = std::ranges::range_value_t<Range>;
+    auto f = map_impl<Item, false>(std::forward<F>(fn), std::forward<Range>(range), chunksize,
+                                   nullptr, kBlocking);
     return take(f);
   }
   template <class F, std::ranges::input_range Range>
@@ -169,7 +171,9 @@ class BasicPool {
   // fn(args...) for each tuple of the range (Python's starmap).
   template <class F, std::ranges::input_range Range>
   auto starmap(F&& fn, Range&& range, std::size_t chunksize = 0) {
-    auto f = starmap_async(std::forward<F>(fn), std::forward<Range>(range), chunksize);
+    using Item = std::ranges::range_value_t<Range>;
+    auto f = map_impl<Item, true>(std::forward<F>(fn), std::forward<Range>(range), chunksize,
+                                  nullptr, kBlocking);
     return take(f);
   }
   template <class F, std::ranges::input_range Range>
@@ -348,8 +352,17 @@ class BasicPool {
     }
   }
 
+  // map and starmap wait for the result anyway: they keep at most kMapInFlight chunks
+  // queued, collecting results before they cut more, so that a long input (chunksize 1
+  // over 100 000 items) lives in a few hundred kilobytes that stay in cache instead of
+  // tens of megabytes of tasks faulted in at once. map_async must return at once: it
+  // queues everything.
+  static constexpr bool kBlocking = true;
+  static constexpr std::size_t kMapInFlight = 4096;
+
   template <class Item, bool Star, class F, class Range, class Setup = std::nullptr_t>
-  auto map_impl(F&& fn, Range&& range, std::size_t chunksize, Setup setup = nullptr) {
+  auto map_impl(F&& fn, Range&& range, std::size_t chunksize, Setup setup = nullptr,
+                bool blocking = false) {
     using Fn = std::decay_t<F>;
     using R = chunk_result_t<Fn, Item, Star>;
     static_assert(!std::is_void_v<R>, "map: the function must return a value");
@@ -357,12 +370,13 @@ class BasicPool {
     Fn f(std::forward<F>(fn));
     if constexpr (std::ranges::sized_range<Range>) {
       std::size_t n = static_cast<std::size_t>(std::ranges::size(range));
-      return map_chunks<Item, Star, R>(f, range, n, chunksize, setup, std::false_type{});
+      return map_chunks<Item, Star, R>(f, range, n, chunksize, setup, blocking, std::false_type{});
     } else {
       std::vector<Item> items;
       for (auto&& x : range)
         items.push_back(static_cast<Item>(x));
-      return map_chunks<Item, Star, R>(f, items, items.size(), chunksize, setup, std::true_type{});
+      return map_chunks<Item, Star, R>(f, items, items.size(), chunksize, setup, blocking,
+                                       std::true_type{});
     }
   }
 
@@ -370,7 +384,7 @@ class BasicPool {
   // they are made, in batches, so that the workers start while the rest is encoded.
   template <class Item, bool Star, class R, class Fn, class Source, class Setup, class MoveOut>
   Future<std::vector<R>> map_chunks(const Fn& f, Source& source, std::size_t n,
-                                    std::size_t chunksize, Setup& setup, MoveOut) {
+                                    std::size_t chunksize, Setup& setup, bool blocking, MoveOut) {
     if (chunksize == 0) chunksize = auto_chunksize(n, engine_.workers());
     std::size_t chunks = (n + chunksize - 1) / chunksize;
     auto state = std::make_shared<MapState<R>>(chunks);
@@ -399,6 +413,7 @@ class BasicPool {
       if (batch.size() >= kBatchTasks || batch_bytes >= kBatchBytes) {
         engine_.submit(batch);
         batch_bytes = 0;
+        if (blocking && index > kMapInFlight) state->wait_completed(index - kMapInFlight);
       }
     };
     for (auto&& x : source) {

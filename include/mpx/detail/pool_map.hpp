@@ -165,6 +165,17 @@ class MapState {
     if (error) std::rethrow_exception(error);
     return values;
   }
+  // Blocks until `n` chunks are done, reading results meanwhile (map's bound on the
+  // chunks it queues). A chunk is done once it succeeded, failed or was cancelled, so
+  // this ends whatever happens to the workers.
+  void wait_completed(std::size_t n) {
+    auto ready = [&] {
+      std::lock_guard lock(mutex_);
+      return completed_ >= n;
+    };
+    collect_until(collector_.get(), word_, ready, Deadline::never());
+  }
+
   // Chunks handed out and not yet taken by the consumer (imap's bound).
   std::size_t outstanding() {
     std::lock_guard lock(mutex_);
