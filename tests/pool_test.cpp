@@ -225,6 +225,19 @@ TEST(PoolTest, ArgumentsAndResultsLargerThanAWorkersRingArriveWhole) {
   }());
 }
 
+TEST(PoolTest, MapOfLargeItemsQueuesABoundedPartAndReturnsAll) {
+  // 96 MiB of input in 2 MiB items: map() queues about 64 MiB of it, then collects.
+  mpx::Pool pool(2);
+  std::vector<std::string> inputs;
+  for (int i = 0; i < 48; ++i)
+    inputs.push_back(std::string(std::size_t{2} << 20, static_cast<char>('a' + i % 26)) +
+                     std::to_string(i));
+  auto out = pool.map(reversed, inputs, 1);
+  ASSERT_EQ(out.size(), inputs.size());
+  for (std::size_t i = 0; i < inputs.size(); ++i)
+    EXPECT_EQ(out[i], reversed(inputs[i])) << i;
+}
+
 TEST(PoolTest, StarmapUnpacksArgumentTuples) {
   mpx::Pool pool(2);
   std::vector<std::tuple<int, int>> args;

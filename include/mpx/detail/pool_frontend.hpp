@@ -3,6 +3,7 @@
 // mpx/futures.hpp).
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <functional>
@@ -353,12 +354,14 @@ class BasicPool {
   }
 
   // map and starmap wait for the result anyway: they keep at most kMapInFlight chunks
-  // queued, collecting results before they cut more, so that a long input (chunksize 1
-  // over 100 000 items) lives in a few hundred kilobytes that stay in cache instead of
-  // tens of megabytes of tasks faulted in at once. map_async must return at once: it
-  // queues everything.
+  // (and, for process pools, about kMapInFlightBytes of encoded input) queued, collecting
+  // results before they cut more, so that a long input (chunksize 1 over 100 000 items)
+  // lives in a few hundred kilobytes that stay in cache instead of tens of megabytes of
+  // tasks faulted in at once, and large items do not all sit in memory twice.
+  // map_async must return at once: it queues everything.
   static constexpr bool kBlocking = true;
   static constexpr std::size_t kMapInFlight = 4096;
+  static constexpr std::size_t kMapInFlightBytes = std::size_t{64} << 20;
 
   template <class Item, bool Star, class F, class Range, class Setup = std::nullptr_t>
   auto map_impl(F&& fn, Range&& range, std::size_t chunksize, Setup setup = nullptr,
@@ -403,6 +406,7 @@ class BasicPool {
     std::vector<Task> batch;
     batch.reserve(std::min(chunks, kBatchTasks));
     std::size_t batch_bytes = 0;
+    std::size_t encoded_bytes = 0;  // of all chunks so far
     std::vector<Item> chunk;
     chunk.reserve(std::min(chunksize, n));
     std::size_t index = 0;
@@ -410,10 +414,16 @@ class BasicPool {
       batch.push_back(chunk_task<R, Item, Star>(state, index++, f, chunk));
       chunk.clear();
       batch_bytes += batch.back().args.size();
+      encoded_bytes += batch.back().args.size();
       if (batch.size() >= kBatchTasks || batch_bytes >= kBatchBytes) {
         engine_.submit(batch);
         batch_bytes = 0;
-        if (blocking && index > kMapInFlight) state->wait_completed(index - kMapInFlight);
+        if (blocking) {
+          const std::size_t per_chunk = std::max<std::size_t>(1, encoded_bytes / index);
+          const std::size_t limit = std::min(
+              kMapInFlight, std::max(kMapInFlightBytes / per_chunk, 2 * engine_.workers()));
+          if (index > limit) state->wait_completed(index - limit);
+        }
       }
     };
     for (auto&& x : source) {
