@@ -613,6 +613,20 @@ TEST(PoolCrashTest, CrashInsideAChunkFailsTheMapNotThePool) {
   EXPECT_EQ(pool.map(square, iota_vec(40)), squares(40));
 }
 
+TEST(PoolCrashTest, CrashDuringALongMapFailsItWhileItCollectsBeforeQueueingMore) {
+  // 10 000 single-item chunks: map() is collecting results to make room when the
+  // worker running item 5000 dies; it must end with WorkerLost, not wait forever.
+  mpx::Pool pool(2);
+  EXPECT_THROW(pool.map(
+                   +[](int x) {
+                     if (x == 5000) ::raise(SIGKILL);
+                     return x;
+                   },
+                   iota_vec(10000), 1),
+               mpx::WorkerLost);
+  EXPECT_EQ(pool.map(square, iota_vec(40)), squares(40));
+}
+
 TEST(PoolCrashTest, NothingIsLeftAfterTheParentIsKilled) {
   Pipe report;
   pid_t child = ::fork();
