@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <cstring>
@@ -492,6 +493,27 @@ TEST(CodecTest, DecodingAVectorInPlaceChecksTypeLengthAndCount) {
   Bytes trailing = mpx::encode(std::vector<int>{1, 2, 3});
   trailing.push_back(std::byte{0});
   EXPECT_THROW(mpx::detail::decode_vector_into(trailing, std::span<int>(out)), DecodeError);
+}
+
+TEST(CodecTest, VectorsWrittenAndReadElementByElementMatchTheirMessages) {
+  Bytes out = mpx::encode(std::string("before"));  // appends after what is there
+  const std::size_t at = out.size();
+  std::byte* dst = mpx::detail::append_vector_head<int>(3, out);
+  for (int i = 0; i < 3; ++i) {
+    const int v = 10 * (i + 1);
+    std::memcpy(dst + i * sizeof(int), &v, sizeof v);
+  }
+  const std::span<const std::byte> msg = std::span<const std::byte>(out).subspan(at);
+  EXPECT_EQ(mpx::decode<std::vector<int>>(msg), (std::vector<int>{10, 20, 30}));
+  Bytes same = mpx::encode(std::vector<int>{10, 20, 30});
+  EXPECT_TRUE(std::equal(msg.begin(), msg.end(), same.begin(), same.end()));
+  std::size_t n = 0;
+  auto elements = mpx::detail::vector_elements<int>(same, n);
+  EXPECT_EQ(n, 3u);
+  EXPECT_EQ(elements.size(), 3 * sizeof(int));
+  EXPECT_THROW(mpx::detail::vector_elements<long>(same, n), DecodeError);
+  same.pop_back();
+  EXPECT_THROW(mpx::detail::vector_elements<int>(same, n), DecodeError);
 }
 
 TEST(CodecTest, HugeCountsThrowWithoutAllocating) {

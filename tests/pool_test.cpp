@@ -113,6 +113,9 @@ struct Point {
 Point to_point(int i) {
   return {i, i / 2.0};
 }
+Point halved(Point p) {
+  return {p.x / 2, p.y / 2};
+}
 std::string to_text(int i) {
   return std::string(static_cast<std::size_t>(i % 5), 'x') + std::to_string(i);
 }
@@ -129,6 +132,10 @@ void expect_maps_keep_order(Pool& pool) {
       EXPECT_EQ(texts[static_cast<std::size_t>(i)], to_text(i)) << cs;
     }
     EXPECT_EQ(pool.map_async(to_point, iota_vec(10), cs).get(), pool.map(to_point, iota_vec(10)));
+    auto halves = pool.map(halved, points, cs);  // structs in, structs out
+    ASSERT_EQ(halves.size(), 100u) << cs;
+    for (std::size_t i = 0; i < 100; ++i)
+      EXPECT_EQ(halves[i], halved(points[i])) << cs;
   }
 }
 

@@ -172,19 +172,48 @@ T decode(std::span<const std::byte> bytes) {
 }
 
 namespace detail {
+// The element bytes of a std::vector<T> message, where they lie in `bytes` (not aligned
+// for T: copy each element out), and their count. Checks as decode does.
+template <class T>
+requires trivially_encodable_v<T> std::span<const std::byte> vector_elements(
+    std::span<const std::byte> bytes, std::size_t& count) {
+  Reader r = open_message<std::vector<T>>(bytes);
+  count = r.count(Codec<T>::min_size);
+  const std::byte* elements = r.take(count * sizeof(T));
+  if (r.p != r.end) r.fail("trailing bytes after the value");
+  return {elements, count * sizeof(T)};
+}
+
 // Decodes a std::vector<T> message straight into `out`, which must be its exact length
 // (the pool's map puts each chunk's results at their place in the one result vector).
 // Throws: as decode, and DecodeError when the element count differs.
 template <class T>
 requires trivially_encodable_v<T>
 void decode_vector_into(std::span<const std::byte> bytes, std::span<T> out) {
-  Reader r = open_message<std::vector<T>>(bytes);
-  const std::size_t n = r.count(Codec<T>::min_size);
+  std::size_t n = 0;
+  std::span<const std::byte> elements = vector_elements<T>(bytes, n);
   if (n != out.size()) {
-    r.fail(std::to_string(n) + " elements where " + std::to_string(out.size()) + " were expected");
+    throw_decode_error(
+        &Codec<std::vector<T>>::name, sizeof(std::uint64_t),  // the count
+        std::to_string(n) + " elements where " + std::to_string(out.size()) + " were expected");
   }
-  r.copy(static_cast<void*>(out.data()), n * sizeof(T));
-  if (r.p != r.end) r.fail("trailing bytes after the value");
+  if (n != 0) std::memcpy(static_cast<void*>(out.data()), elements.data(), elements.size());
+}
+
+// Appends the start of a std::vector<T> message of `count` elements to `out`, grown to
+// hold them; returns where their count * sizeof(T) bytes go (written by the caller, as
+// decode reads them: each element's object representation in turn).
+template <class T>
+requires trivially_encodable_v<T> std::byte* append_vector_head(std::size_t count, Bytes& out) {
+  using C = Codec<std::vector<T>>;
+  ensure_registered<std::vector<T>>();
+  const std::uint64_t tag = C::tag;
+  const std::size_t at = out.size();
+  out.resize(at + sizeof(tag) + varint_size(count) + count * sizeof(T));
+  PtrWriter w{out.data() + at};
+  w.put(&tag, sizeof(tag));
+  w.varint(count);
+  return w.p;
 }
 }  // namespace detail
 

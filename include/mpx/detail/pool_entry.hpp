@@ -127,9 +127,35 @@ void call_entry(std::span<const std::byte> in, ByteVector& out) {
 }
 
 // Worker side: a chunk of calls; Star: each item is a tuple of arguments.
+// Whether a chunk's items and results both travel as raw bytes.
+template <class F, class Item, bool Star>
+constexpr bool raw_chunk() {
+  if constexpr (Star || !trivially_encodable_v<Item>) {
+    return false;
+  } else {
+    return trivially_encodable_v<std::invoke_result_t<F&, Item&>>;
+  }
+}
+
 template <class F, class Item, bool Star>
 void chunk_entry(std::span<const std::byte> in, ByteVector& out) {
   F f = decode_callable<F>(in);
+  if constexpr (raw_chunk<F, Item, Star>()) {
+    // Raw bytes both ways: each item is read from the message and each result written
+    // into the reply, with no vector in between (a chunk of a million ints would need
+    // two fresh 4 MB vectors, faulted in page by page).
+    using R = std::invoke_result_t<F&, Item&>;
+    std::size_t n = 0;
+    const std::byte* src = vector_elements<Item>(in, n).data();
+    std::byte* dst = append_vector_head<R>(n, out);
+    for (std::size_t i = 0; i < n; ++i) {
+      Item item;
+      std::memcpy(static_cast<void*>(&item), src + i * sizeof(Item), sizeof(Item));
+      const R result = f(item);
+      std::memcpy(dst + i * sizeof(R), static_cast<const void*>(&result), sizeof(R));
+    }
+    return;
+  }
   auto items = mpx::decode<std::vector<Item>>(in);
   if constexpr (Star) {
     using R = decltype(std::apply(f, items[0]));
