@@ -191,6 +191,17 @@ Task process_call_task(const F& f, const std::tuple<Args...>& args) {
   return t;
 }
 
+// A chunk task of `count` raw-byte items, which the caller writes at `items` (each
+// item's bytes in turn) before it submits the task.
+template <class F, class Item>
+Task process_raw_chunk_task(const F& f, std::size_t count, std::byte*& items) {
+  Task t;
+  t.entry = &chunk_entry<F, Item, false>;
+  encode_callable(f, t.args);
+  items = append_vector_head<Item>(count, t.args);
+  return t;
+}
+
 template <class F, class Item, bool Star>
 Task process_chunk_task(const F& f, const std::vector<Item>& items) {
   Task t;

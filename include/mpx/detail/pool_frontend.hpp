@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstddef>
+#include <cstring>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -407,12 +408,10 @@ class BasicPool {
     batch.reserve(std::min(chunks, kBatchTasks));
     std::size_t batch_bytes = 0;
     std::size_t encoded_bytes = 0;  // of all chunks so far
-    std::vector<Item> chunk;
-    chunk.reserve(std::min(chunksize, n));
     std::size_t index = 0;
-    auto add = [&] {
-      batch.push_back(chunk_task<R, Item, Star>(state, index++, f, chunk));
-      chunk.clear();
+    auto queue = [&](Task t) {
+      batch.push_back(std::move(t));
+      ++index;
       batch_bytes += batch.back().args.size();
       encoded_bytes += batch.back().args.size();
       if (batch.size() >= kBatchTasks || batch_bytes >= kBatchBytes) {
@@ -426,15 +425,43 @@ class BasicPool {
         }
       }
     };
-    for (auto&& x : source) {
-      if constexpr (MoveOut::value) {
-        chunk.push_back(std::move(x));
-      } else {
-        chunk.push_back(static_cast<Item>(x));
+    if constexpr (kProcesses && !Star && trivially_encodable_v<Item>) {
+      // Raw-byte items go straight into their chunk's message, with no vector between.
+      Task t;
+      std::byte* items = nullptr;
+      std::size_t filled = 0, count = 0, left = n;
+      for (auto&& x : source) {
+        if (filled == 0) {
+          count = std::min(chunksize, left);
+          if (count == 0) throw ValueError("map: the range holds more elements than its size()");
+          t = process_raw_chunk_task<Fn, Item>(f, count, items);
+        }
+        const Item item = static_cast<Item>(x);
+        std::memcpy(items + filled * sizeof(Item), static_cast<const void*>(&item), sizeof(Item));
+        if (++filled == count) {
+          left -= count;
+          filled = 0;
+          t.sink = std::make_shared<ChunkSink<R>>(state, index, &decode_chunk<R>);
+          queue(std::move(t));
+        }
       }
-      if (chunk.size() == chunksize) add();
+      if (left != 0) throw ValueError("map: the range holds fewer elements than its size()");
+    } else {
+      std::vector<Item> chunk;
+      chunk.reserve(std::min(chunksize, n));
+      for (auto&& x : source) {
+        if constexpr (MoveOut::value) {
+          chunk.push_back(std::move(x));
+        } else {
+          chunk.push_back(static_cast<Item>(x));
+        }
+        if (chunk.size() == chunksize) {
+          queue(chunk_task<R, Item, Star>(state, index, f, chunk));
+          chunk.clear();  // thread pools took it already
+        }
+      }
+      if (!chunk.empty()) queue(chunk_task<R, Item, Star>(state, index, f, chunk));
     }
-    if (!chunk.empty()) add();
     if (!batch.empty()) engine_.submit(batch);
     return Future<std::vector<R>>(future);
   }
