@@ -126,7 +126,6 @@ void call_entry(std::span<const std::byte> in, ByteVector& out) {
   }
 }
 
-// Worker side: a chunk of calls; Star: each item is a tuple of arguments.
 // Whether a chunk's items and results both travel as raw bytes.
 template <class F, class Item, bool Star>
 constexpr bool raw_chunk() {
@@ -137,6 +136,7 @@ constexpr bool raw_chunk() {
   }
 }
 
+// Worker side: a chunk of calls; Star: each item is a tuple of arguments.
 template <class F, class Item, bool Star>
 void chunk_entry(std::span<const std::byte> in, ByteVector& out) {
   F f = decode_callable<F>(in);
