@@ -321,13 +321,20 @@ class BasicPool {
     }
   }
 
+  // The sink of a process pool's chunk: decodes its results into `state`.
+  template <class R>
+  static std::shared_ptr<TaskSink> process_chunk_sink(const std::shared_ptr<MapState<R>>& state,
+                                                      std::size_t index) {
+    return std::make_shared<ChunkSink<R>>(state, index, &decode_chunk<R>);
+  }
+
   // A task for one chunk: process pools encode `chunk`, thread pools move it out.
   template <class R, class Item, bool Star, class Fn>
   static Task chunk_task(const std::shared_ptr<MapState<R>>& state, std::size_t index, const Fn& fn,
                          std::vector<Item>& chunk) {
     if constexpr (kProcesses) {
       Task t = process_chunk_task<Fn, Item, Star>(fn, chunk);
-      t.sink = std::make_shared<ChunkSink<R>>(state, index, &decode_chunk<R>);
+      t.sink = process_chunk_sink(state, index);
       return t;
     } else {
       auto sink = std::make_shared<ChunkSink<R>>(state, index);
@@ -441,7 +448,7 @@ class BasicPool {
         if (++filled == count) {
           left -= count;
           filled = 0;
-          t.sink = std::make_shared<ChunkSink<R>>(state, index, &decode_chunk<R>);
+          t.sink = process_chunk_sink(state, index);
           queue(std::move(t));
         }
       }

@@ -96,7 +96,7 @@ class MapState {
 
   void complete(std::size_t index, Chunk values) {
     if constexpr (trivially_encodable_v<R>) {
-      if (chunksize_ != 0 && !values.empty()) {  // thread workers' results
+      if (chunksize_ != 0) {  // thread workers' results (process ones: complete_bytes)
         std::span<R> place = place_of(index);
         if (values.size() != place.size()) throw std::logic_error("map: a chunk of another size");
         std::copy(values.begin(), values.end(), place.begin());
