@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "mpx/process.hpp"
+#include "ring.hpp"
 #include "support/child.hpp"
 #include "support/leak_check.hpp"
 
@@ -263,6 +264,25 @@ TEST(ConnectionTest, APeerKilledInTheMiddleOfALargeSendGivesEOFErrorNeverAPartia
       break;
     }
   }
+}
+
+TEST(ConnectionTest, AWriterKilledBetweenCommittingAndPublishingLosesNothing) {
+  auto [reader, writer] = mpx::Pipe(false);
+  // The child dies after its message is complete in the ring, before it moves the
+  // ring's head: the message counts as sent, and the next writer carries on after it.
+  Child child([&writer = writer] {
+    mpx::detail::set_commit_hook([](mpx::detail::CommitStep) noexcept { ::raise(SIGKILL); });
+    writer.send_bytes(bytes_of("first"));
+  });
+  EXPECT_EQ(child.join(), -SIGKILL);
+  EXPECT_TRUE(reader.poll());
+  EXPECT_EQ(string_of(reader.recv_bytes()), "first");
+  EXPECT_FALSE(reader.poll());
+  writer.send_bytes(bytes_of("second"));
+  writer.send_bytes(bytes_of("third"));
+  ASSERT_TRUE(reader.poll(10s)) << "the next writer wrote where the reader does not look";
+  EXPECT_EQ(string_of(reader.recv_bytes()), "second");
+  EXPECT_EQ(string_of(reader.recv_bytes()), "third");
 }
 
 TEST(ConnectionTest, SixtyFourMiBMessagesStreamThroughASmallRingByteExact) {
