@@ -226,6 +226,17 @@ std::exception_ptr decode_exception(std::span<const std::byte> bytes) {
   }
 }
 
+// Takes an engine lock, trying for a moment before it sleeps: the engine's threads hold
+// it for short stretches, and a thread that sleeps on it pays a context switch, and its
+// holder a wake-up call, for each (a third of a small task's cost, measured).
+std::unique_lock<std::mutex> lock_soon(std::mutex& m) {
+  for (int i = 0; i < 64; ++i) {
+    if (m.try_lock()) return std::unique_lock(m, std::adopt_lock);
+    cpu_relax();
+  }
+  return std::unique_lock(m);
+}
+
 // ---------------------------------------------------------------------------
 // The part shared by both kinds of workers: the queue of tasks not yet handed out.
 
@@ -561,7 +572,7 @@ class ProcessImpl final : public Engine::Impl {
     if (frames_.empty()) return progress;
     bool handed_off = false;
     {
-      std::unique_lock lock(mutex);
+      auto lock = lock_soon(mutex);
       const int64_t now = monotonic_ns();  // one clock read for all these results
       for (auto& f : frames_)
         handed_off |= match(f, deliveries_, on_supervisor, now);
@@ -879,7 +890,7 @@ class ProcessImpl final : public Engine::Impl {
   }
 
   bool dispatch() {
-    std::unique_lock lock(mutex);
+    auto lock = lock_soon(mutex);
     bool progress = false;
     for (std::size_t i = 0; i < slots_.size(); ++i)
       if (slots_[i].pid > 0 && !slots_[i].out.empty()) progress |= pump(i);
@@ -1315,7 +1326,7 @@ Engine::~Engine() {
 }
 
 void Engine::submit(Task task) {
-  std::unique_lock lock(impl_->mutex);
+  auto lock = lock_soon(impl_->mutex);
   impl_->check_open();
   impl_->pending.push_back(std::move(task));
   impl_->pending_count.store(impl_->pending.size(), std::memory_order_relaxed);
@@ -1323,7 +1334,7 @@ void Engine::submit(Task task) {
 }
 
 void Engine::submit(std::vector<Task>& tasks) {
-  std::unique_lock lock(impl_->mutex);
+  auto lock = lock_soon(impl_->mutex);
   impl_->check_open();
   for (auto& t : tasks)
     impl_->pending.push_back(std::move(t));
