@@ -126,6 +126,7 @@ struct ByteRing {
 struct WorkerSlot {
   alignas(64) std::atomic<uint64_t> current{0};  // id of the task running, 0: none
   std::atomic<int64_t> started_ns{0};            // CLOCK_MONOTONIC when it started
+  std::atomic<int32_t> cpu{-1};  // where the worker last began to spin for a task (a hint)
   // The parent has bytes for the inbox that did not fit: the worker rings the
   // supervisor once it made room.
   alignas(64) std::atomic<uint32_t> writer_waiting{0};
@@ -136,6 +137,7 @@ struct WorkerSlot {
   void reset() noexcept {
     current.store(0);
     started_ns.store(0);
+    cpu.store(-1);
     writer_waiting.store(0);
     inbox.reset();
     outbox.reset();
@@ -148,8 +150,10 @@ struct PoolHeader {
   // A worker notifies it after writing a result, when someone sleeps on it: the thread
   // that collects results for the callers.
   alignas(64) WaitWord results;
-  // A caller collects results (so the supervisor need not be rung for them).
+  // A caller collects results (so the supervisor need not be rung for them), and where
+  // it last began to spin for them (a hint).
   alignas(64) std::atomic<uint32_t> collecting{0};
+  std::atomic<int32_t> collector_cpu{-1};
   alignas(64) std::atomic<uint32_t> supervisor_sleeping{0};
 };
 
