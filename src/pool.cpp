@@ -1235,7 +1235,14 @@ bool ProcessCollector::collect(ProcessImpl& impl, ReadyRef ready, const Deadline
   const bool spin = spin_limit() != 0 && !impl.long_tasks();
   int64_t idle_since = monotonic_ns();
   WaitWord& results = header()->results;
-  if (spin) header()->collector_cpu.store(::sched_getcpu(), std::memory_order_relaxed);
+  // Where this thread spins, for the workers (-1 while it sleeps or is gone): a worker
+  // that finds itself there gets out of the way.
+  std::atomic<int32_t>& cpu = header()->collector_cpu;
+  struct Gone {
+    std::atomic<int32_t>& cpu;
+    ~Gone() { cpu.store(-1, std::memory_order_relaxed); }
+  } gone{cpu};
+  if (spin) cpu.store(::sched_getcpu(), std::memory_order_relaxed);
   for (unsigned i = 1;; ++i) {
     if (ready()) return true;
     if (impl.collect(false)) {
@@ -1259,8 +1266,10 @@ bool ProcessCollector::collect(ProcessImpl& impl, ReadyRef ready, const Deadline
       }
     }
     // Sleep until a worker writes a result or someone completes a future (poke()).
+    cpu.store(-1, std::memory_order_relaxed);
     sleep_until(
         results, [&] { return ready() || impl.results_readable(); }, deadline);
+    if (spin) cpu.store(::sched_getcpu(), std::memory_order_relaxed);
     idle_since = monotonic_ns();
   }
 }

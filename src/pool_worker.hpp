@@ -126,7 +126,8 @@ struct ByteRing {
 struct WorkerSlot {
   alignas(64) std::atomic<uint64_t> current{0};  // id of the task running, 0: none
   std::atomic<int64_t> started_ns{0};            // CLOCK_MONOTONIC when it started
-  std::atomic<int32_t> cpu{-1};  // where the worker last began to spin for a task (a hint)
+  // Where the worker last began to spin for a task or woke up to one (-1: asleep); a hint.
+  std::atomic<int32_t> cpu{-1};
   // The parent has bytes for the inbox that did not fit: the worker rings the
   // supervisor once it made room.
   alignas(64) std::atomic<uint32_t> writer_waiting{0};
