@@ -75,7 +75,8 @@ class WorkerLoop {
       args.resize(h.size);
       read_exact(args.data(), args.size());
       settle_ring(true);  // the task may be long: the previous result must not wait
-      slot_.started_ns.store(monotonic_ns(), std::memory_order_relaxed);
+      const int64_t started = monotonic_ns();
+      slot_.started_ns.store(started, std::memory_order_relaxed);
       slot_.current.store(h.task_id, std::memory_order_release);
       out.clear();
       out.resize(sizeof(FrameHeader));
@@ -91,6 +92,7 @@ class WorkerLoop {
           finish(4);
         }
       }
+      last_task_ns_ = monotonic_ns() - started;
       FrameHeader r{kind, 0, h.task_id, 0, out.size() - sizeof(FrameHeader)};
       std::memcpy(out.data(), &r, sizeof r);
       write_all(out.data(), out.size());
@@ -194,8 +196,11 @@ class WorkerLoop {
   // processes (5-16 us a round trip on a VM, instead of under 1). Narrowing the affinity
   // mask for a moment moves the worker at once; the mask is put back as it was. At most
   // every 10 ms.
+  // Only for short tasks: then each round trip pays for the shared CPU; a CPU-bound map
+  // lost speed when its workers moved (1.92 -> 1.82 on 2 CPUs, the move landing on a
+  // CPU another worker had just taken).
   void move_off_cpu(int64_t now) noexcept {
-    if (now - last_move_ns_ < kMoveIntervalNs) return;
+    if (last_task_ns_ > kShortTaskNs || now - last_move_ns_ < kMoveIntervalNs) return;
     last_move_ns_ = now;
     cpu_set_t allowed;
     if (::sched_getaffinity(0, sizeof allowed, &allowed) != 0 || CPU_COUNT(&allowed) < 2) return;
@@ -212,6 +217,8 @@ class WorkerLoop {
       ::sched_setaffinity(0, sizeof allowed, &allowed);
   }
   static constexpr int64_t kMoveIntervalNs = 10'000'000;
+  static constexpr int64_t kShortTaskNs = 100'000;
+  int64_t last_task_ns_ = 0;
   int64_t last_move_ns_ = -kMoveIntervalNs;
 
   bool collector_shares_cpu() const noexcept {
