@@ -27,7 +27,9 @@
 
 namespace mpx::detail {
 
-// Results of a map, by chunk, as they arrive.
+// Results of a map, by chunk, as they arrive. Chunks are numbered from 0 in input order;
+// the state keeps those not yet taken (imap drops each chunk once its consumer took it
+// and every chunk before it, so that an endless imap holds a bounded window).
 template <class R>
 class MapState {
  public:
@@ -48,7 +50,7 @@ class MapState {
   std::size_t add_chunk() {
     std::lock_guard lock(mutex_);
     slots_.emplace_back();
-    return slots_.size() - 1;
+    return first_ + slots_.size() - 1;
   }
 
   // The input ended after `chunks` chunks; `error` (if any) is raised at that point.
@@ -56,9 +58,9 @@ class MapState {
     std::unique_lock lock(mutex_);
     if (total_) return;
     if (error) {
-      if (slots_.size() <= chunks) slots_.resize(chunks + 1);
-      slots_[chunks].error = error;
-      slots_[chunks].done = true;
+      if (first_ + slots_.size() <= chunks) slots_.resize(chunks + 1 - first_);
+      slots_[chunks - first_].error = error;
+      slots_[chunks - first_].done = true;
       order_.push_back(chunks);
       ++completed_;
       ++chunks;
@@ -85,7 +87,7 @@ class MapState {
     if constexpr (trivially_encodable_v<R>) {
       if (chunksize_ != 0) {
         std::unique_lock lock(mutex_);
-        if (slots_[index].done) return;  // its place may be given away already
+        if (finished(index)) return;  // its place may be given away already
         decode_vector_into(bytes, place_of(index));
         mark_done(lock, index, Chunk());
         return;
@@ -104,7 +106,7 @@ class MapState {
       }
     }
     std::unique_lock lock(mutex_);
-    if (slots_[index].done) return;
+    if (finished(index)) return;
     mark_done(lock, index, std::move(values));
   }
 
@@ -112,9 +114,9 @@ class MapState {
     std::shared_ptr<FutureState<std::vector<R>>> future;
     {
       std::lock_guard lock(mutex_);
-      if (slots_[index].done) return;
-      slots_[index].error = error;
-      slots_[index].done = true;
+      if (finished(index)) return;
+      slots_[index - first_].error = error;
+      slots_[index - first_].done = true;
       order_.push_back(index);
       ++completed_;
       future = future_;
@@ -128,25 +130,29 @@ class MapState {
   bool wait_chunk(std::size_t index, const Deadline& deadline) {
     auto ready = [&] {
       std::lock_guard lock(mutex_);
-      return (total_ && index >= *total_) || (index < slots_.size() && slots_[index].done);
+      return (total_ && index >= *total_) || done(index);
     };
     if (!collect_until(collector_.get(), word_, ready, deadline))
       throw TimeoutError("no result in time");
     std::lock_guard lock(mutex_);
-    return index < slots_.size() && slots_[index].done && !(total_ && index >= *total_);
+    return done(index) && !(total_ && index >= *total_);
   }
   // Unordered iteration: waits for the `n`-th completed chunk; returns its index or
-  // nullopt at the end.
+  // nullopt at the end. Asked for n = 0, 1, 2... in turn (earlier entries are dropped).
   std::optional<std::size_t> wait_nth(std::size_t n, const Deadline& deadline) {
     auto ready = [&] {
       std::lock_guard lock(mutex_);
-      return order_.size() > n || (total_ && n >= *total_);
+      return order_first_ + order_.size() > n || (total_ && n >= *total_);
     };
     if (!collect_until(collector_.get(), word_, ready, deadline))
       throw TimeoutError("no result in time");
     std::lock_guard lock(mutex_);
-    if (order_.size() > n) return order_[n];
-    return std::nullopt;
+    if (n < order_first_ || order_first_ + order_.size() <= n) return std::nullopt;
+    const std::size_t index = order_[n - order_first_];
+    order_.erase(order_.begin(),
+                 order_.begin() + static_cast<std::ptrdiff_t>(n + 1 - order_first_));
+    order_first_ = n + 1;
+    return index;
   }
   // Takes a completed chunk's results (throws its error).
   Chunk take(std::size_t index) {
@@ -155,11 +161,24 @@ class MapState {
     Chunk values;
     {
       std::lock_guard lock(mutex_);
-      auto& slot = slots_[index];
+      if (index < first_ || index - first_ >= slots_.size())
+        throw std::logic_error("map: a chunk taken twice");
+      auto& slot = slots_[index - first_];
+      slot.taken = true;
       ++consumed_;
       waker = waker_;
       error = slot.error;
       values = std::move(slot.values);
+      while (!slots_.empty() && slots_.front().taken) {
+        slots_.pop_front();
+        ++first_;
+      }
+      // Completion order, for an ordered consumer (which never reads it) or past what an
+      // unordered one has read (wait_nth drops that).
+      while (!order_.empty() && order_.front() < first_) {
+        order_.pop_front();
+        ++order_first_;
+      }
     }
     if (waker) waker->wake();  // its feeder may produce again
     if (error) std::rethrow_exception(error);
@@ -179,7 +198,7 @@ class MapState {
   // Chunks handed out and not yet taken by the consumer (imap's bound).
   std::size_t outstanding() {
     std::lock_guard lock(mutex_);
-    return slots_.size() - consumed_;
+    return first_ + slots_.size() - consumed_;
   }
   void set_waker(std::shared_ptr<EngineWaker> waker) {
     std::lock_guard lock(mutex_);
@@ -197,9 +216,17 @@ class MapState {
  private:
   struct Slot {
     bool done = false;
+    bool taken = false;  // by the consumer (imap)
     Chunk values;
     std::exception_ptr error;
   };
+
+  // mutex_ held. Chunk `index` has its outcome (a chunk no longer held was taken).
+  bool finished(std::size_t index) const { return index < first_ || slots_[index - first_].done; }
+  // mutex_ held. Chunk `index` is held and has its outcome.
+  bool done(std::size_t index) const {
+    return index >= first_ && index - first_ < slots_.size() && slots_[index - first_].done;
+  }
 
   void wake_waiters() noexcept {
     notify(word_);
@@ -208,8 +235,8 @@ class MapState {
 
   // mutex_ held; releases it.
   void mark_done(std::unique_lock<std::mutex>& lock, std::size_t index, Chunk values) {
-    slots_[index].values = std::move(values);
-    slots_[index].done = true;
+    slots_[index - first_].values = std::move(values);
+    slots_[index - first_].done = true;
     order_.push_back(index);
     ++completed_;
     unlock_and_finish(lock);
@@ -255,8 +282,11 @@ class MapState {
   WaitWord word_;
   std::optional<std::size_t> total_;
   std::size_t completed_ = 0;
-  std::vector<Slot> slots_;
-  std::vector<std::size_t> order_;
+  std::deque<Slot> slots_;
+  std::size_t first_ = 0;  // the chunk in slots_.front()
+  // Indexes of the chunks in the order they completed, from the order_first_-th on.
+  std::deque<std::size_t> order_;
+  std::size_t order_first_ = 0;
   std::size_t consumed_ = 0;
   std::shared_ptr<EngineWaker> waker_;
   std::shared_ptr<FutureState<std::vector<R>>> future_;
