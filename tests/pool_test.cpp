@@ -321,6 +321,36 @@ TEST(PoolTest, EndlessImapHoldsABoundedWindowOfChunks) {
   pool.terminate();
 }
 
+int first_byte(const std::vector<char>& v) {
+  return v.empty() ? -1 : v.front();
+}
+
+// imap runs ahead of its consumer by a bounded amount of input: with small items by up
+// to 256 chunks per worker, with 1 MiB items by about 64 MiB. The input view counts what
+// it has produced; the consumer takes 10 results, then waits until the count stops
+// growing.
+TEST(PoolTest, ImapRunsAheadOfItsConsumerByABoundedAmount) {
+  mpx::Pool pool(2);
+  std::atomic<int> produced{0};
+  auto items = std::views::iota(0) | std::views::transform([&produced](int i) {
+                 ++produced;
+                 return std::vector<char>(std::size_t{1} << 20, static_cast<char>(i % 100));
+               });
+  auto it = pool.imap(first_byte, items, 1);
+  for (int i = 0; i < 10; ++i)
+    ASSERT_EQ(*it.next(), i);
+  int seen = -1;
+  for (int quiet = 0; quiet < 3;) {
+    std::this_thread::sleep_for(50ms);
+    const int now = produced.load();
+    quiet = now == seen ? quiet + 1 : 0;
+    seen = now;
+  }
+  EXPECT_GT(seen, 10 + 12) << "at least 4 chunks per worker + 4 ahead";
+  EXPECT_LE(seen, 10 + 64 + 4) << "about 64 MiB ahead";
+  pool.terminate();
+}
+
 TEST(PoolTest, ImapNextWithTimeoutThrowsTimeoutError) {
   mpx::Pool pool(1);
   auto it = pool.imap(sleep_ms, std::vector<int>{2000, 0});

@@ -29,7 +29,9 @@
 //   (Python's would block forever).
 // - A failing initializer makes the pool broken (tasks and submits fail with
 //   BrokenPool) instead of restarting workers forever.
-// - imap reads its input lazily, so an endless range works.
+// - imap reads its input lazily, so an endless range works: it runs ahead of its
+//   consumer by 4 chunks per worker + 4, or by up to 256 items per worker while that
+//   stays within about 64 MiB of encoded input and results.
 //
 // Thread safety: all member functions may be called from any thread.
 // Across fork: a pool belongs to the process that built it; do not use it in a child.

@@ -236,8 +236,14 @@ class BasicPool {
     auto make = [state, f = Fn(std::forward<F>(fn))](std::vector<Item> chunk, std::size_t index) {
       return chunk_task<R, Item, Star>(state, index, f, chunk);
     };
+    // Chunks ahead of the consumer: a few per worker at any size; with small chunks
+    // enough for 256 items per worker, so that the workers need not wait for the
+    // consumer's every take (chunksize 1: 3 -> 1-1.4 us an item), as long as they hold
+    // about kMapInFlightBytes at most.
+    const std::size_t base = 4 * engine_.workers() + 4;
     engine_.submit(std::make_shared<RangeFeeder<R, Item, View, decltype(make)>>(
-        state, std::move(view), chunksize, 4 * engine_.workers() + 4, std::move(make)));
+        state, std::move(view), chunksize, base,
+        std::max(base, 256 * engine_.workers() / chunksize), kMapInFlightBytes, std::move(make)));
     return IMapIterator<R>(state, ordered, deadline);
   }
 

@@ -88,15 +88,17 @@ class MapState {
       if (chunksize_ != 0) {
         std::unique_lock lock(mutex_);
         if (finished(index)) return;  // its place may be given away already
+        bytes_seen_ += bytes.size();
         decode_vector_into(bytes, place_of(index));
         mark_done(lock, index, Chunk());
         return;
       }
     }
-    complete(index, decoder(bytes));
+    complete(index, decoder(bytes), bytes.size());
   }
 
-  void complete(std::size_t index, Chunk values) {
+  // `bytes`: the encoded size of the results, when they came encoded.
+  void complete(std::size_t index, Chunk values, std::size_t bytes = 0) {
     if constexpr (trivially_encodable_v<R>) {
       if (chunksize_ != 0) {  // thread workers' results (process ones: complete_bytes)
         std::span<R> place = place_of(index);
@@ -107,6 +109,7 @@ class MapState {
     }
     std::unique_lock lock(mutex_);
     if (finished(index)) return;
+    bytes_seen_ += bytes;
     mark_done(lock, index, std::move(values));
   }
 
@@ -195,10 +198,23 @@ class MapState {
     collect_until(collector_.get(), word_, ready, Deadline::never());
   }
 
-  // Chunks handed out and not yet taken by the consumer (imap's bound).
-  std::size_t outstanding() {
+  // imap's bound: whether another chunk may be handed out while the consumer has not
+  // taken those before. Under `base` chunks outstanding always; under `limit` while that
+  // many chunks of the average encoded size so far (input and result) stay within
+  // `max_bytes`.
+  bool has_room(std::size_t base, std::size_t limit, std::size_t max_bytes) {
     std::lock_guard lock(mutex_);
-    return first_ + slots_.size() - consumed_;
+    const std::size_t outstanding = first_ + slots_.size() - consumed_;
+    if (outstanding < base) return true;
+    if (outstanding >= limit) return false;
+    const std::size_t chunks = first_ + slots_.size();
+    const std::size_t average = chunks == 0 ? 0 : bytes_seen_ / chunks;
+    return average * (outstanding + 1) <= max_bytes;
+  }
+  // Encoded bytes of a chunk's input (imap's bound).
+  void count_bytes(std::size_t n) {
+    std::lock_guard lock(mutex_);
+    bytes_seen_ += n;
   }
   void set_waker(std::shared_ptr<EngineWaker> waker) {
     std::lock_guard lock(mutex_);
@@ -288,6 +304,7 @@ class MapState {
   std::deque<std::size_t> order_;
   std::size_t order_first_ = 0;
   std::size_t consumed_ = 0;
+  std::size_t bytes_seen_ = 0;  // encoded inputs and results of all chunks so far
   std::shared_ptr<EngineWaker> waker_;
   std::shared_ptr<FutureState<std::vector<R>>> future_;
   std::shared_ptr<Collector> collector_;
@@ -412,15 +429,18 @@ class IMapIterator {
 template <class R, class Item, class View, class MakeTask>
 class RangeFeeder final : public Feeder {
  public:
-  // At most `limit` chunks are handed out and not yet consumed.
+  // Chunks handed out and not yet consumed: `base` at any size, up to `limit` while they
+  // hold about `max_bytes` at most (MapState::has_room).
   RangeFeeder(std::shared_ptr<MapState<R>> state, View view, std::size_t chunksize,
-              std::size_t limit, MakeTask make)
+              std::size_t base, std::size_t limit, std::size_t max_bytes, MakeTask make)
       : state_(std::move(state)),
         view_(std::move(view)),
         chunksize_(chunksize),
+        base_(base),
         limit_(limit),
+        max_bytes_(max_bytes),
         make_(std::move(make)) {}
-  bool ready() const noexcept override { return state_->outstanding() < limit_; }
+  bool ready() const noexcept override { return state_->has_room(base_, limit_, max_bytes_); }
   ~RangeFeeder() override {
     // Dropped before its input ran out (terminate, shutdown): the iteration ends there.
     if (!exhausted_) state_->set_total(index_, std::make_exception_ptr(CancelledError()));
@@ -445,7 +465,9 @@ class RangeFeeder final : public Feeder {
       }
       std::size_t index = state_->add_chunk();
       index_ = index + 1;
-      return make_(std::move(chunk), index);
+      Task task = make_(std::move(chunk), index);
+      state_->count_bytes(task.args.size());
+      return task;
     } catch (...) {
       exhausted_ = true;
       state_->set_total(index_, std::current_exception());
@@ -458,7 +480,9 @@ class RangeFeeder final : public Feeder {
   View view_;
   std::optional<std::ranges::iterator_t<View>> it_;
   std::size_t chunksize_;
+  std::size_t base_;
   std::size_t limit_;
+  std::size_t max_bytes_;
   MakeTask make_;
   std::size_t index_ = 0;
   bool started_ = false;
