@@ -553,13 +553,6 @@ class ProcessImpl final : public Engine::Impl {
   bool long_tasks() const noexcept {
     return avg_task_ns_.load(std::memory_order_relaxed) >= kShortTaskNs;
   }
-  // Whether a worker was last seen spinning on the calling thread's CPU (a hint).
-  bool worker_shares_cpu() const noexcept {
-    const int cpu = ::sched_getcpu();
-    for (std::size_t i = 0; i < slots_.size(); ++i)
-      if (pool_->slot(i).cpu.load(std::memory_order_relaxed) == cpu) return true;
-    return false;
-  }
   bool results_readable() const noexcept {
     for (std::size_t i = 0; i < slots_.size(); ++i)
       if (pool_->slot(i).outbox.readable() != 0) return true;
@@ -1258,10 +1251,9 @@ bool ProcessCollector::collect(ProcessImpl& impl, ReadyRef ready, const Deadline
       int64_t spun = monotonic_ns() - idle_since;
       if (spun < kSpinNs) {
         // Past a few microseconds, let a worker that shares this CPU run (when the
-        // machine is oversubscribed); otherwise this returns at once. At once when a
-        // worker was last seen spinning on this CPU: its result cannot come before it
-        // runs (without this, such a pair pays two spins per task, 5-10 us).
-        if (spun > kYieldAfterNs || impl.worker_shares_cpu()) ::sched_yield();
+        // machine is oversubscribed); otherwise this returns at once. (A worker that
+        // finds this thread on its CPU yields at once and moves: pool_worker.cpp.)
+        if (spun > kYieldAfterNs) ::sched_yield();
         continue;
       }
     }
