@@ -182,10 +182,15 @@ void init_entry(std::span<const std::byte> in, ByteVector&) {
   std::apply(f, args);
 }
 
+// Room for a callable's encoding (a function pointer's) and a message's head, reserved
+// at once so that a small task's bytes take one allocation, not one per append.
+inline constexpr std::size_t kTaskHeadBytes = 64;
+
 template <class F, class... Args>
 Task process_call_task(const F& f, const std::tuple<Args...>& args) {
   Task t;
   t.entry = &call_entry<F, Args...>;
+  t.args.reserve(kTaskHeadBytes);
   encode_callable(f, t.args);
   mpx::encode_append(args, t.args);
   return t;
@@ -197,6 +202,7 @@ template <class F, class Item>
 Task process_raw_chunk_task(const F& f, std::size_t count, std::byte*& items) {
   Task t;
   t.entry = &chunk_entry<F, Item, false>;
+  t.args.reserve(kTaskHeadBytes + count * sizeof(Item));
   encode_callable(f, t.args);
   items = append_vector_head<Item>(count, t.args);
   return t;
