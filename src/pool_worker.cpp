@@ -195,19 +195,19 @@ class WorkerLoop {
   // for a whole run while the other idled, every task then costing two switches between
   // processes (5-16 us a round trip on a VM, instead of under 1). Narrowing the affinity
   // mask for a moment moves the worker at once; the mask is put back as it was. At most
-  // every 10 ms.
-  // Only for short tasks: then each round trip pays for the shared CPU; a CPU-bound map
-  // lost speed when its workers moved (1.92 -> 1.82 on 2 CPUs, the move landing on a
-  // CPU another worker had just taken).
+  // every 10 ms, only after a short task (with long ones the shared CPU costs little, and
+  // a CPU-bound map lost speed when its workers moved), and only to a CPU where no other
+  // worker was last seen (moving onto a busy worker slows both).
   void move_off_cpu(int64_t now) noexcept {
     if (last_task_ns_ > kShortTaskNs || now - last_move_ns_ < kMoveIntervalNs) return;
     last_move_ns_ = now;
+    const int here = ::sched_getcpu();
     cpu_set_t allowed;
-    if (::sched_getaffinity(0, sizeof allowed, &allowed) != 0 || CPU_COUNT(&allowed) < 2) return;
-    // Only to a CPU where no other worker was last seen: moving onto a busy worker
-    // would slow both (a CPU-bound map lost a fifth of its speed).
+    if (here < 0 || here >= CPU_SETSIZE || ::sched_getaffinity(0, sizeof allowed, &allowed) != 0 ||
+        CPU_COUNT(&allowed) < 2)
+      return;
     cpu_set_t others = allowed;
-    CPU_CLR(::sched_getcpu(), &others);
+    CPU_CLR(here, &others);
     for (std::size_t j = 0; j < shared_.size(); ++j) {
       const int cpu = shared_.slot(j).cpu.load(std::memory_order_relaxed);
       if (&shared_.slot(j) != &slot_ && cpu >= 0 && cpu < CPU_SETSIZE) CPU_CLR(cpu, &others);
@@ -223,8 +223,9 @@ class WorkerLoop {
 
   bool collector_shares_cpu() const noexcept {
     const PoolHeader* h = shared_.header();
-    return h->collecting.load(std::memory_order_relaxed) != 0 &&
-           h->collector_cpu.load(std::memory_order_relaxed) == ::sched_getcpu();
+    if (h->collecting.load(std::memory_order_relaxed) == 0) return false;
+    const int cpu = h->collector_cpu.load(std::memory_order_relaxed);
+    return cpu >= 0 && cpu == ::sched_getcpu();
   }
   static constexpr int64_t kSpinNs = 50'000;
   static constexpr int64_t kRingDelayNs = 20'000;
