@@ -175,8 +175,8 @@ class WorkerLoop {
         // the machine is oversubscribed); without other runnable work this returns
         // at once. At once when the thread that collects our results was last seen
         // spinning on this CPU: it cannot hand us a task before it runs.
-        if (collector_shares_cpu()) {
-          move_off_cpu(now);
+        if (const int here = ::sched_getcpu(); collector_is_on(here)) {
+          move_off_cpu(here, now);
           ::sched_yield();
         } else if (now - start > kYieldAfterNs) {
           ::sched_yield();
@@ -198,12 +198,12 @@ class WorkerLoop {
   // every 10 ms, only after a short task (with long ones the shared CPU costs little, and
   // a CPU-bound map lost speed when its workers moved), and only to a CPU where no other
   // worker was last seen (moving onto a busy worker slows both).
-  void move_off_cpu(int64_t now) noexcept {
+  // `here`: the CPU this worker runs on (>= 0).
+  void move_off_cpu(int here, int64_t now) noexcept {
     if (last_task_ns_ > kShortTaskNs || now - last_move_ns_ < kMoveIntervalNs) return;
     last_move_ns_ = now;
-    const int here = ::sched_getcpu();
     cpu_set_t allowed;
-    if (here < 0 || here >= CPU_SETSIZE || ::sched_getaffinity(0, sizeof allowed, &allowed) != 0 ||
+    if (here >= CPU_SETSIZE || ::sched_getaffinity(0, sizeof allowed, &allowed) != 0 ||
         CPU_COUNT(&allowed) < 2)
       return;
     cpu_set_t others = allowed;
@@ -221,11 +221,11 @@ class WorkerLoop {
   int64_t last_task_ns_ = 0;
   int64_t last_move_ns_ = -kMoveIntervalNs;
 
-  bool collector_shares_cpu() const noexcept {
+  // Whether the collecting thread was last seen spinning on CPU `here` (a hint).
+  bool collector_is_on(int here) const noexcept {
     const PoolHeader* h = shared_.header();
-    if (h->collecting.load(std::memory_order_relaxed) == 0) return false;
-    const int cpu = h->collector_cpu.load(std::memory_order_relaxed);
-    return cpu >= 0 && cpu == ::sched_getcpu();
+    return here >= 0 && h->collecting.load(std::memory_order_relaxed) != 0 &&
+           h->collector_cpu.load(std::memory_order_relaxed) == here;
   }
   static constexpr int64_t kSpinNs = 50'000;
   static constexpr int64_t kRingDelayNs = 20'000;
