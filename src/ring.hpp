@@ -23,6 +23,15 @@
 // time (write_mutex, held for the whole message) and one reader at a time (read_mutex),
 // so messages never interleave.
 //
+// Except that a connection's reader may take a small whole message (one chunk of at most
+// kSmallMessage bytes) without the read mutex: it copies the message out, then moves the
+// tail past it with a compare-exchange from the chunk's position. The copy is good when
+// the exchange succeeds: the tail was at the chunk all along (it never moves back), so no
+// writer can have reused those bytes. The mutex's holder takes such messages the same
+// way, and after reading any chunk header checks that the tail is still where it read
+// it (if not, another reader took a small message, and it moves on); past every other
+// chunk only the holder moves the tail. A reader dies holding nothing on this path.
+//
 // Crash safety comes from two rules: a chunk becomes visible only once complete (head is
 // stored after its bytes), and a reader at a message boundary discards chunks without
 // kFirst, and a reader in the middle of a message discards it when a chunk with kFirst
@@ -165,6 +174,8 @@ class Ring {
  public:
   static constexpr std::size_t kDefaultQueueCapacity = std::size_t{1} << 20;
   static constexpr std::size_t kDefaultPipeCapacity = std::size_t{256} << 10;
+  // Connections: whole messages up to this size may be read without the read lock.
+  static constexpr std::size_t kSmallMessage = 512;
 
   // The capacity actually used for a request: a power of two in [4 KiB, 1 TiB].
   static std::size_t round_capacity(std::size_t bytes) noexcept;
@@ -202,16 +213,25 @@ class Ring {
   bool join(const Deadline& deadline);
 
  private:
+  // `spin`: spin before sleeping (false: the caller just did).
   template <class Pred>
-  bool wait_for(bool for_data, Pred&& ready, const Deadline& deadline);
+  bool wait_for(bool for_data, Pred&& ready, const Deadline& deadline, bool spin = true);
   void wake_readers() noexcept;
-  void wake_writers() noexcept;
+  // `fenced`: the caller's last update of the tail was a sequentially consistent RMW.
+  void wake_writers(bool fenced = false) noexcept;
   // kCounted: a queue's ring (counts and journals); false for connections.
   template <bool kCounted>
   bool write_locked(std::span<const std::span<const std::byte>> parts, const Deadline& deadline,
                     bool count_task);
+  // `spun`: read_small() spun for a message already.
   template <bool kCounted>
-  bool read_locked(ReserveFn reserve, void* ctx, const Deadline& deadline);
+  bool read_locked(ReserveFn reserve, void* ctx, const Deadline& deadline, bool spun);
+  // Connections: waits (spinning only, if `spin`) for a small whole message at the tail
+  // and takes it without the read lock. false: none came, or the message there is not
+  // small and whole (the locked path reads it).
+  bool read_small(ReserveFn reserve, void* ctx, bool spin);
+  // Takes the small whole message of `length` bytes at `t`, if no other reader did.
+  bool take_small(uint64_t t, uint32_t length, ReserveFn reserve, void* ctx);
   bool writer_abandoned(uint64_t at) noexcept;
   // Takes the write or read mutex; `repair` (repair_writer/repair_reader) rolls back a
   // dead previous holder's unpublished counts. false: timed out.
