@@ -337,7 +337,7 @@ namespace {
 
 void abandon_all(std::vector<Task>& tasks) noexcept {
   for (auto& t : tasks)
-    if (t.sink) t.sink->abandon();
+    if (t.sink) t.sink->task_abandoned(t.tag);
 }
 
 // ---------------------------------------------------------------------------
@@ -380,7 +380,7 @@ class ThreadImpl final : public Engine::Impl {
           dropped = take_pending(dropped_feeders);
         }
         for (auto& t : dropped)
-          if (t.sink) t.sink->set_exception(broken);
+          if (t.sink) t.sink->task_failed(t.tag, broken);
         cv_.notify_all();
         return;
       }
@@ -390,7 +390,7 @@ class ThreadImpl final : public Engine::Impl {
       if (terminating) return;
       if (auto task = pop(lock)) {
         lock.unlock();
-        if (task->sink && !task->sink->set_running()) {
+        if (task->sink && !task->sink->task_running(task->tag)) {
           lock.lock();
           continue;
         }
@@ -630,18 +630,22 @@ class ProcessImpl final : public Engine::Impl {
   // A task's outcome, to hand to its sink outside the engine's lock.
   struct Delivery {
     std::shared_ptr<TaskSink> sink;
+    std::size_t tag = 0;
     uint32_t kind = 0;  // kFrameResult or kFrameError (body); 0: `error`
     ByteVector body;
     std::exception_ptr error;
     void run() noexcept {
       if (!sink) return;
       if (kind == kFrameResult) {
-        sink->set_result_bytes(body);
+        sink->task_result(tag, body);
       } else if (kind == kFrameError) {
-        sink->set_exception(decode_exception(body));
+        sink->task_failed(tag, decode_exception(body));
       } else {
-        sink->set_exception(error);
+        sink->task_failed(tag, error);
       }
+    }
+    void abandon() noexcept {
+      if (sink) sink->task_abandoned(tag);
     }
   };
 
@@ -728,10 +732,10 @@ class ProcessImpl final : public Engine::Impl {
     std::unique_lock lock(mutex);
     if (terminating || broken) {
       auto dropped = take_pending(dropped_feeders);
-      std::vector<std::shared_ptr<TaskSink>> sinks;
+      std::vector<Delivery> started;  // to abandon or fail
       for (auto& s : slots_) {
         for (auto& a : s.assigned)
-          sinks.push_back(std::move(a.task.sink));
+          started.push_back({std::move(a.task.sink), a.task.tag});
         s.assigned.clear();
         drop_outgoing(s);
       }
@@ -743,15 +747,17 @@ class ProcessImpl final : public Engine::Impl {
       lock.unlock();
       if (terminating) {
         abandon_all(dropped);
-        for (auto& sink : sinks)
-          if (sink) sink->abandon();
+        for (auto& d : started)
+          d.abandon();
         for (auto& d : ready)
-          if (d.sink) d.sink->abandon();
+          d.abandon();
       } else {
         for (auto& t : dropped)
-          if (t.sink) t.sink->set_exception(error);
-        for (auto& sink : sinks)
-          if (sink) sink->set_exception(error);
+          if (t.sink) t.sink->task_failed(t.tag, error);
+        for (auto& d : started) {
+          d.error = error;
+          d.run();
+        }
         for (auto& d : ready)
           d.run();
       }
@@ -798,7 +804,7 @@ class ProcessImpl final : public Engine::Impl {
         pending_count.store(pending.size(), std::memory_order_relaxed);
         break;
       }
-      if (task->sink && !task->sink->set_running()) continue;
+      if (task->sink && !task->sink->task_running(task->tag)) continue;
       // A feeder (run by pop, unlocked) may have taken its time: read the clock again.
       if (now == 0 || (use_feeders && !feeders.empty())) now = monotonic_ns();
       assign(static_cast<std::size_t>(i), std::move(*task), now);
@@ -972,7 +978,7 @@ class ProcessImpl final : public Engine::Impl {
         Assigned a = std::move(s.assigned.front());
         record_service_time(s, a, now);
         s.assigned.pop_front();
-        Delivery d{std::move(a.task.sink), f.header.kind, std::move(f.body), nullptr};
+        Delivery d{std::move(a.task.sink), a.task.tag, f.header.kind, std::move(f.body), nullptr};
         if (!on_supervisor && d.sink && d.sink->has_callbacks()) {
           handoff_.push_back(std::move(d));
           handoffs_.store(handoff_.size(), std::memory_order_release);
@@ -1137,7 +1143,7 @@ class ProcessImpl final : public Engine::Impl {
           } else {
             error = std::make_exception_ptr(WorkerLost(pid, status));
           }
-          done.push_back({std::move(a.task.sink), 0, {}, error});
+          done.push_back({std::move(a.task.sink), a.task.tag, 0, {}, error});
         }
         // Tasks it had not started go back to the front of the queue, in order.
         for (auto it = s.assigned.rbegin(); it != s.assigned.rend(); ++it)

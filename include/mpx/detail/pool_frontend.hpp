@@ -233,6 +233,7 @@ class BasicPool {
     auto state = std::make_shared<MapState<R>>(std::nullopt);
     state->set_waker(engine_.waker());
     state->set_collector(engine_.collector());
+    if constexpr (kProcesses) state->set_decoder(&decode_chunk<R>);
     auto make = [state, f = Fn(std::forward<F>(fn))](std::vector<Item> chunk, std::size_t index) {
       return chunk_task<R, Item, Star>(state, index, f, chunk);
     };
@@ -327,26 +328,20 @@ class BasicPool {
     }
   }
 
-  // The sink of a process pool's chunk: decodes its results into `state`.
-  template <class R>
-  static std::shared_ptr<TaskSink> process_chunk_sink(const std::shared_ptr<MapState<R>>& state,
-                                                      std::size_t index) {
-    return std::make_shared<ChunkSink<R>>(state, index, &decode_chunk<R>);
-  }
-
   // A task for one chunk: process pools encode `chunk`, thread pools move it out.
   template <class R, class Item, bool Star, class Fn>
   static Task chunk_task(const std::shared_ptr<MapState<R>>& state, std::size_t index, const Fn& fn,
                          std::vector<Item>& chunk) {
     if constexpr (kProcesses) {
       Task t = process_chunk_task<Fn, Item, Star>(fn, chunk);
-      t.sink = process_chunk_sink(state, index);
+      t.sink = state;
+      t.tag = index;
       return t;
     } else {
-      auto sink = std::make_shared<ChunkSink<R>>(state, index);
       Task t;
-      t.sink = sink;
-      t.run = [sink, fn, chunk = std::exchange(chunk, {})]() mutable {
+      t.sink = state;
+      t.tag = index;
+      t.run = [state, index, fn, chunk = std::exchange(chunk, {})]() mutable {
         std::vector<R> results;
         try {
           results.reserve(chunk.size());
@@ -358,10 +353,14 @@ class BasicPool {
             }
           }
         } catch (...) {
-          sink->set_exception(std::current_exception());
+          state->fail(index, std::current_exception());
           return;
         }
-        sink->set_values(std::move(results));
+        try {
+          state->complete(index, std::move(results));
+        } catch (...) {
+          state->fail(index, std::current_exception());
+        }
       };
       return t;
     }
@@ -406,6 +405,7 @@ class BasicPool {
     std::size_t chunks = (n + chunksize - 1) / chunksize;
     auto state = std::make_shared<MapState<R>>(chunks);
     state->set_collector(engine_.collector());
+    if constexpr (kProcesses) state->set_decoder(&decode_chunk<R>);
     if constexpr (trivially_encodable_v<R>) state->gather_in_place(n, chunksize);
     auto future = std::make_shared<FutureState<std::vector<R>>>();
     future->set_collector(engine_.collector());
@@ -454,7 +454,8 @@ class BasicPool {
         if (++filled == count) {
           left -= count;
           filled = 0;
-          t.sink = process_chunk_sink(state, index);
+          t.sink = state;
+          t.tag = index;
           queue(std::move(t));
         }
       }

@@ -94,6 +94,13 @@ class FutureStateBase : public TaskSink {
   void set_collector(std::shared_ptr<Collector> collector) { collector_ = std::move(collector); }
   bool has_callbacks() const noexcept override { return hooked_.load(std::memory_order_acquire); }
 
+  // As its task's sink (one task: the tag is not used).
+  bool task_running(std::size_t) noexcept override { return set_running(); }
+  void task_failed(std::size_t, std::exception_ptr error) noexcept override {
+    set_exception(std::move(error));
+  }
+  void task_abandoned(std::size_t) noexcept override { abandon(); }
+
   bool cancel() {
     std::unique_lock lock(mutex_);
     Status s = status();
@@ -104,13 +111,13 @@ class FutureStateBase : public TaskSink {
     return true;
   }
 
-  bool set_running() noexcept override {
+  bool set_running() noexcept {
     uint32_t expected = kPending;
     if (status_.compare_exchange_strong(expected, kRunning, std::memory_order_acq_rel)) return true;
     return expected == kRunning;  // a task handed to a second worker after a crash
   }
 
-  void set_exception(std::exception_ptr error) noexcept override {
+  void set_exception(std::exception_ptr error) noexcept {
     if (on_error_ && !done()) run_callback([&] { (*on_error_)(error); });
     std::unique_lock lock(mutex_);
     if (done()) return;
@@ -119,7 +126,7 @@ class FutureStateBase : public TaskSink {
   }
 
   // Ends the future as cancelled whatever its state (Pool.terminate()).
-  void abandon() noexcept override {
+  void abandon() noexcept {
     std::unique_lock lock(mutex_);
     if (done()) return;
     error_ = std::make_exception_ptr(CancelledError());
@@ -255,7 +262,10 @@ class FutureState final : public FutureStateBase {
     hooked_.store(true, std::memory_order_release);
   }
 
-  void set_result_bytes(std::span<const std::byte> bytes) noexcept override {
+  void task_result(std::size_t, std::span<const std::byte> bytes) noexcept override {
+    set_result_bytes(bytes);
+  }
+  void set_result_bytes(std::span<const std::byte> bytes) noexcept {
     if (!decoder_) {
       set_exception(std::make_exception_ptr(InvalidStateError("future has no decoder")));
       return;

@@ -29,11 +29,13 @@ namespace mpx::detail {
 
 // Results of a map, by chunk, as they arrive. Chunks are numbered from 0 in input order;
 // the state keeps those not yet taken (imap drops each chunk once its consumer took it
-// and every chunk before it, so that an endless imap holds a bounded window).
+// and every chunk before it, so that an endless imap holds a bounded window). It is the
+// sink of its chunks' tasks, the tag being the chunk's index.
 template <class R>
-class MapState {
+class MapState final : public TaskSink {
  public:
   using Chunk = std::vector<R>;
+  using Decoder = Chunk (*)(std::span<const std::byte>);
 
   // Known number of chunks (map) or nullopt until the input runs out (imap).
   explicit MapState(std::optional<std::size_t> total) : total_(total) {
@@ -231,9 +233,28 @@ class MapState {
   // first chunk is submitted.
   void set_collector(std::shared_ptr<Collector> collector) { collector_ = std::move(collector); }
   // Whether completing a chunk may run user code (map_async's callbacks).
-  bool has_callbacks() {
+  bool has_callbacks() const noexcept override {
     std::lock_guard lock(mutex_);
     return future_ && future_->has_callbacks();
+  }
+
+  // Process pools: how a chunk's encoded results decode. Set before the first chunk
+  // is submitted.
+  void set_decoder(Decoder decoder) noexcept { decoder_ = decoder; }
+  bool task_running(std::size_t) noexcept override { return true; }
+  void task_result(std::size_t index, std::span<const std::byte> bytes) noexcept override {
+    try {
+      if (!decoder_) throw InvalidStateError("map: no decoder for encoded results");
+      complete_bytes(index, bytes, decoder_);
+    } catch (...) {
+      fail(index, std::current_exception());
+    }
+  }
+  void task_failed(std::size_t index, std::exception_ptr error) noexcept override {
+    fail(index, std::move(error));
+  }
+  void task_abandoned(std::size_t index) noexcept override {
+    fail(index, std::make_exception_ptr(CancelledError()));
   }
 
  private:
@@ -301,7 +322,8 @@ class MapState {
     }
   }
 
-  std::mutex mutex_;
+  mutable std::mutex mutex_;
+  Decoder decoder_ = nullptr;
   WaitWord word_;
   std::optional<std::size_t> total_;
   std::size_t completed_ = 0;
@@ -330,42 +352,6 @@ class MapState {
     const std::size_t begin = index * chunksize_;
     return std::span<R>(all_).subspan(begin, std::min(chunksize_, all_.size() - begin));
   }
-};
-
-// The sink of one chunk.
-template <class R>
-class ChunkSink final : public TaskSink {
- public:
-  using Decoder = std::vector<R> (*)(std::span<const std::byte>);
-  ChunkSink(std::shared_ptr<MapState<R>> state, std::size_t index, Decoder decoder = nullptr)
-      : state_(std::move(state)), index_(index), decoder_(decoder) {}
-
-  bool set_running() noexcept override { return true; }
-  void set_result_bytes(std::span<const std::byte> bytes) noexcept override {
-    try {
-      state_->complete_bytes(index_, bytes, decoder_);
-    } catch (...) {
-      state_->fail(index_, std::current_exception());
-    }
-  }
-  void set_exception(std::exception_ptr error) noexcept override { state_->fail(index_, error); }
-  bool has_callbacks() const noexcept override { return state_->has_callbacks(); }
-  void abandon() noexcept override {
-    state_->fail(index_, std::make_exception_ptr(CancelledError()));
-  }
-  // Thread workers.
-  void set_values(std::vector<R> values) noexcept {
-    try {
-      state_->complete(index_, std::move(values));
-    } catch (...) {
-      state_->fail(index_, std::current_exception());
-    }
-  }
-
- private:
-  std::shared_ptr<MapState<R>> state_;
-  std::size_t index_;
-  Decoder decoder_;
 };
 
 // The result of imap/imap_unordered/Executor::map: results in order (or as they

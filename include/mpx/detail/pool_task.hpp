@@ -37,18 +37,20 @@ void advise_huge_pages(void* p, std::size_t bytes) noexcept;
 using Entry = void (*)(std::span<const std::byte> args, ByteVector& out);
 
 // Where the outcome of a task goes. Called from the engine's threads, never under an
-// engine lock. Exactly one of set_result_bytes/set_exception is called per task (unless
-// set_running returned false: then neither).
+// engine lock. Exactly one of task_result/task_failed/task_abandoned is called per task
+// (unless task_running returned false: then none).
 class TaskSink {
  public:
   virtual ~TaskSink() = default;
+  // `tag`: the task's Task::tag, which of the sink's tasks it is (a future has one task,
+  // a map one per chunk: one sink per map, not one allocation per chunk).
   // The task is about to be handed to a worker; false if it was cancelled (skip it).
-  virtual bool set_running() noexcept = 0;
+  virtual bool task_running(std::size_t tag) noexcept = 0;
   // Process workers: the encoded result.
-  virtual void set_result_bytes(std::span<const std::byte> result) noexcept = 0;
-  virtual void set_exception(std::exception_ptr error) noexcept = 0;
+  virtual void task_result(std::size_t tag, std::span<const std::byte> result) noexcept = 0;
+  virtual void task_failed(std::size_t tag, std::exception_ptr error) noexcept = 0;
   // The task will not run (terminate, shutdown(cancel_futures)): end as cancelled.
-  virtual void abandon() noexcept = 0;
+  virtual void task_abandoned(std::size_t tag) noexcept = 0;
   // Whether completing it runs user code (pool callbacks, done callbacks): such sinks
   // are completed on the pool's own thread, never on a thread that waits for a result.
   virtual bool has_callbacks() const noexcept { return false; }
@@ -97,6 +99,7 @@ bool collect_until(Collector* collector, WaitWord& word, Pred&& ready, const Dea
 
 struct Task {
   std::shared_ptr<TaskSink> sink;
+  std::size_t tag = 0;  // passed to the sink's calls
   // Process workers.
   Entry entry = nullptr;
   ByteVector args;
