@@ -434,7 +434,11 @@ class BasicPool {
           const std::size_t per_chunk = std::max<std::size_t>(1, encoded_bytes / index);
           const std::size_t limit = std::min(
               kMapInFlight, std::max(kMapInFlightBytes / per_chunk, 2 * engine_.workers()));
-          if (index > limit) state->wait_completed(index - limit);
+          // Past the bound, wait until half of it is done: the caller then collects (and,
+          // stopping, hands the results to the supervisor, a wake-up) once per half bound,
+          // not once per batch (chunksize 1: every 256 tasks).
+          if (index > limit && !state->completed_at_least(index - limit))
+            state->wait_completed(index - limit / 2);
         }
       }
     };

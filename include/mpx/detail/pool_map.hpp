@@ -196,15 +196,17 @@ class MapState final : public TaskSink {
     if (error) std::rethrow_exception(error);
     return values;
   }
+  // Whether at least `n` chunks are done.
+  bool completed_at_least(std::size_t n) {
+    std::lock_guard lock(mutex_);
+    return completed_ >= n;
+  }
   // Blocks until `n` chunks are done, reading results meanwhile (map's bound on the
   // chunks it queues). A chunk is done once it succeeded, failed or was cancelled, so
   // this ends whatever happens to the workers.
   void wait_completed(std::size_t n) {
-    auto ready = [&] {
-      std::lock_guard lock(mutex_);
-      return completed_ >= n;
-    };
-    collect_until(collector_.get(), word_, ready, Deadline::never());
+    collect_until(
+        collector_.get(), word_, [&] { return completed_at_least(n); }, Deadline::never());
   }
 
   // imap's bound: whether another chunk may be handed out while the consumer has not
