@@ -259,6 +259,21 @@ struct Engine::Impl {
     if (closed) throw InvalidStateError("pool is not running (closed or terminated)");
   }
 
+  // Keeps the argument buffer of a finished small task for a later one (lock held; see
+  // Engine::submit): a chunksize-1 map allocated one per task in the caller and freed
+  // it in whichever thread read the result.
+  void recycle_args(ByteVector& args) noexcept {
+    constexpr std::size_t kSpareBytes = 256;  // larger ones are freed
+    constexpr std::size_t kSpares = 4096;
+    if (args.capacity() == 0 || args.capacity() > kSpareBytes || spare_args.size() >= kSpares)
+      return;
+    try {
+      if (spare_args.capacity() == 0) spare_args.reserve(kSpares);
+      spare_args.push_back(std::move(args));
+    } catch (const std::bad_alloc&) {
+    }
+  }
+
   // Pops the next task to run, pulling from feeders when the queue runs low.
   // Lock held on entry and exit; released while a feeder runs.
   std::optional<Task> pop(std::unique_lock<std::mutex>& lock, bool use_feeders = true) {
@@ -315,6 +330,7 @@ struct Engine::Impl {
   EngineOptions options;
   mutable std::mutex mutex;
   std::deque<Task> pending;
+  std::vector<ByteVector> spare_args;  // recycle_args()
   std::vector<std::shared_ptr<Feeder>> feeders;
   std::atomic<std::size_t> pending_count{0};  // pending.size(), or more (a hint)
   std::atomic<std::size_t> feeder_count{0};   // feeders.size() once the lock is free
@@ -993,6 +1009,7 @@ class ProcessImpl final : public Engine::Impl {
         Assigned a = std::move(s.assigned.front());
         record_service_time(s, a, now);
         s.assigned.pop_front();
+        recycle_args(a.task.args);
         Delivery d{std::move(a.task.sink), a.task.tag, f.header.kind, std::move(f.body), nullptr};
         if (!on_supervisor && d.sink && d.sink->has_callbacks()) {
           handoff_.push_back(std::move(d));
@@ -1374,11 +1391,18 @@ void Engine::submit(Task task) {
   impl_->submitted(lock);
 }
 
-void Engine::submit(std::vector<Task>& tasks) {
+void Engine::submit(std::vector<Task>& tasks, std::vector<ByteVector>* spares) {
   auto lock = lock_soon(impl_->mutex);
   impl_->check_open();
   for (auto& t : tasks)
     impl_->pending.push_back(std::move(t));
+  if (spares) {
+    std::vector<ByteVector>& from = impl_->spare_args;
+    for (std::size_t n = std::min(from.size(), tasks.size()); n > 0; --n) {
+      spares->push_back(std::move(from.back()));
+      from.pop_back();
+    }
+  }
   tasks.clear();
   impl_->pending_count.store(impl_->pending.size(), std::memory_order_relaxed);
   impl_->submitted(lock);

@@ -197,11 +197,15 @@ Task process_call_task(const F& f, const std::tuple<Args...>& args) {
 }
 
 // A chunk task of `count` raw-byte items, which the caller writes at `items` (each
-// item's bytes in turn) before it submits the task.
+// item's bytes in turn) before it submits the task. `buffer`: memory to encode into
+// (a finished task's, see Engine::submit), or none.
 template <class F, class Item>
-Task process_raw_chunk_task(const F& f, std::size_t count, std::byte*& items) {
+Task process_raw_chunk_task(const F& f, std::size_t count, std::byte*& items,
+                            ByteVector buffer = {}) {
   Task t;
   t.entry = &chunk_entry<F, Item, false>;
+  t.args = std::move(buffer);
+  t.args.clear();
   t.args.reserve(kTaskHeadBytes + count * sizeof(Item));
   encode_callable(f, t.args);
   items = append_vector_head<Item>(count, t.args);
@@ -209,9 +213,11 @@ Task process_raw_chunk_task(const F& f, std::size_t count, std::byte*& items) {
 }
 
 template <class F, class Item, bool Star>
-Task process_chunk_task(const F& f, const std::vector<Item>& items) {
+Task process_chunk_task(const F& f, const std::vector<Item>& items, ByteVector buffer = {}) {
   Task t;
   t.entry = &chunk_entry<F, Item, Star>;
+  t.args = std::move(buffer);
+  t.args.clear();
   encode_callable(f, t.args);
   mpx::encode_append(items, t.args);
   return t;

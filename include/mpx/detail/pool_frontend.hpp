@@ -331,9 +331,9 @@ class BasicPool {
   // A task for one chunk: process pools encode `chunk`, thread pools move it out.
   template <class R, class Item, bool Star, class Fn>
   static Task chunk_task(const std::shared_ptr<MapState<R>>& state, std::size_t index, const Fn& fn,
-                         std::vector<Item>& chunk) {
+                         std::vector<Item>& chunk, ByteVector buffer = {}) {
     if constexpr (kProcesses) {
-      Task t = process_chunk_task<Fn, Item, Star>(fn, chunk);
+      Task t = process_chunk_task<Fn, Item, Star>(fn, chunk, std::move(buffer));
       t.sink = state;
       t.tag = index;
       return t;
@@ -422,13 +422,22 @@ class BasicPool {
     std::size_t batch_bytes = 0;
     std::size_t encoded_bytes = 0;  // of all chunks so far
     std::size_t index = 0;
+    std::vector<ByteVector> spares;  // finished tasks' buffers, from submit()
+    auto spare = [&] {
+      ByteVector b;
+      if (!spares.empty()) {
+        b = std::move(spares.back());
+        spares.pop_back();
+      }
+      return b;
+    };
     auto queue = [&](Task t) {
       batch.push_back(std::move(t));
       ++index;
       batch_bytes += batch.back().args.size();
       encoded_bytes += batch.back().args.size();
       if (batch.size() >= kBatchTasks || batch_bytes >= kBatchBytes) {
-        engine_.submit(batch);
+        engine_.submit(batch, &spares);
         batch_bytes = 0;
         if (blocking) {
           const std::size_t per_chunk = std::max<std::size_t>(1, encoded_bytes / index);
@@ -451,7 +460,7 @@ class BasicPool {
         if (filled == 0) {
           count = std::min(chunksize, left);
           if (count == 0) throw ValueError("map: the range holds more elements than its size()");
-          t = process_raw_chunk_task<Fn, Item>(f, count, items);
+          t = process_raw_chunk_task<Fn, Item>(f, count, items, spare());
         }
         const Item item = static_cast<Item>(x);
         std::memcpy(items + filled * sizeof(Item), static_cast<const void*>(&item), sizeof(Item));
@@ -474,7 +483,7 @@ class BasicPool {
           chunk.push_back(static_cast<Item>(x));
         }
         if (chunk.size() == chunksize) {
-          queue(chunk_task<R, Item, Star>(state, index, f, chunk));
+          queue(chunk_task<R, Item, Star>(state, index, f, chunk, spare()));
           chunk.clear();  // thread pools took it already
         }
       }

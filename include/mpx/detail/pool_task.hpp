@@ -154,7 +154,9 @@ class Engine {
   // Queues tasks. Throws InvalidStateError after close()/terminate(), BrokenPool when
   // the pool is broken. Never blocks on workers.
   void submit(Task task);
-  void submit(std::vector<Task>& tasks);
+  // `spares` (process pools): refilled, up to as many as `tasks` held, with the argument
+  // buffers of finished small tasks, to encode the caller's next tasks into.
+  void submit(std::vector<Task>& tasks, std::vector<ByteVector>* spares = nullptr);
   void submit(std::shared_ptr<Feeder> feeder);
   // Cancels the tasks not yet handed to a worker (their sinks are abandoned).
   void cancel_pending();
