@@ -3,6 +3,7 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <deque>
@@ -45,6 +46,7 @@ class MapState final : public TaskSink {
   // map_async: a future completed with all results (or the first error).
   void attach_future(std::shared_ptr<FutureState<std::vector<R>>> future) {
     std::lock_guard lock(mutex_);
+    callbacks_.store(future && future->has_callbacks(), std::memory_order_relaxed);
     future_ = std::move(future);
   }
 
@@ -234,10 +236,10 @@ class MapState final : public TaskSink {
   // Process pools: waits read results through the pool's collector. Set before the
   // first chunk is submitted.
   void set_collector(std::shared_ptr<Collector> collector) { collector_ = std::move(collector); }
-  // Whether completing a chunk may run user code (map_async's callbacks).
+  // Whether completing a chunk may run user code (map_async's callbacks). Asked for
+  // every result, under the engine's lock: no lock of ours.
   bool has_callbacks() const noexcept override {
-    std::lock_guard lock(mutex_);
-    return future_ && future_->has_callbacks();
+    return callbacks_.load(std::memory_order_relaxed);
   }
 
   // Process pools: how a chunk's encoded results decode. Set before the first chunk
@@ -338,6 +340,8 @@ class MapState final : public TaskSink {
   std::size_t bytes_seen_ = 0;  // encoded inputs and results of all chunks so far
   std::shared_ptr<EngineWaker> waker_;
   std::shared_ptr<FutureState<std::vector<R>>> future_;
+  // Set with future_ (whose callbacks are set before it is attached, before any task).
+  std::atomic<bool> callbacks_{false};
   std::shared_ptr<Collector> collector_;
   // gather_in_place: the results (items_ once sized), and the length of every chunk but
   // the last.
