@@ -963,12 +963,18 @@ class ProcessImpl final : public Engine::Impl {
         if (r.body_got < r.body.size()) continue;
       }
       r.header_got = 0;
+      const bool large = r.body.size() >= kLargeBody;
       out.push_back({i, r.header, std::move(r.body)});
       r.body = ByteVector();
+      // A large body is delivered (and its buffer recycled) before the next is read:
+      // the next one then reuses that memory instead of faulting in its own (a map of
+      // a million ints: eight 500 KB results, 1000 page faults at microseconds each).
+      if (large) break;
     }
     if (progress) wake_sleepers(ring.word);  // it may wait for room
     return progress;
   }
+  static constexpr std::size_t kLargeBody = std::size_t{64} << 10;
 
   // Keeps a delivered body's buffer for a later frame (read_mutex_ held): memory the
   // process touched before costs no page faults.
