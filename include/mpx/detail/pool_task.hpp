@@ -103,7 +103,7 @@ struct Task {
   // Process workers.
   Entry entry = nullptr;
   ByteVector args;
-  // Thread workers: runs the call and completes the sink (after sink->set_running()).
+  // Thread workers: runs the call and completes the sink (after sink->task_running()).
   std::function<void()> run;
 };
 
