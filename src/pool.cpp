@@ -594,12 +594,34 @@ class ProcessImpl final : public Engine::Impl {
       fill(lock, true);
     }
     if (handed_off) wake();
-    for (auto& d : deliveries_) {
-      d.run();
-      recycle(d.body);
+    deliver();
+    return true;
+  }
+
+  // Runs deliveries_ (read_mutex_ held). A run of results for one sink (a map's chunks)
+  // goes to it in one call: MapState then takes its lock and wakes its waiters once, not
+  // once per chunk.
+  void deliver() {
+    for (std::size_t k = 0; k < deliveries_.size();) {
+      Delivery& d = deliveries_[k];
+      std::size_t end = k + 1;
+      if (d.sink && d.kind == kFrameResult) {
+        while (end < deliveries_.size() && deliveries_[end].sink == d.sink &&
+               deliveries_[end].kind == kFrameResult)
+          ++end;
+      }
+      if (end - k == 1) {
+        d.run();
+      } else {
+        results_.clear();
+        for (std::size_t j = k; j < end; ++j)
+          results_.push_back({deliveries_[j].tag, deliveries_[j].body});
+        d.sink->task_results(results_);
+      }
+      for (; k < end; ++k)
+        recycle(deliveries_[k].body);
     }
     deliveries_.clear();
-    return true;
   }
 
   // The collector stops collecting: results it left in an outbox go to the supervisor.
@@ -1242,6 +1264,7 @@ class ProcessImpl final : public Engine::Impl {
   std::vector<ReadState> reads_;
   std::vector<Frame> frames_;
   std::vector<Delivery> deliveries_;
+  std::vector<TaskResult> results_;       // deliver()
   std::vector<ByteVector> spare_bodies_;  // see recycle()
   std::size_t spare_bytes_ = 0;
   // The supervisor thread only.

@@ -104,6 +104,37 @@ class MapState final : public TaskSink {
     complete(index, decoder(bytes), bytes.size());
   }
 
+  // map/map_async: several chunks' encoded results, each put at its place, under one
+  // lock and with one wake-up; a chunk whose results do not decode fails.
+  void complete_bytes(std::span<const TaskResult> results) noexcept requires
+      trivially_encodable_v<R> {
+    std::vector<std::pair<std::size_t, std::exception_ptr>> failed;
+    try {
+      std::unique_lock lock(mutex_);
+      size_results();
+      for (const TaskResult& r : results) {
+        if (finished(r.tag)) continue;  // its place may be given away already
+        try {
+          decode_vector_into(r.bytes, place_of(r.tag));
+          order_.push_back(r.tag);
+        } catch (...) {
+          failed.emplace_back(r.tag, std::current_exception());
+          continue;
+        }
+        bytes_seen_ += r.bytes.size();
+        slots_[r.tag - first_].done = true;
+        ++completed_;
+      }
+      unlock_and_finish(lock);
+    } catch (...) {  // no memory: each on its own, as task_result() would
+      for (const TaskResult& r : results)
+        task_result(r.tag, r.bytes);
+      return;
+    }
+    for (auto& [index, error] : failed)
+      fail(index, std::move(error));
+  }
+
   // `bytes`: the encoded size of the results, when they came encoded.
   void complete(std::size_t index, Chunk values, std::size_t bytes = 0) {
     if constexpr (trivially_encodable_v<R>) {
@@ -253,6 +284,15 @@ class MapState final : public TaskSink {
     } catch (...) {
       fail(index, std::current_exception());
     }
+  }
+  void task_results(std::span<const TaskResult> results) noexcept override {
+    if constexpr (trivially_encodable_v<R>) {
+      if (chunksize_ != 0) {
+        complete_bytes(results);
+        return;
+      }
+    }
+    TaskSink::task_results(results);
   }
   void task_failed(std::size_t index, std::exception_ptr error) noexcept override {
     fail(index, std::move(error));

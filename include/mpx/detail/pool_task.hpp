@@ -36,6 +36,12 @@ void advise_huge_pages(void* p, std::size_t bytes) noexcept;
 // to `out`. Throws what the call throws (the worker sends it back).
 using Entry = void (*)(std::span<const std::byte> args, ByteVector& out);
 
+// A task's encoded result (process workers), for TaskSink::task_results().
+struct TaskResult {
+  std::size_t tag;
+  std::span<const std::byte> bytes;
+};
+
 // Where the outcome of a task goes. Called from the engine's threads, never under an
 // engine lock. Exactly one of task_result/task_failed/task_abandoned is called per task
 // (unless task_running returned false: then none).
@@ -48,6 +54,12 @@ class TaskSink {
   virtual bool task_running(std::size_t tag) noexcept = 0;
   // Process workers: the encoded result.
   virtual void task_result(std::size_t tag, std::span<const std::byte> result) noexcept = 0;
+  // Several of its tasks' results that came together (a map's chunks): one call, so that
+  // a sink can take them under one lock. By default, task_result() for each.
+  virtual void task_results(std::span<const TaskResult> results) noexcept {
+    for (const TaskResult& r : results)
+      task_result(r.tag, r.bytes);
+  }
   virtual void task_failed(std::size_t tag, std::exception_ptr error) noexcept = 0;
   // The task will not run (terminate, shutdown(cancel_futures)): end as cancelled.
   virtual void task_abandoned(std::size_t tag) noexcept = 0;
