@@ -410,7 +410,7 @@ class ThreadImpl final : public Engine::Impl {
           lock.lock();
           continue;
         }
-        task->run();
+        (*task->run)();
         task.reset();
         lock.lock();
         continue;
@@ -511,7 +511,7 @@ class ProcessImpl final : public Engine::Impl {
     doorbell_ =
         sys::Fd(sys::call("eventfd", [] { return ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK); }));
     pool_->doorbell = doorbell_.get();
-    slots_.resize(options.workers);
+    slots_ = std::vector<SlotState>(options.workers);  // built in place: a slot cannot be copied
     reads_.resize(options.workers);
     // The zygote is forked now, before the supervisor thread exists.
     zygote_ = start_zygote(*pool_, options);

@@ -311,19 +311,20 @@ class BasicPool {
     } else {
       Task t;
       t.sink = state;
-      t.run = [state, f = Fn(std::forward<F>(fn)),
-               a = std::tuple<std::decay_t<Args>...>(std::forward<Args>(args)...)]() mutable {
-        try {
-          if constexpr (std::is_void_v<R>) {
-            std::apply(f, a);
-            state->set_result();
-          } else {
-            state->set_result(std::apply(f, a));
-          }
-        } catch (...) {
-          state->set_exception(std::current_exception());
-        }
-      };
+      t.run =
+          bind_call([state, f = Fn(std::forward<F>(fn)),
+                     a = std::tuple<std::decay_t<Args>...>(std::forward<Args>(args)...)]() mutable {
+            try {
+              if constexpr (std::is_void_v<R>) {
+                std::apply(f, a);
+                state->set_result();
+              } else {
+                state->set_result(std::apply(f, a));
+              }
+            } catch (...) {
+              state->set_exception(std::current_exception());
+            }
+          });
       return t;
     }
   }
@@ -341,7 +342,7 @@ class BasicPool {
       Task t;
       t.sink = state;
       t.tag = index;
-      t.run = [state, index, fn, chunk = std::exchange(chunk, {})]() mutable {
+      t.run = bind_call([state, index, fn, chunk = std::exchange(chunk, {})]() mutable {
         std::vector<R> results;
         try {
           results.reserve(chunk.size());
@@ -361,7 +362,7 @@ class BasicPool {
         } catch (...) {
           state->fail(index, std::current_exception());
         }
-      };
+      });
       return t;
     }
   }

@@ -20,6 +20,7 @@
 #include <span>
 #include <vector>
 
+#include "mpx/detail/bound_call.hpp"
 #include "mpx/detail/deadline.hpp"
 #include "mpx/detail/waiter.hpp"
 
@@ -116,7 +117,9 @@ struct Task {
   Entry entry = nullptr;
   ByteVector args;
   // Thread workers: runs the call and completes the sink (after sink->task_running()).
-  std::function<void()> run;
+  // A pointer, not a std::function: a task is moved several times on its way (a 64-byte
+  // task, not 88, and no call through std::function's manager per move).
+  std::unique_ptr<BoundCall> run;
 };
 
 // A lazy source of tasks (imap over a range, possibly endless). The engine pulls from
