@@ -1412,10 +1412,14 @@ Engine::~Engine() {
   waker_->impl_ = nullptr;
 }
 
-void Engine::submit(Task task) {
+void Engine::submit(Task task, ByteVector* spare) {
   auto lock = lock_soon(impl_->mutex);
   impl_->check_open();
   impl_->pending.push_back(std::move(task));
+  if (spare && spare->capacity() == 0 && !impl_->spare_args.empty()) {
+    *spare = std::move(impl_->spare_args.back());
+    impl_->spare_args.pop_back();
+  }
   impl_->pending_count.store(impl_->pending.size(), std::memory_order_relaxed);
   impl_->submitted(lock);
 }

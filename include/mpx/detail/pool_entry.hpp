@@ -186,10 +186,13 @@ void init_entry(std::span<const std::byte> in, ByteVector&) {
 // at once so that a small task's bytes take one allocation, not one per append.
 inline constexpr std::size_t kTaskHeadBytes = 64;
 
+// `buffer`: memory to encode into (a finished task's, see Engine::submit), or none.
 template <class F, class... Args>
-Task process_call_task(const F& f, const std::tuple<Args...>& args) {
+Task process_call_task(const F& f, const std::tuple<Args...>& args, ByteVector buffer = {}) {
   Task t;
   t.entry = &call_entry<F, Args...>;
+  t.args = std::move(buffer);
+  t.args.clear();
   t.args.reserve(kTaskHeadBytes);
   encode_callable(f, t.args);
   mpx::encode_append(args, t.args);

@@ -110,7 +110,8 @@ class BasicPool {
   Future<call_result_t<F, Args...>> apply_async(F&& fn, Args&&... args) {
     using R = call_result_t<F, Args...>;
     auto state = new_future<R>();
-    engine_.submit(call_task<R>(state, std::forward<F>(fn), std::forward<Args>(args)...));
+    engine_.submit(call_task<R>(state, std::forward<F>(fn), std::forward<Args>(args)...),
+                   &spare_args());
     return Future<R>(state);
   }
 
@@ -126,9 +127,11 @@ class BasicPool {
     using R = call_result_t<F, Args...>;
     auto state = new_future<R>();
     set_hooks(*state, std::move(callback), std::move(error_callback));
-    engine_.submit(std::apply(
-        [&](auto&&... a) { return call_task<R>(state, std::forward<F>(fn), std::move(a)...); },
-        std::move(args)));
+    engine_.submit(
+        std::apply(
+            [&](auto&&... a) { return call_task<R>(state, std::forward<F>(fn), std::move(a)...); },
+            std::move(args)),
+        &spare_args());
     return Future<R>(state);
   }
   // Python's apply_async(func, args, error_callback=...): no callback, only an
@@ -140,9 +143,11 @@ class BasicPool {
     using R = call_result_t<F, Args...>;
     auto state = new_future<R>();
     state->set_error_hook([error_callback](std::exception_ptr e) mutable { error_callback(e); });
-    engine_.submit(std::apply(
-        [&](auto&&... a) { return call_task<R>(state, std::forward<F>(fn), std::move(a)...); },
-        std::move(args)));
+    engine_.submit(
+        std::apply(
+            [&](auto&&... a) { return call_task<R>(state, std::forward<F>(fn), std::move(a)...); },
+            std::move(args)),
+        &spare_args());
     return Future<R>(state);
   }
 
@@ -299,13 +304,21 @@ class BasicPool {
       state.set_error_hook([error_callback](std::exception_ptr e) mutable { error_callback(e); });
   }
 
+  // Process pools: a finished task's argument buffer, kept per thread for its next call
+  // (Engine::submit hands one back): no allocation per apply_async/submit.
+  static ByteVector& spare_args() {
+    static thread_local ByteVector spare;
+    return spare;
+  }
+
   template <class R, class F, class... Args>
   Task call_task(const std::shared_ptr<FutureState<R>>& state, F&& fn, Args&&... args) {
     using Fn = std::decay_t<F>;
     if constexpr (kProcesses) {
       require_portable<Fn>();
       Task t = process_call_task(Fn(std::forward<F>(fn)),
-                                 std::tuple<std::decay_t<Args>...>(std::forward<Args>(args)...));
+                                 std::tuple<std::decay_t<Args>...>(std::forward<Args>(args)...),
+                                 std::exchange(spare_args(), {}));
       t.sink = state;
       return t;
     } else {

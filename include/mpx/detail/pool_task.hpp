@@ -168,7 +168,9 @@ class Engine {
 
   // Queues tasks. Throws InvalidStateError after close()/terminate(), BrokenPool when
   // the pool is broken. Never blocks on workers.
-  void submit(Task task);
+  // `spare` (process pools): given a finished small task's argument buffer if it has
+  // none, to encode the caller's next task into.
+  void submit(Task task, ByteVector* spare = nullptr);
   // `spares` (process pools): refilled, up to as many as `tasks` held, with the argument
   // buffers of finished small tasks, to encode the caller's next tasks into.
   void submit(std::vector<Task>& tasks, std::vector<ByteVector>* spares = nullptr);
