@@ -92,45 +92,35 @@ class MapState final : public TaskSink {
                       Chunk (*decoder)(std::span<const std::byte>)) {
     if constexpr (trivially_encodable_v<R>) {
       if (chunksize_ != 0) {
-        std::unique_lock lock(mutex_);
-        if (finished(index)) return;  // its place may be given away already
-        bytes_seen_ += bytes.size();
-        size_results();
-        decode_vector_into(bytes, place_of(index));
-        mark_done(lock, index, Chunk());
+        const TaskResult one{index, bytes};
+        place_results(std::span(&one, 1));
         return;
       }
     }
     complete(index, decoder(bytes), bytes.size());
   }
 
-  // map/map_async: several chunks' encoded results, each put at its place, under one
-  // lock and with one wake-up; a chunk whose results do not decode fails.
-  void complete_bytes(std::span<const TaskResult> results) noexcept requires
-      trivially_encodable_v<R> {
+  // map/map_async: chunks' encoded results, each put at its place, under one lock and
+  // with one wake-up; a chunk whose results do not decode fails. Throws only for want of
+  // memory (the chunks it did not reach are not done).
+  void place_results(std::span<const TaskResult> results) requires trivially_encodable_v<R> {
     std::vector<std::pair<std::size_t, std::exception_ptr>> failed;
-    try {
-      std::unique_lock lock(mutex_);
-      size_results();
-      for (const TaskResult& r : results) {
-        if (finished(r.tag)) continue;  // its place may be given away already
-        try {
-          decode_vector_into(r.bytes, place_of(r.tag));
-          order_.push_back(r.tag);
-        } catch (...) {
-          failed.emplace_back(r.tag, std::current_exception());
-          continue;
-        }
-        bytes_seen_ += r.bytes.size();
-        slots_[r.tag - first_].done = true;
-        ++completed_;
+    std::unique_lock lock(mutex_);
+    size_results();
+    for (const TaskResult& r : results) {
+      if (finished(r.tag)) continue;  // its place may be given away already
+      try {
+        decode_vector_into(r.bytes, place_of(r.tag));
+      } catch (const DecodeError&) {
+        failed.emplace_back(r.tag, std::current_exception());
+        continue;
       }
-      unlock_and_finish(lock);
-    } catch (...) {  // no memory: each on its own, as task_result() would
-      for (const TaskResult& r : results)
-        task_result(r.tag, r.bytes);
-      return;
+      order_.push_back(r.tag);
+      bytes_seen_ += r.bytes.size();
+      slots_[r.tag - first_].done = true;
+      ++completed_;
     }
+    unlock_and_finish(lock);
     for (auto& [index, error] : failed)
       fail(index, std::move(error));
   }
@@ -288,8 +278,11 @@ class MapState final : public TaskSink {
   void task_results(std::span<const TaskResult> results) noexcept override {
     if constexpr (trivially_encodable_v<R>) {
       if (chunksize_ != 0) {
-        complete_bytes(results);
-        return;
+        try {
+          place_results(results);
+          return;
+        } catch (...) {  // no memory: one by one, each failing on its own if it must
+        }
       }
     }
     TaskSink::task_results(results);
