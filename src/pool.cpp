@@ -23,7 +23,6 @@
 #include <poll.h>
 #include <sched.h>
 #include <sys/eventfd.h>
-#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -60,14 +59,14 @@ std::size_t cpu_count() noexcept {
   return n > 0 ? static_cast<std::size_t>(n) : 1;
 }
 
-void advise_huge_pages(void* p, std::size_t bytes) noexcept {
-  constexpr std::uintptr_t kHuge = std::uintptr_t{2} << 20;
-  const auto begin = reinterpret_cast<std::uintptr_t>(p);
-  const std::uintptr_t first = (begin + kHuge - 1) & ~(kHuge - 1);
-  const std::uintptr_t last = (begin + bytes) & ~(kHuge - 1);
-  if (p == nullptr || last <= first) return;
-  // Only advice: where it fails (no THP in this kernel) the pages are simply small.
-  static_cast<void>(::madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE));
+void prefault(void* p, std::size_t bytes) noexcept {
+  sys::prefault(p, bytes);
+}
+
+void reserve_prefaulted(ByteVector& v, std::size_t n) {
+  if (n <= v.capacity()) return;
+  v.reserve(n);
+  if (n >= kPrefaultBytes) prefault(v.data() + v.size(), n - v.size());
 }
 
 // ---------------------------------------------------------------------------
@@ -974,6 +973,7 @@ class ProcessImpl final : public Engine::Impl {
           spare_bodies_.pop_back();
           spare_bytes_ -= r.body.capacity();
         }
+        reserve_prefaulted(r.body, r.header.size);
         r.body.resize(r.header.size);
         r.body_got = 0;
       }

@@ -72,6 +72,7 @@ class WorkerLoop {
     for (;;) {
       FrameHeader h{};
       read_exact(reinterpret_cast<std::byte*>(&h), sizeof h);
+      reserve_prefaulted(args, h.size);
       args.resize(h.size);
       read_exact(args.data(), args.size());
       settle_ring(true);  // the task may be long: the previous result must not wait

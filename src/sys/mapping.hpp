@@ -47,4 +47,12 @@ Mapping map_shared(int fd, std::size_t size);
 // mmap(MAP_SHARED|MAP_ANONYMOUS): shared with children forked later, no fd at all.
 Mapping map_anonymous_shared(std::size_t size);
 
+// Memory about to be written, faulted in now by one system call instead of one fault
+// per page as it is written (a fault costs microseconds in a virtual machine, where
+// fresh memory is also fresh to the host): transparent huge pages for the whole 2 MiB
+// pages inside [p, p + bytes), then every page of the range populated for writing.
+// Only advice, content untouched: a kernel without MADV_POPULATE_WRITE (before 5.14)
+// or without transparent huge pages leaves the faults to come as they would.
+void prefault(void* p, std::size_t bytes) noexcept;
+
 }  // namespace mpx::sys

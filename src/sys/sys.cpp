@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdint>
 #include <cstdlib>
 #include <string>
 
@@ -75,6 +76,23 @@ Mapping map_anonymous_shared(std::size_t size) {
                   -1, 0);
   });
   return Mapping(addr, size == 0 ? 1 : size);
+}
+
+void prefault(void* p, std::size_t bytes) noexcept {
+  if (p == nullptr || bytes == 0) return;
+  static const auto kPage = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
+  constexpr std::uintptr_t kHuge = std::uintptr_t{2} << 20;
+  const auto begin = reinterpret_cast<std::uintptr_t>(p);
+  const std::uintptr_t end = begin + bytes;
+  const std::uintptr_t first_huge = (begin + kHuge - 1) & ~(kHuge - 1);
+  const std::uintptr_t last_huge = end & ~(kHuge - 1);
+  if (first_huge < last_huge)
+    static_cast<void>(
+        ::madvise(reinterpret_cast<void*>(first_huge), last_huge - first_huge, MADV_HUGEPAGE));
+  // Whole pages: the ones at the edges are written too.
+  const std::uintptr_t first = begin & ~(kPage - 1);
+  const std::uintptr_t last = (end + kPage - 1) & ~(kPage - 1);
+  static_cast<void>(::madvise(reinterpret_cast<void*>(first), last - first, MADV_POPULATE_WRITE));
 }
 
 Fd pidfd_open(pid_t pid) {

@@ -147,6 +147,7 @@ void chunk_entry(std::span<const std::byte> in, ByteVector& out) {
     using R = std::invoke_result_t<F&, Item&>;
     std::size_t n = 0;
     const std::byte* src = vector_elements<Item>(in, n).data();
+    reserve_prefaulted(out, out.size() + sizeof(std::uint64_t) + varint_size(n) + n * sizeof(R));
     std::byte* dst = append_vector_head<R>(n, out);
     for (std::size_t i = 0; i < n; ++i) {
       Item item;
@@ -209,7 +210,7 @@ Task process_raw_chunk_task(const F& f, std::size_t count, std::byte*& items,
   t.entry = &chunk_entry<F, Item, false>;
   t.args = std::move(buffer);
   t.args.clear();
-  t.args.reserve(kTaskHeadBytes + count * sizeof(Item));
+  reserve_prefaulted(t.args, kTaskHeadBytes + count * sizeof(Item));
   encode_callable(f, t.args);
   items = append_vector_head<Item>(count, t.args);
   return t;

@@ -82,7 +82,6 @@ class MapState final : public TaskSink {
   void gather_in_place(std::size_t items, std::size_t chunksize) {
     static_assert(trivially_encodable_v<R>);
     all_.reserve(items);
-    advise_huge_pages(all_.data(), items * sizeof(R));
     items_ = items;
     chunksize_ = chunksize;
   }
@@ -384,7 +383,9 @@ class MapState final : public TaskSink {
 
   // mutex_ held.
   void size_results() {
-    if (all_.size() != items_) all_.resize(items_);
+    if (all_.size() == items_) return;
+    if (items_ * sizeof(R) >= kPrefaultBytes) prefault(all_.data(), items_ * sizeof(R));
+    all_.resize(items_);
   }
 
   std::span<R> place_of(std::size_t index) {

@@ -28,10 +28,14 @@ namespace mpx::detail {
 
 using ByteVector = std::vector<std::byte>;
 
-// Asks for transparent huge pages for the whole 2 MiB pages inside [p, p + bytes), memory
-// about to be filled: one fault per 2 MiB instead of 512 (a fault costs microseconds in
-// a virtual machine). No effect on small ranges or where the kernel does not offer it.
-void advise_huge_pages(void* p, std::size_t bytes) noexcept;
+// Large buffers about to be filled (a map's chunks, their results, the result vector):
+// faulted in by one system call (huge pages where whole 2 MiB pages fit) instead of
+// one fault per page as they are written; a fault costs microseconds in a virtual
+// machine, and a map of a million ints writes a few thousand fresh pages. Only advice.
+inline constexpr std::size_t kPrefaultBytes = std::size_t{64} << 10;
+void prefault(void* p, std::size_t bytes) noexcept;
+// Room for `n` bytes in `v`; a large block it allocates anew is prefaulted.
+void reserve_prefaulted(ByteVector& v, std::size_t n);
 
 // Runs in a worker process: decodes `args`, makes the call, appends the encoded result
 // to `out`. Throws what the call throws (the worker sends it back).
