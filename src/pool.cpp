@@ -258,20 +258,33 @@ struct Engine::Impl {
     if (closed) throw InvalidStateError("pool is not running (closed or terminated)");
   }
 
-  // Keeps the argument buffer of a finished small task for a later one (lock held; see
-  // Engine::submit): a chunksize-1 map allocated one per task in the caller and freed
-  // it in whichever thread read the result.
+  // Keeps the argument buffer of a task that no longer needs it (lock held; see
+  // Engine::submit) for a later one: a chunksize-1 map allocated one per task in the
+  // caller and freed it in whichever thread read the result, and a map of a million
+  // ints faulted in a fresh 500 KB buffer for each of its chunks. Small buffers are
+  // kept by number, large ones within a budget of bytes.
   void recycle_args(ByteVector& args) noexcept {
-    constexpr std::size_t kSpareBytes = 256;  // larger ones are freed
-    constexpr std::size_t kSpares = 4096;
-    if (args.capacity() == 0 || args.capacity() > kSpareBytes || spare_args.size() >= kSpares)
-      return;
+    const std::size_t bytes = args.capacity();
+    if (bytes == 0 || spare_args.size() >= kSpares) return;
+    if (bytes > kSmallSpareBytes && spare_large_bytes + bytes > kLargeSpareBytes) return;
     try {
       if (spare_args.capacity() == 0) spare_args.reserve(kSpares);
       spare_args.push_back(std::move(args));
+      if (bytes > kSmallSpareBytes) spare_large_bytes += bytes;
     } catch (const std::bad_alloc&) {
     }
   }
+  // The buffer last kept, or none (lock held).
+  ByteVector take_spare() noexcept {
+    if (spare_args.empty()) return {};
+    ByteVector b = std::move(spare_args.back());
+    spare_args.pop_back();
+    if (b.capacity() > kSmallSpareBytes) spare_large_bytes -= b.capacity();
+    return b;
+  }
+  // Process pools: the arguments of tasks that workers started go to recycle_args()
+  // (lock held); a task is sent again only if its worker died before starting it.
+  virtual void release_started_args() noexcept {}
 
   // Pops the next task to run, pulling from feeders when the queue runs low.
   // Lock held on entry and exit; released while a feeder runs.
@@ -329,7 +342,11 @@ struct Engine::Impl {
   EngineOptions options;
   mutable std::mutex mutex;
   std::deque<Task> pending;
+  static constexpr std::size_t kSpares = 4096;
+  static constexpr std::size_t kSmallSpareBytes = 256;
+  static constexpr std::size_t kLargeSpareBytes = std::size_t{4} << 20;
   std::vector<ByteVector> spare_args;  // recycle_args()
+  std::size_t spare_large_bytes = 0;   // of those over kSmallSpareBytes
   std::vector<std::shared_ptr<Feeder>> feeders;
   std::atomic<std::size_t> pending_count{0};  // pending.size(), or more (a hint)
   std::atomic<std::size_t> feeder_count{0};   // feeders.size() once the lock is free
@@ -558,6 +575,18 @@ class ProcessImpl final : public Engine::Impl {
     if (!pending.empty() && !busy) need = true;
     lock.unlock();
     if (need) wake();
+  }
+
+  void release_started_args() noexcept override {
+    for (std::size_t i = 0; i < slots_.size(); ++i) {
+      SlotState& s = slots_[i];
+      if (s.pid <= 0 || s.assigned.empty()) continue;
+      // A worker runs its tasks in order, each after reading all of its frame.
+      Assigned& a = s.assigned.front();
+      if (a.task.args.capacity() != 0 &&
+          pool_->slot(i).current.load(std::memory_order_acquire) == a.id)
+        recycle_args(a.task.args);
+    }
   }
 
   // Whether some outbox has bytes (a hint: no lock).
@@ -1002,8 +1031,8 @@ class ProcessImpl final : public Engine::Impl {
   // process touched before costs no page faults.
   void recycle(ByteVector& body) {
     constexpr std::size_t kSpareBytes = std::size_t{4} << 20;
-    constexpr std::size_t kSpares = 64;
-    if (body.capacity() == 0 || spare_bodies_.size() >= kSpares ||
+    constexpr std::size_t kSpareBodies = 64;
+    if (body.capacity() == 0 || spare_bodies_.size() >= kSpareBodies ||
         spare_bytes_ + body.capacity() > kSpareBytes)
       return;
     body.clear();
@@ -1416,10 +1445,7 @@ void Engine::submit(Task task, ByteVector* spare) {
   auto lock = lock_soon(impl_->mutex);
   impl_->check_open();
   impl_->pending.push_back(std::move(task));
-  if (spare && spare->capacity() == 0 && !impl_->spare_args.empty()) {
-    *spare = std::move(impl_->spare_args.back());
-    impl_->spare_args.pop_back();
-  }
+  if (spare && spare->capacity() == 0) *spare = impl_->take_spare();
   impl_->pending_count.store(impl_->pending.size(), std::memory_order_relaxed);
   impl_->submitted(lock);
 }
@@ -1427,18 +1453,19 @@ void Engine::submit(Task task, ByteVector* spare) {
 void Engine::submit(std::vector<Task>& tasks, std::vector<ByteVector>* spares) {
   auto lock = lock_soon(impl_->mutex);
   impl_->check_open();
+  const std::size_t n = tasks.size();
   for (auto& t : tasks)
     impl_->pending.push_back(std::move(t));
-  if (spares) {
-    std::vector<ByteVector>& from = impl_->spare_args;
-    for (std::size_t n = std::min(from.size(), tasks.size()); n > 0; --n) {
-      spares->push_back(std::move(from.back()));
-      from.pop_back();
-    }
-  }
   tasks.clear();
   impl_->pending_count.store(impl_->pending.size(), std::memory_order_relaxed);
   impl_->submitted(lock);
+  if (!spares) return;
+  // After submitted(): the tasks' frames are written then, and workers may have
+  // started earlier ones, whose buffers the caller can then encode its next tasks into.
+  lock.lock();
+  impl_->release_started_args();
+  for (std::size_t k = 0; k < n && !impl_->spare_args.empty(); ++k)
+    spares->push_back(impl_->take_spare());
 }
 
 void Engine::submit(std::shared_ptr<Feeder> feeder) {

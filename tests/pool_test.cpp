@@ -61,6 +61,13 @@ int announce_then_hang(int) {
   for (;;)
     ::pause();
 }
+int hang_on_zero(int x) {
+  if (x == 0) announce_then_hang(x);
+  return -x;
+}
+int negate(int x) {
+  return -x;
+}
 int sleep_ms(int ms) {
   std::this_thread::sleep_for(std::chrono::milliseconds(ms));
   return ms;
@@ -699,6 +706,30 @@ TEST(PoolCrashTest, CrashDuringALongMapFailsItWhileItCollectsBeforeQueueingMore)
                    iota_vec(10000), 1),
                mpx::WorkerLost);
   EXPECT_EQ(pool.map(square, iota_vec(40)), squares(40));
+}
+
+TEST(PoolCrashTest, ChunksQueuedBehindAKilledWorkerRunWithTheirOwnItems) {
+  // A large chunk's buffer is reused for the caller's next chunk once a worker started
+  // it; the chunks its worker had not started go to the next worker, and must still
+  // hold their own items.
+  Pipe started;
+  g_started_fd = started.w;
+  constexpr int kChunk = 100'000;  // 400 KB of ints
+  constexpr int kItems = 4 * kChunk;
+  std::vector<int> negated(kItems);
+  for (int i = 0; i < kItems; ++i)
+    negated[static_cast<std::size_t>(i)] = -i;
+  {
+    mpx::Pool pool(1);
+    auto victim = pool.map_async(hang_on_zero, iota_vec(kChunk), kChunk);
+    pid_t pid = started.read_int();  // its one chunk started: the next ones wait behind it
+    auto behind = pool.map_async(negate, iota_vec(kItems), kChunk);
+    ASSERT_EQ(::kill(pid, SIGKILL), 0);
+    EXPECT_THROW(victim.get(60s), mpx::WorkerLost);
+    EXPECT_EQ(behind.get(60s), negated);
+    EXPECT_EQ(pool.map(negate, iota_vec(kItems)), negated);
+  }
+  g_started_fd = -1;
 }
 
 TEST(PoolCrashTest, NothingIsLeftAfterTheParentIsKilled) {
