@@ -42,6 +42,7 @@
 #include "mpx/detail/waiter.hpp"
 #include "mpx/errors.hpp"
 #include "pool_worker.hpp"
+#include "state_memory.hpp"
 #include "sys/fd.hpp"
 #include "sys/mapping.hpp"
 #include "sys/syscall.hpp"
@@ -340,8 +341,9 @@ struct Engine::Impl {
   }
 
   EngineOptions options;
+  StateMemoryHandle state_memory{StateMemory::create()};  // the pool's future states
   mutable std::mutex mutex;
-  std::deque<Task> pending;
+  std::pmr::deque<Task> pending{state_memory.get()};  // its nodes too: as many as futures
   static constexpr std::size_t kSpares = 4096;
   static constexpr std::size_t kSmallSpareBytes = 256;
   static constexpr std::size_t kLargeSpareBytes = std::size_t{4} << 20;
@@ -1527,6 +1529,9 @@ std::size_t Engine::workers() const noexcept {
 }
 bool Engine::processes() const noexcept {
   return impl_->options.processes;
+}
+std::pmr::memory_resource* Engine::state_memory() const noexcept {
+  return impl_->state_memory.get();
 }
 const std::shared_ptr<Collector>& Engine::collector() const noexcept {
   return impl_->collector;

@@ -56,6 +56,20 @@ TYPED_TEST(ExecutorTest, SubmitReturnsAFutureOfTheResult) {
   EXPECT_FALSE(f.cancelled());
 }
 
+TYPED_TEST(ExecutorTest, FuturesOutliveTheirExecutor) {
+  // The futures' states live in their pool's memory, which must stay until the last.
+  std::vector<mpx::Future<int>> futures;
+  {
+    TypeParam ex(2);
+    for (int i = 0; i < 3000; ++i)
+      futures.push_back(ex.submit(square, i));
+    futures.erase(futures.begin(), futures.begin() + 1000);  // some freed in its lifetime
+  }
+  ASSERT_EQ(futures.size(), 2000u);
+  for (int i = 0; i < 2000; ++i)
+    EXPECT_EQ(futures[static_cast<std::size_t>(i)].result(10s), (i + 1000) * (i + 1000));
+}
+
 TYPED_TEST(ExecutorTest, SubmittedExceptionComesBackAsItsType) {
   TypeParam ex(1);
   auto f = ex.submit(fail, 1);

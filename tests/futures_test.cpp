@@ -4,11 +4,16 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstring>
+#include <set>
 #include <stdexcept>
+#include <thread>
 #include <vector>
 
 #include "mpx/futures.hpp"
 #include "mpx/pool.hpp"
+#include "mpx/process.hpp"
+#include "state_memory.hpp"
 
 using namespace std::chrono_literals;
 
@@ -236,6 +241,83 @@ TEST(WaitTest, TimeoutReturnsPendingOnesInNotDone) {
   EXPECT_EQ(r.done.size(), 1u);
   EXPECT_EQ(r.not_done.size(), 1u);
   pending.cancel();
+}
+
+// The memory a pool's future states come from (src/state_memory.hpp).
+using mpx::detail::StateMemory;
+
+TEST(StateMemoryTest, BurstAfterBurstTakesNoMoreMemory) {
+  StateMemory* memory = StateMemory::create();
+  std::vector<void*> blocks(5000);
+  std::size_t reserved = 0;
+  for (int burst = 0; burst < 10; ++burst) {
+    std::set<void*> distinct;
+    for (std::size_t i = 0; i < blocks.size(); ++i) {
+      blocks[i] = memory->allocate(192, alignof(std::max_align_t));
+      std::memset(blocks[i], burst, 192);
+      distinct.insert(blocks[i]);
+    }
+    EXPECT_EQ(distinct.size(), blocks.size());
+    EXPECT_EQ(memory->live(), blocks.size());
+    if (burst == 0) reserved = memory->reserved();
+    EXPECT_EQ(memory->reserved(), reserved) << "burst " << burst;
+    for (void* p : blocks)
+      memory->deallocate(p, 192, alignof(std::max_align_t));
+    EXPECT_EQ(memory->live(), 0u);
+  }
+  EXPECT_GE(reserved, blocks.size() * 192);
+  memory->release_owner();
+}
+
+TEST(StateMemoryTest, LargeBlocksAndLargeAlignmentsAreServed) {
+  StateMemory* memory = StateMemory::create();
+  void* large = memory->allocate(1 << 20, 64);
+  void* aligned = memory->allocate(256, 256);
+  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(large) % 64, 0u);
+  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(aligned) % 256, 0u);
+  std::memset(large, 1, 1 << 20);
+  std::memset(aligned, 2, 256);
+  EXPECT_EQ(memory->live(), 2u);
+  memory->deallocate(large, 1 << 20, 64);
+  memory->deallocate(aligned, 256, 256);
+  memory->release_owner();
+}
+
+TEST(StateMemoryTest, OutlivesItsOwnerUntilTheLastBlockIsFreed) {
+  StateMemory* memory = StateMemory::create();
+  auto* block = static_cast<int*>(memory->allocate(sizeof(int), alignof(int)));
+  memory->release_owner();
+  *block = 42;  // still the block's memory (ASan would see a use after free)
+  EXPECT_EQ(*block, 42);
+  memory->deallocate(block, sizeof(int), alignof(int));  // and now it is gone
+}
+
+TEST(StateMemoryTest, ChildForkedWhileAnotherThreadAllocatesCanAllocate) {
+  // Without the fork handlers, a fork while the other thread holds the memory's lock
+  // leaves it locked in the child, which then hangs on its first allocation.
+  StateMemory* memory = StateMemory::create();
+  std::atomic<bool> stop{false};
+  std::thread churn([&] {
+    while (!stop.load()) {
+      void* p = memory->allocate(128, 16);
+      memory->deallocate(p, 128, 16);
+    }
+  });
+  for (int i = 0; i < 30; ++i) {
+    mpx::Process child([memory] {
+      void* p = memory->allocate(128, 16);
+      memory->deallocate(p, 128, 16);
+    });
+    child.start();
+    child.join(10s);
+    if (child.is_alive()) child.kill();
+    child.join();
+    EXPECT_EQ(child.exitcode(), 0) << "child " << i;
+    if (child.exitcode() != 0) break;
+  }
+  stop = true;
+  churn.join();
+  memory->release_owner();
 }
 
 }  // namespace

@@ -47,6 +47,12 @@ Mapping map_shared(int fd, std::size_t size);
 // mmap(MAP_SHARED|MAP_ANONYMOUS): shared with children forked later, no fd at all.
 Mapping map_anonymous_shared(std::size_t size);
 
+// mmap(MAP_PRIVATE|MAP_ANONYMOUS) of `size` bytes, faulted in as it is touched. `huge`:
+// `size` rounded up to whole 2 MiB pages, aligned to 2 MiB and advised transparent huge
+// pages, so that touching it takes one fault per 2 MiB, not one per 4 KiB (ignored by a
+// kernel without them).
+Mapping map_anonymous_private(std::size_t size, bool huge = false);
+
 // Memory about to be written, faulted in now by one system call instead of one fault
 // per page as it is written (a fault costs microseconds in a virtual machine, where
 // fresh memory is also fresh to the host): transparent huge pages for the whole 2 MiB

@@ -78,6 +78,25 @@ Mapping map_anonymous_shared(std::size_t size) {
   return Mapping(addr, size == 0 ? 1 : size);
 }
 
+Mapping map_anonymous_private(std::size_t size, bool huge) {
+  constexpr std::size_t kHuge = std::size_t{2} << 20;
+  if (size == 0) size = 1;
+  if (huge) size = (size + kHuge - 1) / kHuge * kHuge;
+  // Huge: map one huge page more than asked, then unmap the ends outside the aligned part.
+  const std::size_t mapped = huge ? size + kHuge : size;
+  void* addr = call("mmap(anonymous private)", [&] {
+    return ::mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  });
+  if (!huge) return Mapping(addr, size);
+  const auto begin = reinterpret_cast<std::uintptr_t>(addr);
+  const std::uintptr_t aligned = (begin + kHuge - 1) & ~std::uintptr_t{kHuge - 1};
+  if (aligned > begin) ::munmap(addr, aligned - begin);
+  if (const std::uintptr_t tail = begin + mapped - (aligned + size); tail > 0)
+    ::munmap(reinterpret_cast<void*>(aligned + size), tail);
+  static_cast<void>(::madvise(reinterpret_cast<void*>(aligned), size, MADV_HUGEPAGE));
+  return Mapping(reinterpret_cast<void*>(aligned), size);
+}
+
 void prefault(void* p, std::size_t bytes) noexcept {
   if (p == nullptr || bytes == 0) return;
   static const auto kPage = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));

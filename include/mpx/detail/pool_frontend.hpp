@@ -71,13 +71,21 @@ enum class WorkerKind { kProcess, kThread };
 template <class F, class... Args>
 using call_result_t = std::invoke_result_t<std::decay_t<F>&, std::decay_t<Args>&...>;
 
+// A future's state, in the pool's state memory (Engine::state_memory()) unless it is
+// too large to be pooled (with the shared_ptr's control block around it).
 template <class R>
-auto make_future_state() {
+std::shared_ptr<FutureState<R>> make_future_state(std::pmr::memory_resource* memory) {
+  typename FutureState<R>::Decoder decoder;
   if constexpr (std::is_void_v<R>) {
-    return std::make_shared<FutureState<R>>(
-        +[](std::span<const std::byte>) { return std::monostate{}; });
+    decoder = +[](std::span<const std::byte>) { return std::monostate{}; };
   } else {
-    return std::make_shared<FutureState<R>>(&decode_result<R>);
+    decoder = &decode_result<R>;
+  }
+  if constexpr (sizeof(FutureState<R>) + 64 <= kStateBlockBytes) {
+    return std::allocate_shared<FutureState<R>>(
+        std::pmr::polymorphic_allocator<FutureState<R>>(memory), decoder);
+  } else {
+    return std::make_shared<FutureState<R>>(decoder);
   }
 }
 
@@ -285,7 +293,7 @@ class BasicPool {
 
   template <class R>
   auto new_future() {
-    auto state = make_future_state<R>();
+    auto state = make_future_state<R>(engine_.state_memory());
     state->set_collector(engine_.collector());
     return state;
   }

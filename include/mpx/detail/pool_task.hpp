@@ -15,6 +15,7 @@
 #include <exception>
 #include <functional>
 #include <memory>
+#include <memory_resource>
 #include <mutex>
 #include <optional>
 #include <span>
@@ -161,6 +162,9 @@ struct EngineOptions {
   std::optional<std::chrono::nanoseconds> timeout;  // per task (process workers only)
 };
 
+// The largest block Engine::state_memory() pools; larger ones come from operator new.
+inline constexpr std::size_t kStateBlockBytes = 512;
+
 // The one engine. Thread-safe.
 class Engine {
  public:
@@ -192,6 +196,9 @@ class Engine {
   void join();
 
   const std::shared_ptr<EngineWaker>& waker() const noexcept { return waker_; }
+  // Where the pool's future states are allocated (make_future_state()): outlives the
+  // engine while any of them is alive.
+  std::pmr::memory_resource* state_memory() const noexcept;
   // Process pools: lets the pool's futures read results while they wait (null for
   // thread pools).
   const std::shared_ptr<Collector>& collector() const noexcept;

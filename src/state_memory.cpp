@@ -1,0 +1,139 @@
+// The memory a pool's futures live in: see src/state_memory.hpp.
+#include "state_memory.hpp"
+
+#include <pthread.h>
+
+#include <cstdint>
+#include <new>
+
+namespace mpx::detail {
+
+namespace {
+
+// The first region, small: a pool that makes few futures at a time stays in it. The
+// next ones are huge pages.
+constexpr std::size_t kFirstRegion = std::size_t{64} << 10;
+
+// Chunks of at most this many blocks (of 192 bytes for a Future<int>'s state: 1.5 MiB).
+constexpr std::size_t kMaxBlocksPerChunk = 8192;
+
+std::byte* align_up(std::byte* p, std::size_t alignment) noexcept {
+  const auto a = reinterpret_cast<std::uintptr_t>(p);
+  return reinterpret_cast<std::byte*>((a + alignment - 1) & ~std::uintptr_t{alignment - 1});
+}
+
+// Every StateMemory alive, for the fork handlers.
+std::mutex g_all_mutex;
+StateMemory* g_all = nullptr;  // under g_all_mutex
+std::once_flag g_fork_handlers;
+
+}  // namespace
+
+struct ForkGuard {
+  // Before fork(): no StateMemory is in use by another thread while the process is
+  // copied. Order: the list, then each one (a StateMemory that frees itself releases its
+  // own mutex before it takes the list's).
+  static void prepare() noexcept {
+    g_all_mutex.lock();
+    for (StateMemory* m = g_all; m != nullptr; m = m->next_)
+      m->mutex_.lock();
+  }
+  // After fork(), in the parent and in the child (where the thread that took the locks
+  // is the one thread left).
+  static void release() noexcept {
+    for (StateMemory* m = g_all; m != nullptr; m = m->next_)
+      m->mutex_.unlock();
+    g_all_mutex.unlock();
+  }
+};
+
+StateMemory::StateMemory()
+    : pool_(std::pmr::pool_options{kMaxBlocksPerChunk, kLargestPooled}, &regions_) {
+  std::call_once(g_fork_handlers, [] {
+    ::pthread_atfork(&ForkGuard::prepare, &ForkGuard::release, &ForkGuard::release);
+  });
+  std::lock_guard lock(g_all_mutex);
+  next_ = g_all;
+  if (g_all != nullptr) g_all->prev_ = this;
+  g_all = this;
+}
+
+StateMemory::~StateMemory() {
+  std::lock_guard lock(g_all_mutex);
+  if (prev_ != nullptr) {
+    prev_->next_ = next_;
+  } else {
+    g_all = next_;
+  }
+  if (next_ != nullptr) next_->prev_ = prev_;
+}
+
+StateMemory* StateMemory::create() {
+  return new StateMemory();
+}
+
+void StateMemory::release_owner() noexcept {
+  bool unused = false;
+  {
+    std::lock_guard lock(mutex_);
+    owned_ = false;
+    unused = live_ == 0;
+  }
+  if (unused) delete this;
+}
+
+std::size_t StateMemory::live() const {
+  std::lock_guard lock(mutex_);
+  return live_;
+}
+
+std::size_t StateMemory::reserved() const {
+  std::lock_guard lock(mutex_);
+  return regions_.reserved();
+}
+
+std::size_t StateMemory::Regions::reserved() const noexcept {
+  std::size_t bytes = 0;
+  for (const sys::Mapping& m : regions_)
+    bytes += m.size();
+  return bytes;
+}
+
+void* StateMemory::do_allocate(std::size_t bytes, std::size_t alignment) {
+  std::lock_guard lock(mutex_);
+  void* p = bytes > kLargestPooled ? ::operator new (bytes, std::align_val_t{alignment})
+                                   : pool_.allocate(bytes, alignment);
+  ++live_;
+  return p;
+}
+
+void StateMemory::do_deallocate(void* p, std::size_t bytes, std::size_t alignment) {
+  bool last = false;
+  {
+    std::lock_guard lock(mutex_);
+    if (bytes > kLargestPooled) {
+      ::operator delete (p, bytes, std::align_val_t{alignment});
+    } else {
+      pool_.deallocate(p, bytes, alignment);
+    }
+    last = --live_ == 0 && !owned_;
+  }
+  if (last) delete this;
+}
+
+void* StateMemory::Regions::do_allocate(std::size_t bytes, std::size_t alignment) {
+  std::byte* p = next_ != nullptr ? align_up(next_, alignment) : nullptr;
+  if (p == nullptr || p > end_ || bytes > static_cast<std::size_t>(end_ - p)) {
+    // Mappings are page-aligned; room for a larger alignment too.
+    const std::size_t need = bytes + (alignment > 4096 ? alignment : 0);
+    const bool small = regions_.empty() && need <= kFirstRegion;
+    regions_.push_back(sys::map_anonymous_private(small ? kFirstRegion : need, !small));
+    next_ = regions_.back().bytes();
+    end_ = next_ + regions_.back().size();
+    p = align_up(next_, alignment);
+  }
+  next_ = p + bytes;
+  return p;
+}
+
+}  // namespace mpx::detail
