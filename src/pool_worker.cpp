@@ -25,6 +25,10 @@ WorkerShared::WorkerShared(std::size_t workers, PoolHeader* header)
     : workers_(workers),
       header_(header),
       map_(sys::map_anonymous_shared(kSlotsOffset + workers * sizeof(WorkerSlot))) {
+  // Value-initialized on purpose: `WorkerSlot()` zero-fills the rings' buffers, which
+  // faults their pages in here, while the pool is built, not one by one as the first
+  // lap of tasks goes through them (the mapping is zero already; the writes are the
+  // point).
   for (std::size_t i = 0; i < workers; ++i)
     new (&slot(i)) WorkerSlot();
 }
