@@ -36,9 +36,12 @@
 // Thread safety: all member functions may be called from any thread.
 // Across fork: a pool belongs to the process that built it; do not use it in a child.
 // OS resources: the zygote and worker processes, one shared mapping (rings of 2 MiB
-// per worker, touched on use), one eventfd and one socket; all released by join()
-// or the destructor, and by the kernel if the parent dies (the zygote then kills its
-// workers and exits).
+// per worker, written once when the pool is built, so that no task waits on their
+// page faults), one eventfd and one socket; all released by join() or the destructor,
+// and by the kernel if the parent dies (the zygote then kills its workers and exits).
+// Memory: the pool's futures (and its queue of pending tasks) live in memory of its own,
+// 64 KiB and then 2 MiB transparent huge pages as bursts of submits need them, reused
+// and kept until the pool and the last of its futures are gone.
 #pragma once
 
 #include <cstdint>
