@@ -2,6 +2,7 @@
 #include "state_memory.hpp"
 
 #include <pthread.h>
+#include <sanitizer/asan_interface.h>  // no-ops unless built with AddressSanitizer
 
 #include <cstdint>
 #include <new>
@@ -92,6 +93,12 @@ std::size_t StateMemory::reserved() const {
   return regions_.reserved();
 }
 
+StateMemory::Regions::~Regions() {
+  // Unmapped below; AddressSanitizer must not see poison in what is mapped there next.
+  for (const sys::Mapping& m : regions_)
+    ASAN_UNPOISON_MEMORY_REGION(m.data(), m.size());
+}
+
 std::size_t StateMemory::Regions::reserved() const noexcept {
   std::size_t bytes = 0;
   for (const sys::Mapping& m : regions_)
@@ -101,8 +108,13 @@ std::size_t StateMemory::Regions::reserved() const noexcept {
 
 void* StateMemory::do_allocate(std::size_t bytes, std::size_t alignment) {
   std::lock_guard lock(mutex_);
-  void* p = bytes > kLargestPooled ? ::operator new (bytes, std::align_val_t{alignment})
-                                   : pool_.allocate(bytes, alignment);
+  void* p = nullptr;
+  if (bytes > kLargestPooled) {
+    p = ::operator new (bytes, std::align_val_t{alignment});
+  } else {
+    p = pool_.allocate(bytes, alignment);
+    ASAN_UNPOISON_MEMORY_REGION(p, bytes);
+  }
   ++live_;
   return p;
 }
@@ -114,6 +126,9 @@ void StateMemory::do_deallocate(void* p, std::size_t bytes, std::size_t alignmen
     if (bytes > kLargestPooled) {
       ::operator delete (p, bytes, std::align_val_t{alignment});
     } else {
+      // A freed block is poisoned: AddressSanitizer still sees a use after free of a
+      // future's state (the pool resource keeps its bookkeeping outside the blocks).
+      ASAN_POISON_MEMORY_REGION(p, bytes);
       pool_.deallocate(p, bytes, alignment);
     }
     last = --live_ == 0 && !owned_;

@@ -49,6 +49,10 @@ class StateMemory final : public std::pmr::memory_resource {
   // StateMemory goes (the pool resource returns nothing earlier anyway).
   class Regions final : public std::pmr::memory_resource {
    public:
+    Regions() = default;
+    Regions(const Regions&) = delete;
+    Regions& operator=(const Regions&) = delete;
+    ~Regions() override;
     std::size_t reserved() const noexcept;
 
    private:
