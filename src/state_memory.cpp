@@ -124,7 +124,7 @@ void StateMemory::do_deallocate(void* p, std::size_t bytes, std::size_t alignmen
   {
     std::lock_guard lock(mutex_);
     if (bytes > kLargestPooled) {
-      ::operator delete (p, bytes, std::align_val_t{alignment});
+      ::operator delete (p, std::align_val_t{alignment});
     } else {
       // A freed block is poisoned: AddressSanitizer still sees a use after free of a
       // future's state (the pool resource keeps its bookkeeping outside the blocks).
