@@ -5,6 +5,7 @@
 #include <sanitizer/asan_interface.h>  // no-ops unless built with AddressSanitizer
 
 #include <cstdint>
+#include <memory>
 #include <new>
 
 namespace mpx::detail {
@@ -17,11 +18,6 @@ constexpr std::size_t kFirstRegion = std::size_t{64} << 10;
 
 // Chunks of at most this many blocks (of 192 bytes for a Future<int>'s state: 1.5 MiB).
 constexpr std::size_t kMaxBlocksPerChunk = 8192;
-
-std::byte* align_up(std::byte* p, std::size_t alignment) noexcept {
-  const auto a = reinterpret_cast<std::uintptr_t>(p);
-  return reinterpret_cast<std::byte*>((a + alignment - 1) & ~std::uintptr_t{alignment - 1});
-}
 
 // Every StateMemory alive, for the fork handlers.
 std::mutex g_all_mutex;
@@ -137,17 +133,19 @@ void StateMemory::do_deallocate(void* p, std::size_t bytes, std::size_t alignmen
 }
 
 void* StateMemory::Regions::do_allocate(std::size_t bytes, std::size_t alignment) {
-  std::byte* p = next_ != nullptr ? align_up(next_, alignment) : nullptr;
-  if (p == nullptr || p > end_ || bytes > static_cast<std::size_t>(end_ - p)) {
+  void* p = next_;
+  std::size_t room = static_cast<std::size_t>(end_ - next_);
+  if (p == nullptr || std::align(alignment, bytes, p, room) == nullptr) {
     // Mappings are page-aligned; room for a larger alignment too.
     const std::size_t need = bytes + (alignment > 4096 ? alignment : 0);
     const bool small = regions_.empty() && need <= kFirstRegion;
     regions_.push_back(sys::map_anonymous_private(small ? kFirstRegion : need, !small));
-    next_ = regions_.back().bytes();
-    end_ = next_ + regions_.back().size();
-    p = align_up(next_, alignment);
+    p = regions_.back().data();
+    room = regions_.back().size();
+    std::align(alignment, bytes, p, room);  // fits: `need` has room for the alignment
+    end_ = regions_.back().bytes() + regions_.back().size();
   }
-  next_ = p + bytes;
+  next_ = static_cast<std::byte*>(p) + bytes;
   return p;
 }
 

@@ -26,7 +26,6 @@
 #include <mutex>
 #include <vector>
 
-#include "mpx/detail/pool_task.hpp"
 #include "sys/mapping.hpp"
 
 namespace mpx::detail {
@@ -34,7 +33,7 @@ namespace mpx::detail {
 class StateMemory final : public std::pmr::memory_resource {
  public:
   // Blocks larger than this come from operator new (never pooled).
-  static constexpr std::size_t kLargestPooled = kStateBlockBytes;
+  static constexpr std::size_t kLargestPooled = 512;
 
   static StateMemory* create();
   // The owner is gone: deletes the memory now, or once the last block is freed.

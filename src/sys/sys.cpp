@@ -25,6 +25,8 @@ namespace mpx::sys {
 
 namespace {
 std::atomic<FailureInjector> g_injector{nullptr};
+// A transparent huge page (x86-64).
+constexpr std::size_t kHuge = std::size_t{2} << 20;
 }  // namespace
 
 void throw_errno(const char* what, int err) {
@@ -79,7 +81,6 @@ Mapping map_anonymous_shared(std::size_t size) {
 }
 
 Mapping map_anonymous_private(std::size_t size, bool huge) {
-  constexpr std::size_t kHuge = std::size_t{2} << 20;
   if (size == 0) size = 1;
   if (huge) size = (size + kHuge - 1) / kHuge * kHuge;
   // Huge: map one huge page more than asked, then unmap the ends outside the aligned part.
@@ -100,7 +101,6 @@ Mapping map_anonymous_private(std::size_t size, bool huge) {
 void prefault(void* p, std::size_t bytes) noexcept {
   if (p == nullptr || bytes == 0) return;
   static const auto kPage = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
-  constexpr std::uintptr_t kHuge = std::uintptr_t{2} << 20;
   const auto begin = reinterpret_cast<std::uintptr_t>(p);
   const std::uintptr_t end = begin + bytes;
   const std::uintptr_t first_huge = (begin + kHuge - 1) & ~(kHuge - 1);

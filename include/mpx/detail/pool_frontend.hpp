@@ -71,8 +71,7 @@ enum class WorkerKind { kProcess, kThread };
 template <class F, class... Args>
 using call_result_t = std::invoke_result_t<std::decay_t<F>&, std::decay_t<Args>&...>;
 
-// A future's state, in the pool's state memory (Engine::state_memory()) unless it is
-// too large to be pooled (with the shared_ptr's control block around it).
+// A future's state, in the pool's state memory (Engine::state_memory()).
 template <class R>
 std::shared_ptr<FutureState<R>> make_future_state(std::pmr::memory_resource* memory) {
   typename FutureState<R>::Decoder decoder;
@@ -81,12 +80,8 @@ std::shared_ptr<FutureState<R>> make_future_state(std::pmr::memory_resource* mem
   } else {
     decoder = &decode_result<R>;
   }
-  if constexpr (sizeof(FutureState<R>) + 64 <= kStateBlockBytes) {
-    return std::allocate_shared<FutureState<R>>(
-        std::pmr::polymorphic_allocator<FutureState<R>>(memory), decoder);
-  } else {
-    return std::make_shared<FutureState<R>>(decoder);
-  }
+  return std::allocate_shared<FutureState<R>>(
+      std::pmr::polymorphic_allocator<FutureState<R>>(memory), decoder);
 }
 
 template <WorkerKind K>

@@ -162,9 +162,6 @@ struct EngineOptions {
   std::optional<std::chrono::nanoseconds> timeout;  // per task (process workers only)
 };
 
-// The largest block Engine::state_memory() pools; larger ones come from operator new.
-inline constexpr std::size_t kStateBlockBytes = 512;
-
 // The one engine. Thread-safe.
 class Engine {
  public:
