@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <new>
 #include <vector>
@@ -76,6 +77,7 @@ class WorkerLoop {
     for (;;) {
       FrameHeader h{};
       read_exact(reinterpret_cast<std::byte*>(&h), sizeof h);
+      warm(slot_.inbox, inbox_warm_, slot_.inbox.tail.load(std::memory_order_relaxed), h.size);
       reserve_prefaulted(args, h.size);
       args.resize(h.size);
       read_exact(args.data(), args.size());
@@ -100,6 +102,8 @@ class WorkerLoop {
       last_task_ns_ = monotonic_ns() - started;
       FrameHeader r{kind, 0, h.task_id, 0, out.size() - sizeof(FrameHeader)};
       std::memcpy(out.data(), &r, sizeof r);
+      warm(slot_.outbox, outbox_warm_, slot_.outbox.head.load(std::memory_order_relaxed),
+           out.size());
       write_all(out.data(), out.size());
       // Cleared only once the result is in the ring: a worker that dies before this
       // line is seen holding the task (its result, if complete, is read first).
@@ -113,6 +117,22 @@ class WorkerLoop {
     std::fflush(nullptr);
     ::_exit(code);
   }
+
+  // A large frame about to pass through `ring` at position `at` on this worker's first
+  // lap: its pages are faulted in by one system call rather than one fault per 4 KiB
+  // (the parent wrote them at pool build, but this process's page tables start empty; a
+  // 1M-item map ran 10% faster). `until`: how far this worker did so (a slot's rings
+  // start at 0 with each worker).
+  static void warm(ByteRing& ring, uint64_t& until, uint64_t at, std::size_t n) noexcept {
+    if (n < kPrefaultBytes) return;
+    const uint64_t from = std::max(until, at);
+    const uint64_t to = std::min<uint64_t>(at + n, ByteRing::kCapacity);
+    if (from >= to) return;
+    prefault(ring.data + from, static_cast<std::size_t>(to - from));
+    until = to;
+  }
+  uint64_t inbox_warm_ = 0;
+  uint64_t outbox_warm_ = 0;
 
   void ring_supervisor() noexcept {
     if (shared_.header()->supervisor_sleeping.load(std::memory_order_seq_cst)) {
