@@ -81,7 +81,9 @@ class WorkerLoop {
       reserve_prefaulted(args, h.size);
       args.resize(h.size);
       read_exact(args.data(), args.size());
-      settle_ring(true);  // the task may be long: the previous result must not wait
+      if (!take(h.task_id)) continue;  // the parent gave it to an idle worker
+      // The task may be long: the previous result must not wait.
+      settle_ring(true);
       const int64_t started = monotonic_ns();
       slot_.started_ns.store(started, std::memory_order_relaxed);
       slot_.current.store(h.task_id, std::memory_order_release);
@@ -116,6 +118,23 @@ class WorkerLoop {
   [[noreturn]] static void finish(int code) {
     std::fflush(nullptr);
     ::_exit(code);
+  }
+
+  // Whether this worker runs task `id`, whose frame it just read, or the parent took it
+  // back (WorkerSlot::claim). Frames come in the order they were assigned, so a task
+  // taken back is met before any later one; an earlier one is still this worker's.
+  bool take(uint64_t id) noexcept {
+    constexpr uint64_t kTakenBack = WorkerSlot::kTakenBack;
+    uint64_t c = slot_.claim.load(std::memory_order_acquire);
+    for (;;) {
+      if ((c & kTakenBack) != 0) {
+        if ((c & ~kTakenBack) != id) return true;  // a later task was taken back
+        // Passed it: the parent may take another back now.
+        slot_.claim.store(id, std::memory_order_release);
+        return false;
+      }
+      if (slot_.claim.compare_exchange_weak(c, id, std::memory_order_acq_rel)) return true;
+    }
   }
 
   // A large frame about to pass through `ring` at position `at` on this worker's first

@@ -8,7 +8,8 @@
 // whichever parent thread submits, under the pool's lock) and the outbox (worker ->
 // parent: results, read by whichever parent thread collects), plus the id of the task
 // the worker is running, so the supervisor knows exactly which task a dead worker
-// held. Frames larger than a ring stream through it.
+// held, and a claim word by which the parent takes a queued task back for an idle
+// worker. Frames larger than a ring stream through it.
 // A worker takes every queued task before it waits; then it spins a bounded time
 // (never on one CPU) and sleeps on the inbox's futex. After a result it wakes the
 // collecting caller (a futex in the header) or, when no caller collects, rings the
@@ -126,6 +127,13 @@ struct ByteRing {
 struct WorkerSlot {
   alignas(64) std::atomic<uint64_t> current{0};  // id of the task running, 0: none
   std::atomic<int64_t> started_ns{0};            // CLOCK_MONOTONIC when it started
+  // Settles which side has a task of the inbox that the parent wants back for an idle
+  // worker: the id of the task the worker took last, or `id | kTakenBack` once the
+  // parent took task `id` back (one at a time: it then waits until the worker passed
+  // that frame and stored its id here). Both sides change it by compare-and-swap, so
+  // exactly one of them has the task (take_back() in pool.cpp, take() in the worker).
+  static constexpr uint64_t kTakenBack = uint64_t{1} << 63;
+  std::atomic<uint64_t> claim{0};
   // Where the worker last began to spin for a task or woke up to one (-1: asleep); a hint.
   std::atomic<int32_t> cpu{-1};
   // The parent has bytes for the inbox that did not fit: the worker rings the
@@ -138,6 +146,7 @@ struct WorkerSlot {
   void reset() noexcept {
     current.store(0);
     started_ns.store(0);
+    claim.store(0);
     cpu.store(-1);
     writer_waiting.store(0);
     inbox.reset();

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <malloc.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -71,6 +72,21 @@ int negate(int x) {
 int sleep_ms(int ms) {
   std::this_thread::sleep_for(std::chrono::milliseconds(ms));
   return ms;
+}
+
+// Set before a pool is built: a pipe on which task 2 of go_between tells task 0 to go.
+int g_go_r = -1, g_go_w = -1;
+// 0: waits (at most 10 s) for task 2's word; 1 if it came, 0 if not. 2: sends the word.
+int go_between(int x) {
+  if (x == 0) {
+    pollfd p{g_go_r, POLLIN, 0};
+    char c = 0;
+    return ::poll(&p, 1, 10000) == 1 && ::read(g_go_r, &c, 1) == 1 ? 1 : 0;
+  }
+  if (x == 2) {
+    [[maybe_unused]] auto n = ::write(g_go_w, "g", 1);
+  }
+  return x;
 }
 
 struct Pipe {
@@ -530,6 +546,28 @@ TEST(PoolTest, MaxtasksperchildReplacesWorkersAndLosesNoTask) {
   EXPECT_GE(distinct.size(), 10u);
   for (int p : distinct)
     EXPECT_LE(std::count(pids.begin(), pids.end(), p), 2);
+}
+
+// Task 2 lands behind task 0 in one worker's queue (tasks go to the least loaded worker,
+// ties to the same one); task 0 waits for task 2. Python's workers pull from one queue, so
+// an idle worker runs task 2; so must ours, not leave it behind a long task.
+TEST(PoolTest, IdleWorkerTakesATaskQueuedBehindALongOne) {
+  Pipe go;
+  g_go_r = go.r;
+  g_go_w = go.w;
+  for (std::size_t maxtasks : {std::size_t{0}, std::size_t{2}}) {
+    SCOPED_TRACE(maxtasks);
+    mpx::PoolOptions options;
+    options.maxtasksperchild = maxtasks;
+    mpx::Pool pool(2, options);
+    EXPECT_EQ(pool.map(square, iota_vec(100), 1), squares(100));  // deep queues from now on
+    EXPECT_EQ(pool.map(go_between, iota_vec(4), 1), (std::vector<int>{1, 1, 2, 3}));
+    // Every task ran once; a worker still ends after maxtasksperchild tasks.
+    auto pids = pool.map(my_pid, iota_vec(20), 1);
+    for (int p : std::set<int>(pids.begin(), pids.end()))
+      EXPECT_LE(std::count(pids.begin(), pids.end(), p), maxtasks == 0 ? 20 : 2);
+  }
+  g_go_r = g_go_w = -1;
 }
 
 TEST(PoolTest, JoinBeforeCloseThrowsAndUseAfterCloseThrows) {

@@ -10,7 +10,10 @@
 // the pool forks when it is built, before it starts its own thread); every worker, and
 // every replacement, is forked by the zygote. A worker that dies (signal, exit, OOM
 // kill) fails exactly the task it was running with WorkerLost; its other queued tasks
-// go to other workers and a new worker takes its place. With options.timeout, a task
+// go to other workers and a new worker takes its place. Each worker holds a short queue
+// of tasks (a deep one while tasks take microseconds); once nothing else waits, an idle
+// worker takes over a task queued behind another worker's running one, so that no task
+// waits behind a long one while a worker idles. With options.timeout, a task
 // running longer has its worker killed and fails with TimeoutError. A task's exception
 // comes back: standard exception types (std::runtime_error, std::logic_error,
 // std::invalid_argument, std::out_of_range, ...) and mpx's errors as the same type,
