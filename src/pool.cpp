@@ -666,6 +666,7 @@ class ProcessImpl final : public Engine::Impl {
  private:
   struct Assigned {
     uint64_t id;
+    uint32_t seq;  // its frame's number in this worker's inbox (WorkerSlot::claim)
     Task task;
     int64_t dispatched_ns;
   };
@@ -677,7 +678,10 @@ class ProcessImpl final : public Engine::Impl {
     pid_t pid = 0;  // 0: no worker (being spawned or dead)
     bool spawning = false;
     bool init_ok = false;
-    std::size_t given = 0;  // tasks handed to this worker over its life
+    std::size_t given = 0;                 // tasks handed to this worker over its life
+    uint32_t seq = 0;                      // of the last frame for its inbox (FrameHeader::seq)
+    const TaskSink* last_group = nullptr;  // that frame's group (FrameFlags), if any
+    bool closed = false;  // tasks were taken back from it: it gets none until it passed them
     int64_t last_result_ns = 0;
     uint64_t timed_out = 0;  // id of the task it was killed for
     std::deque<Assigned> assigned;
@@ -728,9 +732,17 @@ class ProcessImpl final : public Engine::Impl {
   // default spin of 2000 pauses takes).
   static constexpr int64_t kIdleSpinNs = 30'000;
   static constexpr std::size_t kShallow = 2;
+  static constexpr std::size_t kShallowGroup = 4;
   static constexpr std::size_t kDeep = 64;
   static constexpr int64_t kShortTaskNs = 200'000;
-  std::size_t depth() const noexcept { return long_tasks() ? kShallow : kDeep; }
+  // A long task of a group (a map's chunk) gets a deeper queue: its worker then wakes the
+  // collector once per few results, not once per result (FrameFlags), and an
+  // idle worker takes queued tasks back (rebalance()). Futures' tasks keep a shallow one:
+  // a task handed to a worker counts as running and can no longer be cancelled.
+  std::size_t depth(bool of_group) const noexcept {
+    if (!long_tasks()) return kDeep;
+    return of_group ? kShallowGroup : kShallow;
+  }
   // How long tasks take, from the later of dispatch and the previous result on the same
   // worker to their result (an exponential moving average). Lock held.
   void record_service_time(SlotState& s, const Assigned& a, int64_t now) noexcept {
@@ -840,13 +852,14 @@ class ProcessImpl final : public Engine::Impl {
     return true;
   }
 
-  // A live worker with room for another task, preferring the least loaded, then the
-  // one that answered last (likely still spinning, not asleep). -1 if none. Lock held.
-  long pick() const noexcept {
+  // A live worker with room for another task (of a group or not: depth()), preferring
+  // the least loaded, then the one that answered last (likely still spinning, not
+  // asleep). -1 if none. Lock held.
+  long pick(bool of_group) noexcept {
     long best = -1;
     for (std::size_t i = 0; i < slots_.size(); ++i) {
       const SlotState& s = slots_[i];
-      if (!has_room(s)) continue;
+      if (!has_room(i, of_group)) continue;
       if (best >= 0) {
         const SlotState& b = slots_[static_cast<std::size_t>(best)];
         if (s.assigned.size() > b.assigned.size()) continue;
@@ -858,11 +871,22 @@ class ProcessImpl final : public Engine::Impl {
     return best;
   }
 
-  // Whether a worker may be given another task (lock held).
-  bool has_room(const SlotState& s) const noexcept {
-    if (s.pid <= 0 || s.assigned.size() >= depth()) return false;
-    return options.maxtasksperchild == 0 || s.given < options.maxtasksperchild;
+  // Whether worker i may be given another task (lock held).
+  bool has_room(std::size_t i, bool of_group) noexcept {
+    SlotState& s = slots_[i];
+    if (s.pid <= 0 || s.assigned.size() >= depth(of_group)) return false;
+    if (options.maxtasksperchild != 0 && s.given >= options.maxtasksperchild) return false;
+    if (s.closed) {  // until the worker has passed the tasks taken back from it
+      if ((pool_->slot(i).claim.load(std::memory_order_acquire) >> 32) != 0) return false;
+      s.closed = false;
+    }
+    return true;
   }
+  // Whether a task is of a group (FrameFlags): its sink needs its tasks' results only all
+  // together.
+  static bool grouped(const Task& t) noexcept { return t.sink && t.sink->whole(); }
+  // Whether the next queued task is of a group (lock held).
+  bool next_grouped() const noexcept { return !pending.empty() && grouped(pending.front()); }
 
   // When nothing else is queued, hands tasks queued behind another in a busy worker's
   // inbox to idle workers, the last queued first: a task must not wait behind a long one
@@ -877,7 +901,7 @@ class ProcessImpl final : public Engine::Impl {
       for (std::size_t i = 0; i < slots_.size(); ++i) {
         const SlotState& s = slots_[i];
         if (s.assigned.empty()) {
-          if (idle < 0 && has_room(s)) idle = static_cast<long>(i);
+          if (idle < 0 && has_room(i, false)) idle = static_cast<long>(i);
         } else if (s.pid > 0 && s.assigned.size() >= 2 && s.out.empty() &&
                    (busy < 0 ||
                     s.assigned.size() > slots_[static_cast<std::size_t>(busy)].assigned.size())) {
@@ -888,21 +912,24 @@ class ProcessImpl final : public Engine::Impl {
       SlotState& from = slots_[static_cast<std::size_t>(busy)];
       Task task = std::move(from.assigned.back().task);
       from.assigned.pop_back();
+      from.closed = true;
       --from.given;  // it counts toward maxtasksperchild no more (nor in the worker)
       assign(static_cast<std::size_t>(idle), std::move(task), monotonic_ns());
       moved = true;
     }
   }
-  // Takes the last task of worker i's inbox back unless the worker took it, or another
-  // is still being taken back from it (WorkerSlot::claim). Lock held.
+  // Takes the last task of worker i's inbox back unless the worker reached it
+  // (WorkerSlot::claim). Lock held.
   bool take_back(std::size_t i) noexcept {
-    constexpr uint64_t kTakenBack = WorkerSlot::kTakenBack;
-    const uint64_t id = slots_[i].assigned.back().id;
+    const uint32_t seq = slots_[i].assigned.back().seq;
     std::atomic<uint64_t>& claim = pool_->slot(i).claim;
     uint64_t c = claim.load(std::memory_order_acquire);
     for (;;) {
-      if ((c & kTakenBack) != 0 || c >= id) return false;
-      if (claim.compare_exchange_weak(c, id | kTakenBack, std::memory_order_acq_rel)) return true;
+      const auto passed = static_cast<uint32_t>(c);
+      if (static_cast<int32_t>(seq - passed) <= 0) return false;
+      // The tasks taken back before are after this one: from `seq` on, all are.
+      if (claim.compare_exchange_weak(c, (uint64_t{seq} << 32) | passed, std::memory_order_acq_rel))
+        return true;
     }
   }
 
@@ -913,11 +940,11 @@ class ProcessImpl final : public Engine::Impl {
     bool progress = false;
     int64_t now = 0;  // one clock read per run of queued tasks
     while (!broken && !terminating && (!pending.empty() || (use_feeders && !feeders.empty()))) {
-      if (pick() < 0) break;
+      if (pick(next_grouped()) < 0) break;
       if (use_feeders && !feeders.empty()) wake_assigned();  // pop() may run one unlocked
       std::optional<Task> task = pop(lock, use_feeders);
       if (!task) break;
-      long i = pick();  // the lock may have been released
+      long i = pick(grouped(*task));  // the lock may have been released
       if (i < 0 || broken || terminating) {
         pending.push_front(std::move(*task));
         pending_count.store(pending.size(), std::memory_order_relaxed);
@@ -950,12 +977,19 @@ class ProcessImpl final : public Engine::Impl {
   void assign(std::size_t i, Task task, int64_t now) {
     SlotState& s = slots_[i];
     uint64_t id = ++next_id_;
+    if (++s.seq == 0) s.seq = 1;  // 0 is never a frame's (WorkerSlot::claim)
     FrameHeader h{};
     h.kind = kFrameTask;
+    h.seq = s.seq;
     h.task_id = id;
     h.entry = reinterpret_cast<uint64_t>(task.entry);
     h.size = task.args.size();
-    s.assigned.push_back({id, std::move(task), now});
+    // Its group: its sink, which lives at least as long as the results held back for it
+    // (no other sink can have the same address meanwhile).
+    const TaskSink* group = grouped(task) ? task.sink.get() : nullptr;
+    if (group) h.flags = group == s.last_group ? kFrameGrouped | kFrameSameGroup : kFrameGrouped;
+    s.last_group = group;
+    s.assigned.push_back({id, s.seq, std::move(task), now});
     ++s.given;
     // The body is written straight from the task's bytes: deque elements stay put,
     // and a task leaves `assigned` only after its frame was written (its result
@@ -964,6 +998,7 @@ class ProcessImpl final : public Engine::Impl {
     WorkerSlot& slot = pool_->slot(i);
     if (s.out.empty() && slot.inbox.write_frame(reinterpret_cast<const std::byte*>(&h), sizeof h,
                                                 body.data(), body.size())) {
+      slot.last_seq.store(h.seq, std::memory_order_release);
       s.written = true;  // the caller wakes the worker (wake_assigned())
       return;
     }
@@ -1001,6 +1036,7 @@ class ProcessImpl final : public Engine::Impl {
         wrote = true;
         s.out_offset += n;
         if (s.out_offset == total) {
+          slot.last_seq.store(f.header.seq, std::memory_order_release);
           s.out.pop_front();
           outgoing_.fetch_sub(1, std::memory_order_relaxed);
           s.out_offset = 0;
@@ -1185,7 +1221,7 @@ class ProcessImpl final : public Engine::Impl {
     {
       std::unique_lock lock(mutex);
       if (!ready) {
-        ready = terminating || !handoff_.empty() || (has_work() && pick() >= 0);
+        ready = terminating || !handoff_.empty() || (has_work() && pick(next_grouped()) >= 0);
         for (std::size_t i = 0; i < slots_.size() && !ready; ++i)
           if (slots_[i].pid > 0 && !slots_[i].out.empty() && pool_->slot(i).inbox.writable() != 0)
             ready = true;
@@ -1237,7 +1273,7 @@ class ProcessImpl final : public Engine::Impl {
       progress = true;
       if (m.slot >= slots_.size()) continue;
       if (m.kind == kZygoteSpawned) {
-        std::lock_guard lock(mutex);
+        std::unique_lock lock(mutex);
         SlotState& s = slots_[m.slot];
         if (m.pid <= 0) {  // fork failed
           s.spawning = false;
@@ -1248,7 +1284,13 @@ class ProcessImpl final : public Engine::Impl {
         s.spawning = false;
         s.init_ok = false;
         s.given = 0;
+        s.seq = 0;
+        s.last_group = nullptr;
+        s.closed = false;
         s.timed_out = 0;
+        // Tasks may wait for it: queued ones, or ones queued behind another worker's
+        // (a pool's first tasks all go to the worker that started first).
+        fill(lock, true);
       } else if (m.kind == kZygoteExited) {
         worker_exited(m.slot, m.pid, m.status);
       }

@@ -81,15 +81,20 @@ class WorkerLoop {
       reserve_prefaulted(args, h.size);
       args.resize(h.size);
       read_exact(args.data(), args.size());
-      if (!take(h.task_id)) continue;  // the parent gave it to an idle worker
-      // The task may be long: the previous result must not wait.
+      if (!take(h.seq)) {  // the parent gave it to an idle worker
+        release_held();    // the next frame's group is not this one's
+        continue;
+      }
+      // The task may be long: the results before it must not wait, unless they are of
+      // its group (then they are needed only with its own).
+      if ((h.flags & kFrameSameGroup) == 0) release_held();
       settle_ring(true);
       const int64_t started = monotonic_ns();
       slot_.started_ns.store(started, std::memory_order_relaxed);
       slot_.current.store(h.task_id, std::memory_order_release);
       out.clear();
       out.resize(sizeof(FrameHeader));
-      uint32_t kind = kFrameResult;
+      uint16_t kind = kFrameResult;
       try {
         reinterpret_cast<Entry>(h.entry)(args, out);
       } catch (...) {
@@ -102,15 +107,28 @@ class WorkerLoop {
         }
       }
       last_task_ns_ = monotonic_ns() - started;
-      FrameHeader r{kind, 0, h.task_id, 0, out.size() - sizeof(FrameHeader)};
+      FrameHeader r{};
+      r.kind = kind;
+      r.task_id = h.task_id;
+      r.size = out.size() - sizeof(FrameHeader);
       std::memcpy(out.data(), &r, sizeof r);
       warm(slot_.outbox, outbox_warm_, slot_.outbox.head.load(std::memory_order_relaxed),
            out.size());
-      write_all(out.data(), out.size());
+      // After a long task (a short one's result is read by a spinning collector anyway),
+      // a result of a group (a map's chunk) wakes nobody while this worker has at least
+      // two more tasks queued: the collector is woken once per few results (each wake-up
+      // costs it tens of microseconds on a VM, and a worker's CPU when they share one),
+      // and still a task ahead of this queue running dry. Errors are not held.
+      const bool hold = (h.flags & kFrameGrouped) != 0 && kind == kFrameResult &&
+                        last_task_ns_ > kShortTaskNs && queued_after(h.seq) >= 2;
+      write_all(out.data(), out.size(), hold);
       // Cleared only once the result is in the ring: a worker that dies before this
       // line is seen holding the task (its result, if complete, is read first).
       slot_.current.store(0, std::memory_order_release);
-      if (options.maxtasksperchild != 0 && ++done >= options.maxtasksperchild) finish(0);
+      if (options.maxtasksperchild != 0 && ++done >= options.maxtasksperchild) {
+        release_held();
+        finish(0);
+      }
     }
   }
 
@@ -120,22 +138,38 @@ class WorkerLoop {
     ::_exit(code);
   }
 
-  // Whether this worker runs task `id`, whose frame it just read, or the parent took it
-  // back (WorkerSlot::claim). Frames come in the order they were assigned, so a task
-  // taken back is met before any later one; an earlier one is still this worker's.
-  bool take(uint64_t id) noexcept {
-    constexpr uint64_t kTakenBack = WorkerSlot::kTakenBack;
+  // Whether this worker runs the task of frame `seq`, which it just read, or the parent
+  // took it back (WorkerSlot::claim). Frames come in the order they were assigned and the
+  // parent takes back the last ones, so once one is taken back, so are all after it.
+  bool take(uint32_t seq) noexcept {
     uint64_t c = slot_.claim.load(std::memory_order_acquire);
     for (;;) {
-      if ((c & kTakenBack) != 0) {
-        if ((c & ~kTakenBack) != id) return true;  // a later task was taken back
-        // Passed it: the parent may take another back now.
-        slot_.claim.store(id, std::memory_order_release);
-        return false;
+      const auto from = static_cast<uint32_t>(c >> 32);
+      const bool taken_back = from != 0 && static_cast<int32_t>(seq - from) >= 0;
+      // Past the last frame taken back (nothing follows them: the parent gives this
+      // worker nothing new meanwhile): open for new tasks again.
+      const bool reopen = taken_back && slot_.inbox.readable() == 0;
+      const uint64_t next = (reopen ? 0 : uint64_t{from} << 32) | seq;
+      if (slot_.claim.compare_exchange_weak(c, next, std::memory_order_acq_rel)) {
+        if (reopen) ring_supervisor();  // it may have tasks for this worker now
+        return !taken_back;
       }
-      if (slot_.claim.compare_exchange_weak(c, id, std::memory_order_acq_rel)) return true;
     }
   }
+
+  // How many task frames are whole in the inbox after frame `seq`.
+  uint32_t queued_after(uint32_t seq) const noexcept {
+    const auto n = static_cast<int32_t>(slot_.last_seq.load(std::memory_order_acquire) - seq);
+    return n > 0 ? static_cast<uint32_t>(n) : 0;
+  }
+
+  // Wakes the readers for the results held back (see run()).
+  void release_held() noexcept {
+    if (!holding_) return;
+    holding_ = false;
+    results_written();
+  }
+  bool holding_ = false;  // results were written that nobody was woken for
 
   // A large frame about to pass through `ring` at position `at` on this worker's first
   // lap: its pages are faulted in by one system call rather than one fault per 4 KiB
@@ -204,6 +238,7 @@ class WorkerLoop {
   // Waits for the inbox: spins for a bounded time first (the next task usually comes
   // within microseconds; a futex sleep costs a 50-85 µs wake-up on VMs), never on one CPU.
   void wait_inbox() {
+    release_held();  // this worker's queue ran dry
     ByteRing& ring = slot_.inbox;
     if (spin_limit() != 0) {
       slot_.cpu.store(::sched_getcpu(), std::memory_order_relaxed);
@@ -275,25 +310,36 @@ class WorkerLoop {
   static constexpr int64_t kRingDelayNs = 20'000;
   static constexpr int64_t kYieldAfterNs = 5'000;
 
-  void send(uint32_t kind, uint64_t id, std::span<const std::byte> body) {
-    FrameHeader h{kind, 0, id, 0, body.size()};
+  void send(uint16_t kind, uint64_t id, std::span<const std::byte> body) {
+    FrameHeader h{};
+    h.kind = kind;
+    h.task_id = id;
+    h.size = body.size();
     write_all(reinterpret_cast<const std::byte*>(&h), sizeof h);
     write_all(body.data(), body.size());
   }
 
-  void write_all(const std::byte* p, std::size_t n) {
+  // Writes n bytes to the outbox and wakes their readers, or, with `hold`, holds the
+  // wake-up back (release_held()).
+  void write_all(const std::byte* p, std::size_t n, bool hold = false) {
     ByteRing& ring = slot_.outbox;
     while (n != 0) {
       std::size_t k = ring.write(p, n);
       if (k == 0) {
+        release_held();
         settle_ring(true);
         wait_until(
             ring.word, [&] { return ring.writable() != 0; }, Deadline::never());
         continue;
       }
-      results_written();
       p += k;
       n -= k;
+      if (n == 0 && hold) {
+        holding_ = true;
+      } else {
+        holding_ = false;  // woken for all
+        results_written();
+      }
     }
   }
 

@@ -13,7 +13,9 @@
 // A worker takes every queued task before it waits; then it spins a bounded time
 // (never on one CPU) and sleeps on the inbox's futex. After a result it wakes the
 // collecting caller (a futex in the header) or, when no caller collects, rings the
-// supervisor's eventfd (deferred while it spins: a caller usually collects first).
+// supervisor's eventfd (deferred while it spins: a caller usually collects first). After
+// a long task of a map it may hold that wake-up back while it runs the next task of the
+// same map (FrameFlags).
 #pragma once
 
 #include <sys/types.h>
@@ -128,17 +130,22 @@ struct WorkerSlot {
   alignas(64) std::atomic<uint64_t> current{0};  // id of the task running, 0: none
   std::atomic<int64_t> started_ns{0};            // CLOCK_MONOTONIC when it started
   // Settles which side has a task of the inbox that the parent wants back for an idle
-  // worker: the id of the task the worker took last, or `id | kTakenBack` once the
-  // parent took task `id` back (one at a time: it then waits until the worker passed
-  // that frame and stored its id here). Both sides change it by compare-and-swap, so
-  // exactly one of them has the task (take_back() in pool.cpp, take() in the worker).
-  static constexpr uint64_t kTakenBack = uint64_t{1} << 63;
+  // worker. Task frames are numbered per worker (FrameHeader::seq, from 1; 0 is never
+  // used). Low half: the seq of the frame the worker passed last (ran or skipped); high
+  // half: 0, or the first seq the parent took back (it takes back the last queued
+  // tasks, one by one, and gives this worker nothing new until the worker has passed
+  // them and reset the high half). Both sides change it by compare-and-swap, so exactly
+  // one of them has each task (take_back() in pool.cpp, take() in the worker).
   std::atomic<uint64_t> claim{0};
   // Where the worker last began to spin for a task or woke up to one (-1: asleep); a hint.
   std::atomic<int32_t> cpu{-1};
   // The parent has bytes for the inbox that did not fit: the worker rings the
   // supervisor once it made room.
   alignas(64) std::atomic<uint32_t> writer_waiting{0};
+  // The seq of the last task frame the parent wrote whole into the inbox: tells the
+  // worker how many tasks it has queued. Written with every task, read after long ones
+  // only: in a line of its own, not in the lines the worker writes or reads per task.
+  alignas(64) std::atomic<uint32_t> last_seq{0};
   ByteRing inbox;
   ByteRing outbox;
 
@@ -147,6 +154,7 @@ struct WorkerSlot {
     current.store(0);
     started_ns.store(0);
     claim.store(0);
+    last_seq.store(0);
     cpu.store(-1);
     writer_waiting.store(0);
     inbox.reset();
@@ -167,7 +175,7 @@ struct PoolHeader {
   alignas(64) std::atomic<uint32_t> supervisor_sleeping{0};
 };
 
-enum FrameKind : uint32_t {
+enum FrameKind : uint16_t {
   kFrameTask = 1,
   kFrameInitOk,
   kFrameInitError,
@@ -175,13 +183,25 @@ enum FrameKind : uint32_t {
   kFrameError,
 };
 
+// Task frame flags. A task of a group (a map's chunks, whose results are needed only all
+// together): its worker may hold back the wake-up for its result while the worker goes
+// on with the next frame, if that one is of the same group, and its queue is not about
+// to run dry.
+enum FrameFlags : uint16_t {
+  kFrameGrouped = 1,    // a task of a group
+  kFrameSameGroup = 2,  // of the same group as the frame before it in this inbox
+};
+
+// 32 bytes: 8 more per frame cost a chunksize-1 map 5%.
 struct FrameHeader {
-  uint32_t kind;
-  uint32_t reserved;
+  uint16_t kind;   // FrameKind
+  uint16_t flags;  // FrameFlags (task frames)
+  uint32_t seq;    // task frames: numbered per worker from 1 (WorkerSlot::claim)
   uint64_t task_id;
   uint64_t entry;  // the Entry's address (task frames)
   uint64_t size;   // body bytes that follow
 };
+static_assert(sizeof(FrameHeader) == 32);
 
 // The shared region of one pool.
 class WorkerShared {

@@ -89,6 +89,23 @@ int go_between(int x) {
   return x;
 }
 
+// 0: waits (at most 10 s) for a word from each of tasks 2, 4 and 6; 1 if all came.
+// 2, 4, 6: send their word. Others: return x.
+int go_after_three(int x) {
+  if (x == 0) {
+    int got = 0;
+    for (int i = 0; i < 3; ++i)
+      got += go_between(0);
+    return got == 3 ? 1 : 0;
+  }
+  if (x == 2 || x == 4 || x == 6) go_between(2);
+  return x;
+}
+// Waits (at most 10 s) for a word on the go pipe; returns x, or -1 if none came.
+int wait_for_go(int x) {
+  return go_between(0) == 1 ? x : -1;
+}
+
 struct Pipe {
   int r = -1, w = -1;
   Pipe() {
@@ -106,6 +123,15 @@ struct Pipe {
     EXPECT_EQ(::read(r, &v, sizeof v), static_cast<ssize_t>(sizeof v));
     return v;
   }
+};
+
+// The go pipe of go_between(), set for the pools built while it lives.
+struct GoPipe : Pipe {
+  GoPipe() {
+    g_go_r = r;
+    g_go_w = w;
+  }
+  ~GoPipe() { g_go_r = g_go_w = -1; }
 };
 
 std::vector<int> iota_vec(int n) {
@@ -552,9 +578,7 @@ TEST(PoolTest, MaxtasksperchildReplacesWorkersAndLosesNoTask) {
 // ties to the same one); task 0 waits for task 2. Python's workers pull from one queue, so
 // an idle worker runs task 2; so must ours, not leave it behind a long task.
 TEST(PoolTest, IdleWorkerTakesATaskQueuedBehindALongOne) {
-  Pipe go;
-  g_go_r = go.r;
-  g_go_w = go.w;
+  GoPipe go;
   for (std::size_t maxtasks : {std::size_t{0}, std::size_t{2}}) {
     SCOPED_TRACE(maxtasks);
     mpx::PoolOptions options;
@@ -567,7 +591,37 @@ TEST(PoolTest, IdleWorkerTakesATaskQueuedBehindALongOne) {
     for (int p : std::set<int>(pids.begin(), pids.end()))
       EXPECT_LE(std::count(pids.begin(), pids.end(), p), maxtasks == 0 ? 20 : 2);
   }
-  g_go_r = g_go_w = -1;
+}
+
+// Long tasks of a map queue four deep per worker: tasks 2, 4 and 6 land behind task 0,
+// which waits for all three; the idle worker takes them back one after another.
+TEST(PoolTest, IdleWorkerTakesEveryTaskQueuedBehindALongOne) {
+  GoPipe go;
+  mpx::Pool pool(2);
+  EXPECT_EQ(pool.map(sleep_ms, std::vector<int>(4, 2), 1), std::vector<int>(4, 2));  // long
+  // The worker that skipped the tasks taken back from it wakes the collector for the
+  // result it held back (task 0's); else the collector reads it only at its deadline.
+  auto start = std::chrono::steady_clock::now();
+  EXPECT_EQ(pool.map_async(go_after_three, iota_vec(8), 1).get(30s),
+            (std::vector<int>{1, 1, 2, 3, 4, 5, 6, 7}));
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 20s);
+}
+
+// A worker holds back the wake-up for a map's result while it runs the next task of
+// that map, never while it runs another's: here the next task blocks until the first
+// map is seen complete.
+TEST(PoolTest, MapCompletesWhileItsWorkerRunsAnotherMapsTask) {
+  GoPipe go;
+  mpx::Pool pool(1);
+  EXPECT_EQ(pool.map(sleep_ms, std::vector<int>(4, 2), 1), std::vector<int>(4, 2));  // long
+  auto first = pool.map_async(sleep_ms, std::vector<int>{2, 2}, 1);
+  auto second = pool.map_async(wait_for_go, std::vector<int>{7, 8}, 1);
+  auto start = std::chrono::steady_clock::now();
+  EXPECT_EQ(first.get(8s), (std::vector<int>{2, 2}));
+  // Read at the deadline otherwise (a collector reads what it finds before it gives up).
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 6s);
+  ASSERT_EQ(::write(go.w, "gg", 2), 2);
+  EXPECT_EQ(second.get(), (std::vector<int>{7, 8}));
 }
 
 TEST(PoolTest, JoinBeforeCloseThrowsAndUseAfterCloseThrows) {

@@ -47,6 +47,7 @@ class MapState final : public TaskSink {
   void attach_future(std::shared_ptr<FutureState<std::vector<R>>> future) {
     std::lock_guard lock(mutex_);
     callbacks_.store(future && future->has_callbacks(), std::memory_order_relaxed);
+    whole_ = future != nullptr;
     future_ = std::move(future);
   }
 
@@ -261,6 +262,8 @@ class MapState final : public TaskSink {
   bool has_callbacks() const noexcept override {
     return callbacks_.load(std::memory_order_relaxed);
   }
+  // map/map_async: the chunks' results are wanted all together (imap's one by one).
+  bool whole() const noexcept override { return whole_.load(std::memory_order_relaxed); }
 
   // Process pools: how a chunk's encoded results decode. Set before the first chunk
   // is submitted.
@@ -374,6 +377,7 @@ class MapState final : public TaskSink {
   std::shared_ptr<FutureState<std::vector<R>>> future_;
   // Set with future_ (whose callbacks are set before it is attached, before any task).
   std::atomic<bool> callbacks_{false};
+  std::atomic<bool> whole_{false};  // likewise
   std::shared_ptr<Collector> collector_;
   // gather_in_place: the results (items_ once sized), and the length of every chunk but
   // the last.

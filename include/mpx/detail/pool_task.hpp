@@ -72,6 +72,10 @@ class TaskSink {
   // Whether completing it runs user code (pool callbacks, done callbacks): such sinks
   // are completed on the pool's own thread, never on a thread that waits for a result.
   virtual bool has_callbacks() const noexcept { return false; }
+  // Whether its tasks' results are needed only all together (a map's result vector,
+  // unlike imap's chunks or a future): a process worker may then hold back waking the
+  // collector for one while it runs the next. Must not change once a task is submitted.
+  virtual bool whole() const noexcept { return false; }
 };
 
 // A predicate passed by reference, without allocating (the referenced callable must
