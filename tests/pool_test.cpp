@@ -5,6 +5,7 @@
 #include <malloc.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -104,6 +105,14 @@ int go_after_three(int x) {
 // Waits (at most 10 s) for a word on the go pipe; returns x, or -1 if none came.
 int wait_for_go(int x) {
   return go_between(0) == 1 ? x : -1;
+}
+
+// Set before a pool is built: how often each task started, in memory its workers share.
+std::atomic<int>* g_starts = nullptr;
+// Counts its start, then sleeps: 20 ms for every seventh task, 2 ms for the others.
+int count_start_and_sleep(int i) {
+  g_starts[i].fetch_add(1);
+  return sleep_ms(i % 7 == 0 ? 20 : 2) >= 0 ? i : -1;
 }
 
 struct Pipe {
@@ -822,6 +831,46 @@ TEST(PoolCrashTest, ChunksQueuedBehindAKilledWorkerRunWithTheirOwnItems) {
     EXPECT_EQ(pool.map(negate, iota_vec(kItems)), negated);
   }
   g_started_fd = -1;
+}
+
+// Workers killed every few milliseconds while maps of long tasks end (when idle workers
+// take back tasks queued behind others, and workers hold back waking the collector):
+// each map returns all its results or fails with WorkerLost, none hangs, and no task
+// starts twice (a task taken back, or queued behind a killed worker's, runs once).
+TEST(PoolCrashTest, KillsWhileTasksAreTakenBackLoseAndRepeatNone) {
+  constexpr int kMaps = 16, kItems = 6, kTasks = kMaps * kItems;
+  void* shared = ::mmap(nullptr, kTasks * sizeof(std::atomic<int>), PROT_READ | PROT_WRITE,
+                        MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(shared, MAP_FAILED);
+  g_starts = new (shared) std::atomic<int>[kTasks]();
+  {
+    mpx::Pool pool(3);
+    EXPECT_EQ(pool.map(sleep_ms, std::vector<int>(6, 2), 1), std::vector<int>(6, 2));  // long
+    std::atomic<bool> stop{false};
+    std::thread killer([&] {
+      for (std::size_t k = 0; !stop.load(); ++k) {
+        std::this_thread::sleep_for(10ms);
+        auto pids = pool.pids();
+        if (!pids.empty()) ::kill(pids[k % pids.size()], SIGKILL);
+      }
+    });
+    for (int m = 0; m < kMaps; ++m) {
+      std::vector<int> items(kItems);
+      std::iota(items.begin(), items.end(), m * kItems);
+      try {
+        EXPECT_EQ(pool.map_async(count_start_and_sleep, items, 1).get(60s), items);
+        for (int i : items)
+          EXPECT_EQ(g_starts[i].load(), 1) << "task " << i;
+      } catch (const mpx::WorkerLost&) {  // anything else fails the test
+      }
+    }
+    stop = true;
+    killer.join();
+    for (int i = 0; i < kTasks; ++i)
+      EXPECT_LE(g_starts[i].load(), 1) << "task " << i;
+  }
+  ::munmap(shared, kTasks * sizeof(std::atomic<int>));
+  g_starts = nullptr;
 }
 
 TEST(PoolCrashTest, NothingIsLeftAfterTheParentIsKilled) {
