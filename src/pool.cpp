@@ -770,7 +770,7 @@ class ProcessImpl final : public Engine::Impl {
       // A caller that collects reads the results; the supervisor only when none does.
       bool collecting = header_->collecting.load(std::memory_order_acquire) != 0;
       if (!collecting) progress |= collect(true);
-      if (may_dispatch()) progress |= dispatch();
+      if (may_dispatch() || reopened()) progress |= dispatch();
       check_timeouts();
       if (finished()) break;
       if (progress) {
@@ -791,6 +791,12 @@ class ProcessImpl final : public Engine::Impl {
       sleep();
     }
     shutdown();
+  }
+
+  // Whether a worker reopened since the last look (PoolHeader::reopened).
+  bool reopened() noexcept {
+    return header_->reopened.load(std::memory_order_relaxed) != 0 &&
+           header_->reopened.exchange(0, std::memory_order_acq_rel) != 0;
   }
 
   // Completes the sinks with callbacks that callers collected (on this thread, as
@@ -1216,7 +1222,8 @@ class ProcessImpl final : public Engine::Impl {
     // Results count only while no caller collects them (a caller that stops
     // collecting rings us if it left some); queued tasks only if some worker can take
     // one: a supervisor must not spin while every worker is busy with a long task.
-    bool ready = header_->collecting.load(std::memory_order_seq_cst) == 0 && results_readable();
+    bool ready = (header_->collecting.load(std::memory_order_seq_cst) == 0 && results_readable()) ||
+                 header_->reopened.load(std::memory_order_seq_cst) != 0;
     int timeout_ms = -1;
     {
       std::unique_lock lock(mutex);

@@ -151,7 +151,10 @@ class WorkerLoop {
       const bool reopen = taken_back && slot_.inbox.readable() == 0;
       const uint64_t next = (reopen ? 0 : uint64_t{from} << 32) | seq;
       if (slot_.claim.compare_exchange_weak(c, next, std::memory_order_acq_rel)) {
-        if (reopen) ring_supervisor();  // it may have tasks for this worker now
+        if (reopen) {  // the supervisor may have tasks for this worker now
+          shared_.header()->reopened.store(1, std::memory_order_seq_cst);
+          ring_supervisor();
+        }
         return !taken_back;
       }
     }

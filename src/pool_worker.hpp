@@ -173,6 +173,9 @@ struct PoolHeader {
   alignas(64) std::atomic<uint32_t> collecting{0};
   std::atomic<int32_t> collector_cpu{-1};
   alignas(64) std::atomic<uint32_t> supervisor_sleeping{0};
+  // A worker passed the tasks taken back from it and may take new ones: the supervisor
+  // looks for tasks for it (queued, or queued behind another worker's running one).
+  std::atomic<uint32_t> reopened{0};
 };
 
 enum FrameKind : uint16_t {
