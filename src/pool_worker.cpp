@@ -82,7 +82,8 @@ class WorkerLoop {
       args.resize(h.size);
       read_exact(args.data(), args.size());
       if (!take(h.seq)) {  // the parent gave it to an idle worker
-        release_held();    // the next frame's group is not this one's
+        // The next frame's kFrameSameGroup is about this one, not the results held.
+        release_held();
         continue;
       }
       // The task may be long: the results before it must not wait, unless they are of
