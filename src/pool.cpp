@@ -920,7 +920,8 @@ class ProcessImpl final : public Engine::Impl {
       from.assigned.pop_back();
       from.closed = true;
       --from.given;  // it counts toward maxtasksperchild no more (nor in the worker)
-      assign(static_cast<std::size_t>(idle), std::move(task), monotonic_ns());
+      const bool of_group = grouped(task);
+      assign(static_cast<std::size_t>(idle), std::move(task), monotonic_ns(), of_group);
       moved = true;
     }
   }
@@ -950,7 +951,8 @@ class ProcessImpl final : public Engine::Impl {
       if (use_feeders && !feeders.empty()) wake_assigned();  // pop() may run one unlocked
       std::optional<Task> task = pop(lock, use_feeders);
       if (!task) break;
-      long i = pick(grouped(*task));  // the lock may have been released
+      const bool of_group = grouped(*task);
+      long i = pick(of_group);  // the lock may have been released
       if (i < 0 || broken || terminating) {
         pending.push_front(std::move(*task));
         pending_count.store(pending.size(), std::memory_order_relaxed);
@@ -959,7 +961,7 @@ class ProcessImpl final : public Engine::Impl {
       if (task->sink && !task->sink->task_running(task->tag)) continue;
       // A feeder (run by pop, unlocked) may have taken its time: read the clock again.
       if (now == 0 || (use_feeders && !feeders.empty())) now = monotonic_ns();
-      assign(static_cast<std::size_t>(i), std::move(*task), now);
+      assign(static_cast<std::size_t>(i), std::move(*task), now, of_group);
       progress = true;
     }
     if (pending.empty() && feeders.empty() && !broken && !terminating) progress |= rebalance();
@@ -980,7 +982,8 @@ class ProcessImpl final : public Engine::Impl {
   }
 
   // Writes a task into worker i's inbox (lock held); the caller wakes it (wake_assigned()).
-  void assign(std::size_t i, Task task, int64_t now) {
+  // `of_group`: grouped(task), which the caller knew already.
+  void assign(std::size_t i, Task task, int64_t now, bool of_group) {
     SlotState& s = slots_[i];
     uint64_t id = ++next_id_;
     if (++s.seq == 0) s.seq = 1;  // 0 is never a frame's (WorkerSlot::claim)
@@ -992,7 +995,7 @@ class ProcessImpl final : public Engine::Impl {
     h.size = task.args.size();
     // Its group: its sink, which lives at least as long as the results held back for it
     // (no other sink can have the same address meanwhile).
-    const TaskSink* group = grouped(task) ? task.sink.get() : nullptr;
+    const TaskSink* group = of_group ? task.sink.get() : nullptr;
     if (group) h.flags = group == s.last_group ? kFrameGrouped | kFrameSameGroup : kFrameGrouped;
     s.last_group = group;
     s.assigned.push_back({id, s.seq, std::move(task), now});
