@@ -322,8 +322,9 @@ struct Engine::Impl {
     return t;
   }
   std::size_t low_water() const noexcept { return 2 * options.workers; }
-  bool has_work() const noexcept {
-    if (!pending.empty()) return true;
+  bool has_work() const noexcept { return !pending.empty() || has_lazy_work(); }
+  // A feeder that may produce now.
+  bool has_lazy_work() const noexcept {
     for (const auto& f : feeders)
       if (closed || f->ready()) return true;
     return false;
@@ -656,11 +657,12 @@ class ProcessImpl final : public Engine::Impl {
     deliveries_.clear();
   }
 
-  // The collector stops collecting: results it left in an outbox go to the supervisor.
+  // The collector stops collecting: results it left in an outbox go to the supervisor,
+  // and queued tasks too (while a caller collects, the supervisor leaves them to it).
   void collector_leaving() noexcept {
     header_->collecting.store(0, std::memory_order_seq_cst);
     std::atomic_thread_fence(std::memory_order_seq_cst);
-    if (results_readable()) wake();
+    if (results_readable() || pending_count.load(std::memory_order_relaxed) != 0) wake();
   }
 
  private:
@@ -761,6 +763,7 @@ class ProcessImpl final : public Engine::Impl {
     }
     int idle = 0;
     int64_t idle_since_ns = 0;
+    bool woken = true;
     for (;;) {
       bool progress = false;
       // The zygote's socket costs a system call: look at it when idle only now and
@@ -770,7 +773,15 @@ class ProcessImpl final : public Engine::Impl {
       // A caller that collects reads the results; the supervisor only when none does.
       bool collecting = header_->collecting.load(std::memory_order_acquire) != 0;
       if (!collecting) progress |= collect(true);
-      if (may_dispatch() || reopened()) progress |= dispatch();
+      // A caller that collects also refills the workers that made room (each result
+      // does): the supervisor then dispatches only when rung (a worker came up or
+      // reopened, a task nobody could take), for lazy input, or for a frame that did
+      // not fit. Dispatching whenever it saw room, it took the engine's lock after
+      // nearly every task alongside the collector: 10k futures' results cost twice the
+      // CPU on two CPUs.
+      if (reopened() || (collecting ? woken || dispatch_on_event() : may_dispatch()))
+        progress |= dispatch();
+      woken = false;
       check_timeouts();
       if (finished()) break;
       if (progress) {
@@ -789,6 +800,7 @@ class ProcessImpl final : public Engine::Impl {
       }
       idle = 0;
       sleep();
+      woken = true;
     }
     shutdown();
   }
@@ -1067,8 +1079,12 @@ class ProcessImpl final : public Engine::Impl {
   // Whether dispatch() may find anything to do, read without the lock: the counts are
   // exact whenever the lock is free, and sleep() looks again under the lock.
   bool may_dispatch() const noexcept {
-    return pending_count.load(std::memory_order_relaxed) != 0 ||
-           feeder_count.load(std::memory_order_relaxed) != 0 ||
+    return pending_count.load(std::memory_order_relaxed) != 0 || dispatch_on_event();
+  }
+  // Lazy input or frames that did not fit: what the supervisor dispatches even while a
+  // caller collects.
+  bool dispatch_on_event() const noexcept {
+    return feeder_count.load(std::memory_order_relaxed) != 0 ||
            outgoing_.load(std::memory_order_relaxed) != 0;
   }
 
@@ -1224,14 +1240,17 @@ class ProcessImpl final : public Engine::Impl {
     std::atomic_thread_fence(std::memory_order_seq_cst);
     // Results count only while no caller collects them (a caller that stops
     // collecting rings us if it left some); queued tasks only if some worker can take
-    // one: a supervisor must not spin while every worker is busy with a long task.
-    bool ready = (header_->collecting.load(std::memory_order_seq_cst) == 0 && results_readable()) ||
+    // one (a supervisor must not spin while every worker is busy with a long task), and
+    // only lazy input while a caller collects (it refills the workers).
+    const bool collecting = header_->collecting.load(std::memory_order_seq_cst) != 0;
+    bool ready = (!collecting && results_readable()) ||
                  header_->reopened.load(std::memory_order_seq_cst) != 0;
     int timeout_ms = -1;
     {
       std::unique_lock lock(mutex);
       if (!ready) {
-        ready = terminating || !handoff_.empty() || (has_work() && pick(next_grouped()) >= 0);
+        const bool work = collecting ? has_lazy_work() : has_work();
+        ready = terminating || !handoff_.empty() || (work && pick(next_grouped()) >= 0);
         for (std::size_t i = 0; i < slots_.size() && !ready; ++i)
           if (slots_[i].pid > 0 && !slots_[i].out.empty() && pool_->slot(i).inbox.writable() != 0)
             ready = true;
