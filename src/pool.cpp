@@ -691,6 +691,7 @@ class ProcessImpl final : public Engine::Impl {
     std::deque<Outgoing> out;
     std::size_t out_offset = 0;
     bool written = false;  // assign() wrote a frame that wake_assigned() has not rung for
+    bool wake = false;     // wake_assigned(): it sleeps and must be woken
   };
   // The frame being read from a worker's outbox (under read_mutex_).
   struct ReadState {
@@ -982,15 +983,78 @@ class ProcessImpl final : public Engine::Impl {
   }
 
   // Wakes the workers whose inboxes assign() wrote to (lock held): once per fill(), not
-  // per task. The fence in wake_sleepers() waits until the frame's stores reach the
-  // cache lines the worker reads: per task, that was two thirds of fill()'s time in a
-  // chunksize-1 map, whose caller it slowed down; a run of frames lets the misses overlap.
+  // per task. The fence waits until the frames' stores reach the cache lines the workers
+  // read: per task, that was two thirds of fill()'s time in a chunksize-1 map, whose
+  // caller it slowed down; a run of frames lets the misses overlap.
+  // One sleeping worker is left to the kernel. Of several, each is woken where it fell
+  // asleep unless another worker runs or was just woken there, or this thread runs there
+  // (the kernel then moves it to a CPU that looks idle: where it sent the previous one);
+  // then wake_elsewhere().
   void wake_assigned() noexcept {
+    std::atomic_thread_fence(std::memory_order_seq_cst);  // as in wake_sleepers()
+    std::size_t sleeping = 0;
     for (std::size_t i = 0; i < slots_.size(); ++i) {
-      if (!slots_[i].written) continue;
-      slots_[i].written = false;
-      wake_sleepers(pool_->slot(i).inbox.word);
+      SlotState& s = slots_[i];
+      s.wake = s.written && pool_->slot(i).inbox.word.sleepers.load(std::memory_order_seq_cst) != 0;
+      s.written = false;
+      if (s.wake) ++sleeping;
     }
+    cpu_set_t taken;  // CPUs where a worker runs or was just woken
+    int here = -1;    // this thread's CPU
+    if (sleeping > 1) {
+      CPU_ZERO(&taken);
+      for (std::size_t j = 0; j < slots_.size(); ++j)
+        if (const int c = pool_->slot(j).cpu.load(std::memory_order_relaxed);
+            c >= 0 && c < CPU_SETSIZE)
+          CPU_SET(c, &taken);
+      here = ::sched_getcpu();
+    }
+    for (std::size_t i = 0; i < slots_.size() && sleeping != 0; ++i) {
+      if (!slots_[i].wake) continue;
+      slots_[i].wake = false;
+      WaitWord& word = pool_->slot(i).inbox.word;
+      const int last = pool_->slot(i).sleep_cpu.load(std::memory_order_relaxed);
+      if (sleeping == 1 || last < 0 || last >= CPU_SETSIZE) {
+        notify(word);
+      } else if (CPU_ISSET(last, &taken) || last == here) {
+        wake_elsewhere(i, taken, here);
+      } else {
+        notify(word);
+        CPU_SET(last, &taken);
+      }
+    }
+  }
+  // Wakes worker i with the CPUs in `taken` and `here` (where the waking thread runs) out
+  // of its affinity mask for the wake-up, or only those in `taken` when no other is
+  // allowed; adds where it goes to `taken` when that is one CPU. The kernel had woken two
+  // workers that slept on one CPU (every wait in a worker spins first, so the workers
+  // fall asleep where they spun together) both onto the one idle CPU (it still looked
+  // idle for the second: the first was not yet running there), and the second waited
+  // 2-10 ms there for the load balancer: a CPU-bound map on two CPUs lost 2-5%. The mask
+  // is put back at once: that moves no queued task.
+  void wake_elsewhere(std::size_t i, cpu_set_t& taken, int here) noexcept {
+    const pid_t pid = slots_[i].pid;
+    WaitWord& word = pool_->slot(i).inbox.word;
+    cpu_set_t allowed, avoid, others;
+    if (pid <= 0 || ::sched_getaffinity(pid, sizeof allowed, &allowed) != 0) {
+      notify(word);
+      return;
+    }
+    avoid = taken;
+    if (here >= 0 && here < CPU_SETSIZE) CPU_SET(here, &avoid);
+    for (int pass = 0; pass < 2; ++pass) {
+      CPU_AND(&avoid, &avoid, &allowed);
+      CPU_XOR(&others, &allowed, &avoid);  // allowed, less avoid
+      if (CPU_COUNT(&avoid) != 0 && CPU_COUNT(&others) != 0 &&
+          ::sched_setaffinity(pid, sizeof others, &others) == 0) {
+        notify(word);
+        ::sched_setaffinity(pid, sizeof allowed, &allowed);
+        if (CPU_COUNT(&others) == 1) CPU_OR(&taken, &taken, &others);
+        return;
+      }
+      avoid = taken;
+    }
+    notify(word);
   }
 
   // Writes a task into worker i's inbox (lock held); the caller wakes it (wake_assigned()).

@@ -268,6 +268,7 @@ class WorkerLoop {
     }
     settle_ring(true);
     if (ring.readable() != 0) return;
+    slot_.sleep_cpu.store(::sched_getcpu(), std::memory_order_relaxed);
     slot_.cpu.store(-1, std::memory_order_relaxed);  // asleep: on no CPU
     wait_until(
         ring.word, [&] { return ring.readable() != 0; }, Deadline::never());

@@ -139,6 +139,8 @@ struct WorkerSlot {
   std::atomic<uint64_t> claim{0};
   // Where the worker last began to spin for a task or woke up to one (-1: asleep); a hint.
   std::atomic<int32_t> cpu{-1};
+  // Where it last fell asleep (-1: never): where the kernel likely wakes it; a hint.
+  std::atomic<int32_t> sleep_cpu{-1};
   // The parent has bytes for the inbox that did not fit: the worker rings the
   // supervisor once it made room.
   alignas(64) std::atomic<uint32_t> writer_waiting{0};
@@ -156,6 +158,7 @@ struct WorkerSlot {
     claim.store(0);
     last_seq.store(0);
     cpu.store(-1);
+    sleep_cpu.store(-1);
     writer_waiting.store(0);
     inbox.reset();
     outbox.reset();

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <malloc.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
@@ -631,6 +632,50 @@ TEST(PoolTest, MapCompletesWhileItsWorkerRunsAnotherMapsTask) {
   EXPECT_LT(std::chrono::steady_clock::now() - start, 6s);
   ASSERT_EQ(::write(go.w, "gg", 2), 2);
   EXPECT_EQ(second.get(), (std::vector<int>{7, 8}));
+}
+
+// To wake two sleeping workers on different CPUs, a pool narrows a worker's affinity for
+// the wake-up; it puts the mask back: a worker the user pinned stays pinned, the others
+// keep every CPU.
+TEST(PoolTest, WorkersKeepTheirCpuAffinity) {
+  cpu_set_t all;
+  ASSERT_EQ(::sched_getaffinity(0, sizeof all, &all), 0);
+  if (CPU_COUNT(&all) < 2) GTEST_SKIP() << "needs two CPUs";
+  int first = 0;
+  while (!CPU_ISSET(first, &all))
+    ++first;
+  for (bool pinned : {false, true}) {
+    SCOPED_TRACE(pinned);
+    mpx::PoolOptions options;
+    if (pinned) {
+      options.initializer(
+          +[](int cpu) {
+            cpu_set_t one;
+            CPU_ZERO(&one);
+            CPU_SET(cpu, &one);
+            if (::sched_setaffinity(0, sizeof one, &one) != 0) throw std::runtime_error("pin");
+          },
+          first);
+    }
+    mpx::Pool pool(2, options);
+    for (int round = 0; round < 20; ++round) {
+      EXPECT_EQ(pool.map(square, iota_vec(4), 1), squares(4));
+      std::this_thread::sleep_for(2ms);  // both workers fall asleep; the next map wakes both
+    }
+    cpu_set_t expected = all;
+    if (pinned) {
+      CPU_ZERO(&expected);
+      CPU_SET(first, &expected);
+    }
+    auto pids = pool.pids();
+    ASSERT_EQ(pids.size(), 2u);
+    for (pid_t pid : pids) {
+      cpu_set_t mask;
+      ASSERT_EQ(::sched_getaffinity(pid, sizeof mask, &mask), 0);
+      EXPECT_TRUE(CPU_EQUAL(&mask, &expected))
+          << "worker " << pid << ": " << CPU_COUNT(&mask) << " CPUs";
+    }
+  }
 }
 
 TEST(PoolTest, JoinBeforeCloseThrowsAndUseAfterCloseThrows) {
