@@ -549,10 +549,7 @@ class ProcessImpl final : public Engine::Impl {
 
   void wake() noexcept override {
     std::atomic_thread_fence(std::memory_order_seq_cst);  // see WorkerLoop::results_written
-    if (header_->supervisor_sleeping.load(std::memory_order_seq_cst)) {
-      uint64_t one = 1;
-      [[maybe_unused]] auto n = ::write(doorbell_.get(), &one, sizeof one);
-    }
+    header_->ring_supervisor(doorbell_.get());
   }
   void join_workers() override {
     if (supervisor_.joinable()) supervisor_.join();

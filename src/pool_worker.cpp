@@ -191,12 +191,7 @@ class WorkerLoop {
   uint64_t inbox_warm_ = 0;
   uint64_t outbox_warm_ = 0;
 
-  void ring_supervisor() noexcept {
-    if (shared_.header()->supervisor_sleeping.load(std::memory_order_seq_cst)) {
-      uint64_t one = 1;
-      [[maybe_unused]] auto n = ::write(shared_.doorbell, &one, sizeof one);
-    }
-  }
+  void ring_supervisor() noexcept { shared_.header()->ring_supervisor(shared_.doorbell); }
 
   // After writing to the outbox: wakes whoever reads results. The fence orders our ring
   // update before reading the flags (Dekker with the readers' store-flag-then-check):
