@@ -111,6 +111,7 @@ class WorkerLoop {
       FrameHeader r{};
       r.kind = kind;
       r.task_id = h.task_id;
+      r.entry = static_cast<uint64_t>(last_task_ns_);
       r.size = out.size() - sizeof(FrameHeader);
       std::memcpy(out.data(), &r, sizeof r);
       warm(slot_.outbox, outbox_warm_, slot_.outbox.head.load(std::memory_order_relaxed),

@@ -218,7 +218,7 @@ struct FrameHeader {
   uint16_t flags;  // FrameFlags (task frames)
   uint32_t seq;    // task frames: numbered per worker from 1 (WorkerSlot::claim)
   uint64_t task_id;
-  uint64_t entry;  // the Entry's address (task frames)
+  uint64_t entry;  // task frames: the Entry's address; results, errors: the call's time, ns
   uint64_t size;   // body bytes that follow
 };
 static_assert(sizeof(FrameHeader) == 32);
