@@ -575,8 +575,19 @@ class ProcessImpl final : public Engine::Impl {
       if (!s.assigned.empty()) busy = true;
     }
     if (!pending.empty() && !busy) need = true;
+    const bool backlog = !pending.empty();
     lock.unlock();
     if (need) wake();
+    // No worker had room, and room comes with results: read them here unless a caller
+    // collects or another thread reads. Left to the supervisor, a burst of submits on
+    // two CPUs stalled: woken onto this thread's CPU, it waited for the burst to end
+    // (2-3 ms) while the workers, their inboxes full of unread results, slept.
+    if (backlog && header_->collecting.load(std::memory_order_relaxed) == 0) {
+      try {
+        collect(false, true);
+      } catch (...) {  // the supervisor reads them
+      }
+    }
   }
 
   void release_started_args() noexcept override {
@@ -606,10 +617,22 @@ class ProcessImpl final : public Engine::Impl {
 
   // Reads what the workers wrote and completes those tasks, refilling the workers that
   // made room. A caller (not on_supervisor) hands sinks with callbacks to the
-  // supervisor. Returns whether it read anything.
-  bool collect(bool on_supervisor) {
+  // supervisor. `if_free`: only if no other thread reads, nor this one further up its
+  // stack (a done callback that submits). Returns whether it read anything.
+  bool collect(bool on_supervisor, bool if_free = false) {
     if (!results_readable()) return false;
-    std::lock_guard read_lock(read_mutex_);
+    std::unique_lock read_lock(read_mutex_, std::defer_lock);
+    if (!if_free) {
+      read_lock.lock();
+    } else if (reader_.load(std::memory_order_relaxed) == std::this_thread::get_id() ||
+               !read_lock.try_lock()) {
+      return false;
+    }
+    struct Reading {
+      std::atomic<std::thread::id>& reader;
+      ~Reading() { reader.store(std::thread::id(), std::memory_order_relaxed); }
+    } reading{reader_};
+    reader_.store(std::this_thread::get_id(), std::memory_order_relaxed);
     frames_.clear();
     bool progress = false;
     for (std::size_t i = 0; i < slots_.size(); ++i)
@@ -1476,6 +1499,7 @@ class ProcessImpl final : public Engine::Impl {
   bool zygote_lost_ = false;
   // Under read_mutex_ (taken before `mutex`):
   std::mutex read_mutex_;
+  std::atomic<std::thread::id> reader_{};  // the thread that holds read_mutex_ (in collect())
   std::vector<ReadState> reads_;
   std::vector<Frame> frames_;
   std::vector<Delivery> deliveries_;

@@ -6,6 +6,8 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <mutex>
 #include <numeric>
 #include <ranges>
 #include <stdexcept>
@@ -54,6 +56,39 @@ TYPED_TEST(ExecutorTest, SubmitReturnsAFutureOfTheResult) {
   EXPECT_EQ(f.result(10s), 42);
   EXPECT_TRUE(f.done());
   EXPECT_FALSE(f.cancelled());
+}
+
+// As in Python, a done callback may submit more work to its executor. A process pool
+// runs it on its own thread or on one that collects results, while tasks are queued:
+// the submit must not wait for the reading it is called from.
+TYPED_TEST(ExecutorTest, DoneCallbacksSubmitMoreWork) {
+  TypeParam ex(2);
+  constexpr int kTasks = 2000;
+  std::mutex m;
+  std::condition_variable cv;
+  std::vector<mpx::Future<int>> second;
+  std::vector<mpx::Future<int>> first;
+  for (int i = 0; i < kTasks; ++i) {
+    first.push_back(ex.submit(square, i % 200));
+    first.back().add_done_callback([&](const mpx::Future<int>& f) {
+      auto g = ex.submit(square, f.result());
+      std::lock_guard lock(m);
+      second.push_back(std::move(g));
+      cv.notify_all();
+    });
+  }
+  long long expected = 0;
+  for (int i = 0; i < kTasks; ++i) {
+    const long long x = i % 200;
+    EXPECT_EQ(first[static_cast<std::size_t>(i)].result(20s), x * x);
+    expected += x * x * x * x;
+  }
+  std::unique_lock lock(m);
+  ASSERT_TRUE(cv.wait_for(lock, 20s, [&] { return second.size() == kTasks; }));
+  long long sum = 0;
+  for (auto& g : second)
+    sum += g.result(20s);
+  EXPECT_EQ(sum, expected);
 }
 
 TYPED_TEST(ExecutorTest, FuturesOutliveTheirExecutor) {
