@@ -1038,25 +1038,14 @@ class ProcessImpl final : public Engine::Impl {
   void wake_elsewhere(std::size_t i, cpu_set_t& taken, int here) noexcept {
     const pid_t pid = slots_[i].pid;
     WaitWord& word = pool_->slot(i).inbox.word;
-    cpu_set_t allowed, avoid, others;
-    if (pid <= 0 || ::sched_getaffinity(pid, sizeof allowed, &allowed) != 0) {
+    auto wake = [&](const cpu_set_t& others) {
       notify(word);
-      return;
-    }
-    avoid = taken;
+      if (CPU_COUNT(&others) == 1) CPU_OR(&taken, &taken, &others);
+    };
+    cpu_set_t avoid = taken;
     if (here >= 0 && here < CPU_SETSIZE) CPU_SET(here, &avoid);
-    for (int pass = 0; pass < 2; ++pass) {
-      CPU_AND(&avoid, &avoid, &allowed);
-      CPU_XOR(&others, &allowed, &avoid);  // allowed, less avoid
-      if (CPU_COUNT(&avoid) != 0 && CPU_COUNT(&others) != 0 &&
-          ::sched_setaffinity(pid, sizeof others, &others) == 0) {
-        notify(word);
-        ::sched_setaffinity(pid, sizeof allowed, &allowed);
-        if (CPU_COUNT(&others) == 1) CPU_OR(&taken, &taken, &others);
-        return;
-      }
-      avoid = taken;
-    }
+    if (pid > 0 && (with_cpus_avoided(pid, avoid, wake) || with_cpus_avoided(pid, taken, wake)))
+      return;
     notify(word);
   }
 

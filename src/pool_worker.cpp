@@ -282,19 +282,15 @@ class WorkerLoop {
   void move_off_cpu(int here, int64_t now) noexcept {
     if (last_task_ns_ > kShortTaskNs || now - last_move_ns_ < kMoveIntervalNs) return;
     last_move_ns_ = now;
-    cpu_set_t allowed;
-    if (here >= CPU_SETSIZE || ::sched_getaffinity(0, sizeof allowed, &allowed) != 0 ||
-        CPU_COUNT(&allowed) < 2)
-      return;
-    cpu_set_t others = allowed;
-    CPU_CLR(here, &others);
+    if (here >= CPU_SETSIZE) return;
+    cpu_set_t avoid;
+    CPU_ZERO(&avoid);
+    CPU_SET(here, &avoid);
     for (std::size_t j = 0; j < shared_.size(); ++j) {
       const int cpu = shared_.slot(j).cpu.load(std::memory_order_relaxed);
-      if (&shared_.slot(j) != &slot_ && cpu >= 0 && cpu < CPU_SETSIZE) CPU_CLR(cpu, &others);
+      if (&shared_.slot(j) != &slot_ && cpu >= 0 && cpu < CPU_SETSIZE) CPU_SET(cpu, &avoid);
     }
-    if (CPU_COUNT(&others) == 0) return;
-    if (::sched_setaffinity(0, sizeof others, &others) == 0)
-      ::sched_setaffinity(0, sizeof allowed, &allowed);
+    with_cpus_avoided(0, avoid, [](const cpu_set_t&) {});
   }
   static constexpr int64_t kMoveIntervalNs = 10'000'000;
   static constexpr int64_t kShortTaskNs = 100'000;

@@ -18,6 +18,7 @@
 // same map (FrameFlags).
 #pragma once
 
+#include <sched.h>
 #include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
@@ -194,6 +195,25 @@ struct PoolHeader {
     [[maybe_unused]] auto n = ::write(doorbell, &one, sizeof one);
   }
 };
+
+// Runs `during(others)` while `pid` (0: the calling thread) may run only on `others`:
+// the CPUs it may run on now, less those in `avoid`; then puts its mask back, which moves
+// no queued or running task. Narrowing the mask moves the task at once if it runs on an
+// avoided CPU, and places its wake-up if it sleeps. Returns false, without calling
+// `during`, when that avoids no CPU or leaves none, or the mask cannot be read or set.
+template <class F>
+bool with_cpus_avoided(pid_t pid, const cpu_set_t& avoid, F&& during) noexcept {
+  cpu_set_t allowed, out, others;
+  if (::sched_getaffinity(pid, sizeof allowed, &allowed) != 0) return false;
+  CPU_AND(&out, &avoid, &allowed);
+  CPU_XOR(&others, &allowed, &out);  // allowed, less avoid
+  if (CPU_COUNT(&out) == 0 || CPU_COUNT(&others) == 0 ||
+      ::sched_setaffinity(pid, sizeof others, &others) != 0)
+    return false;
+  during(static_cast<const cpu_set_t&>(others));
+  ::sched_setaffinity(pid, sizeof allowed, &allowed);
+  return true;
+}
 
 enum FrameKind : uint16_t {
   kFrameTask = 1,
