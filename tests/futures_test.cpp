@@ -13,7 +13,7 @@
 #include "mpx/futures.hpp"
 #include "mpx/pool.hpp"
 #include "mpx/process.hpp"
-#include "state_memory.hpp"
+#include "pool/state_memory.hpp"
 
 using namespace std::chrono_literals;
 
@@ -243,7 +243,7 @@ TEST(WaitTest, TimeoutReturnsPendingOnesInNotDone) {
   pending.cancel();
 }
 
-// The memory a pool's future states come from (src/state_memory.hpp).
+// The memory a pool's future states come from (src/pool/state_memory.hpp).
 using mpx::detail::StateMemory;
 
 TEST(StateMemoryTest, BurstAfterBurstTakesNoMoreMemory) {

@@ -16,9 +16,9 @@
 #include <thread>
 #include <vector>
 
+#include "ipc/ring.hpp"
 #include "mpx/connection.hpp"
 #include "mpx/process.hpp"
-#include "ring.hpp"
 #include "support/child.hpp"
 #include "support/leak_check.hpp"
 

@@ -32,7 +32,7 @@ using Bytes = std::vector<std::byte>;
 namespace mpx::detail {
 
 // ---------------------------------------------------------------------------
-// Errors, registry (src/codec.cpp). Cold paths live out of line.
+// Errors, registry (src/codec/codec.cpp). Cold paths live out of line.
 
 using NameFn = std::string (*)();
 

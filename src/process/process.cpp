@@ -33,7 +33,7 @@
 #endif
 
 #include "mpx/errors.hpp"
-#include "process_internal.hpp"
+#include "process/process_internal.hpp"
 #include "sys/fd.hpp"
 #include "sys/pidfd.hpp"
 #include "sys/syscall.hpp"

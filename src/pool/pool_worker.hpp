@@ -1,9 +1,9 @@
-// src/pool_worker.hpp — the private mechanism of process pools: the shared memory a
+// src/pool/pool_worker.hpp — the private mechanism of process pools: the shared memory a
 // pool shares with its workers, the zygote that forks them, and the worker loop.
 //
 // Layout: MAP_SHARED|MAP_ANONYMOUS regions made before the zygote is forked (so the
 // zygote and every worker it forks inherit them): a header page (owned by the pool's
-// collector, src/pool.cpp) and one slot per worker. A slot has two single-producer
+// collector, src/pool/pool.cpp) and one slot per worker. A slot has two single-producer
 // single-consumer byte rings: the inbox (parent -> worker: task frames, written by
 // whichever parent thread submits, under the pool's lock) and the outbox (worker ->
 // parent: results, read by whichever parent thread collects), plus the id of the task

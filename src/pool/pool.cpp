@@ -2,7 +2,7 @@
 //
 // Thread workers pop tasks from the shared queue themselves.
 //
-// Process workers have a pair of shared-memory byte rings each (src/pool_worker.hpp).
+// Process workers have a pair of shared-memory byte rings each (src/pool/pool_worker.hpp).
 // The task path has no hop through a thread of the pool:
 // - Submitting: the submitting thread writes the task frame straight into the inbox of
 //   a worker with room (under the engine's lock) and records it in that worker's
@@ -43,8 +43,8 @@
 #include "mpx/detail/pool_task.hpp"
 #include "mpx/detail/waiter.hpp"
 #include "mpx/errors.hpp"
-#include "pool_worker.hpp"
-#include "state_memory.hpp"
+#include "pool/pool_worker.hpp"
+#include "pool/state_memory.hpp"
 #include "sys/fd.hpp"
 #include "sys/mapping.hpp"
 #include "sys/syscall.hpp"

@@ -1,5 +1,5 @@
-// src/ring.hpp — the shared-memory message ring under every mpx channel (Connection
-// direction, Queue). Private: used by src/connection.cpp and src/queues.cpp.
+// src/ipc/ring.hpp — the shared-memory message ring under every mpx channel (Connection
+// direction, Queue). Private: used by src/ipc/connection.cpp and src/ipc/queues.cpp.
 //
 // Layout: a RingHeader followed by `capacity` bytes (a power of two). Positions `head`
 // (bytes published by writers) and `tail` (bytes consumed by readers) only grow; the

@@ -1,4 +1,4 @@
-// src/state_memory.hpp — the memory a pool's futures live in.
+// src/pool/state_memory.hpp — the memory a pool's futures live in.
 //
 // A burst of submits makes thousands of future states at once. From the heap, each
 // 4 KiB of them is a fresh page and one page fault: about 10 us in the virtual machines

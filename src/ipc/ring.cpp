@@ -1,5 +1,5 @@
 // The shared-memory message ring; see ring.hpp for the protocol.
-#include "ring.hpp"
+#include "ipc/ring.hpp"
 
 #include <poll.h>
 #include <sys/socket.h>

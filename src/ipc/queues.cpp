@@ -10,8 +10,8 @@
 #include <new>
 #include <thread>
 
-#include "resource_tracker.hpp"
-#include "ring.hpp"
+#include "ipc/ring.hpp"
+#include "shm/resource_tracker.hpp"
 #include "sys/fd.hpp"
 #include "sys/mapping.hpp"
 #include "sys/syscall.hpp"

@@ -18,7 +18,7 @@
 
 #include "mpx/detail/waiter.hpp"
 #include "mpx/errors.hpp"
-#include "process_internal.hpp"
+#include "process/process_internal.hpp"
 
 namespace mpx {
 

@@ -1,4 +1,4 @@
-// src/process_internal.hpp — the seams between process.cpp and thread.cpp.
+// src/process/process_internal.hpp — the seams between process.cpp and thread.cpp.
 #pragma once
 
 #include <atomic>

@@ -1,5 +1,5 @@
-// The memory a pool's futures live in: see src/state_memory.hpp.
-#include "state_memory.hpp"
+// The memory a pool's futures live in: see src/pool/state_memory.hpp.
+#include "pool/state_memory.hpp"
 
 #include <pthread.h>
 #include <sanitizer/asan_interface.h>  // no-ops unless built with AddressSanitizer

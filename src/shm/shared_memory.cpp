@@ -8,7 +8,7 @@
 #include <utility>
 
 #include "mpx/errors.hpp"
-#include "resource_tracker.hpp"
+#include "shm/resource_tracker.hpp"
 #include "sys/fd.hpp"
 #include "sys/mapping.hpp"
 #include "sys/syscall.hpp"

@@ -1,5 +1,5 @@
 // The zygote and the worker loop of process pools (see pool_worker.hpp).
-#include "pool_worker.hpp"
+#include "pool/pool_worker.hpp"
 
 #include <malloc.h>
 #include <poll.h>

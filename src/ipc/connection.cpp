@@ -9,7 +9,7 @@
 #include <new>
 #include <system_error>
 
-#include "ring.hpp"
+#include "ipc/ring.hpp"
 #include "sys/fd.hpp"
 #include "sys/mapping.hpp"
 #include "sys/syscall.hpp"

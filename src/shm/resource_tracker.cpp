@@ -1,4 +1,4 @@
-#include "resource_tracker.hpp"
+#include "shm/resource_tracker.hpp"
 
 #include <fcntl.h>
 #include <pthread.h>

@@ -1,4 +1,4 @@
-// src/resource_tracker.hpp — unlinks the named shared memory a process created and left
+// src/shm/resource_tracker.hpp — unlinks the named shared memory a process created and left
 // behind when it ends, even by kill -9 (Python's resource_tracker, done right).
 //
 // One tracker per creating process, started at its first register_segment(): a
