@@ -17,14 +17,15 @@ LAYERS = ["sys", "codec", "shm", "sync", "ipc", "process", "pool", "managers", "
 
 # Public headers (include/mpx/...) by layer.
 PUBLIC = {
-    "sys": ["errors.hpp", "detail/deadline.hpp", "detail/waiter.hpp", "detail/bound_call.hpp"],
+    "sys": ["errors.hpp", "detail/deadline.hpp", "detail/waiter.hpp", "detail/bound_call.hpp",
+            "detail/function_id.hpp"],
     "codec": ["codec.hpp", "detail/codec_impl.hpp", "detail/codec_wire.hpp",
               "detail/codec_cereal.hpp", "detail/scratch.hpp"],
     "shm": ["shared_memory.hpp"],
     "sync": ["synchronize.hpp", "sharedctypes.hpp"],
     "ipc": ["connection.hpp", "queues.hpp", "listener.hpp"],
     "process": ["process.hpp", "thread.hpp", "context.hpp", "subprocess.hpp",
-                "detail/function_id.hpp", "detail/handoff.hpp"],
+                "detail/handoff.hpp"],
     "pool": ["pool.hpp", "futures.hpp", "detail/pool_entry.hpp", "detail/pool_frontend.hpp",
              "detail/pool_future.hpp", "detail/pool_map.hpp", "detail/pool_progress.hpp",
              "detail/pool_task.hpp"],

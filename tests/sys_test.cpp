@@ -10,8 +10,10 @@
 #include <thread>
 
 #include "mpx/detail/deadline.hpp"
+#include "mpx/detail/function_id.hpp"
 #include "mpx/detail/waiter.hpp"
 #include "mpx/errors.hpp"
+#include "mpx/process.hpp"
 #include "sys/fd.hpp"
 #include "sys/mapping.hpp"
 #include "sys/pidfd.hpp"
@@ -25,6 +27,20 @@ namespace {
 
 int fail_pipe2(const char* what) {
   return std::strcmp(what, "pipe2") == 0 ? EMFILE : 0;
+}
+
+int the_function(int x) {
+  return x + 1;
+}
+
+// Runs fn in a forked child (the module table a process adopts stays for its life) and
+// returns its exit code.
+template <class F>
+int in_child(F fn) {
+  mpx::Process p(fn);
+  p.start();
+  p.join();
+  return p.exitcode().value_or(-1000);
 }
 
 struct Shared {
@@ -184,4 +200,52 @@ TEST(RobustMutexTest, LockTimesOutWhileAnotherThreadHoldsIt) {
   });
   t.join();
   mutex.unlock();
+}
+
+TEST(FunctionIdTest, AddressesAreTheirOwnWithoutAPeerTable) {
+  auto a = reinterpret_cast<std::uint64_t>(&the_function);
+  EXPECT_EQ(mpx::detail::local_address(a), a);
+}
+
+TEST(FunctionIdTest, AFunctionOfTheSameBuildMapsToItselfAndAStrayAddressIsRefused) {
+  EXPECT_EQ(in_child([] {
+              mpx::detail::adopt_module_table(mpx::detail::encode_module_table());
+              auto a = reinterpret_cast<std::uint64_t>(&the_function);
+              if (mpx::detail::local_address(a) != a) mpx::exit(2);
+              auto f = reinterpret_cast<int (*)(int)>(mpx::detail::local_address(a));
+              if (f(41) != 42) mpx::exit(3);
+              try {
+                mpx::detail::local_address(8);  // in no module
+                mpx::exit(4);
+              } catch (const mpx::ProcessError& e) {
+                if (!std::strstr(e.what(), "none of its loaded modules")) mpx::exit(5);
+              }
+              mpx::exit(0);
+            }),
+            0);
+}
+
+TEST(FunctionIdTest, AnotherBuildOfTheProgramIsRefusedWithAClearError) {
+  EXPECT_EQ(in_child([] {
+              auto table = mpx::detail::encode_module_table();
+              // The first module is the main executable; its id follows the count, three
+              // addresses and the id's length: change a digit of its build id.
+              std::string bytes(reinterpret_cast<const char*>(table.data()), table.size());
+              const std::size_t at = 5 * sizeof(std::uint64_t);
+              if (bytes.compare(at, 2, "b:") != 0) mpx::exit(2);  // built without a build id
+              table[at + 2] = static_cast<std::byte>(bytes[at + 2] == '0' ? '1' : '0');
+              try {
+                mpx::detail::adopt_module_table(table);
+                mpx::exit(3);
+              } catch (const mpx::ProcessError& e) {
+                if (!std::strstr(e.what(), "same build")) mpx::exit(4);
+              }
+              mpx::exit(0);
+            }),
+            0);
+}
+
+TEST(FunctionIdTest, AMalformedTableThrowsDecodeError) {
+  std::vector<std::byte> junk(5, std::byte{0xff});
+  EXPECT_THROW(mpx::detail::adopt_module_table(junk), mpx::DecodeError);
 }

@@ -17,6 +17,7 @@
 #include <new>
 #include <vector>
 
+#include "mpx/detail/function_id.hpp"
 #include "sys/pidfd.hpp"
 #include "sys/syscall.hpp"
 
@@ -97,7 +98,7 @@ class WorkerLoop {
       out.resize(sizeof(FrameHeader));
       uint16_t kind = kFrameResult;
       try {
-        reinterpret_cast<Entry>(h.entry)(args, out);
+        reinterpret_cast<Entry>(local_address(h.entry))(args, out);
       } catch (...) {
         out.resize(sizeof(FrameHeader));
         kind = kFrameError;

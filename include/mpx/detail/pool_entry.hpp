@@ -2,11 +2,11 @@
 // Not public API.
 //
 // A task is (entry point, encoded callable state, encoded arguments). The entry point
-// is an instantiation of call_entry/chunk_entry for the callable's type. Process
-// workers are forks of this very binary (through the pool's zygote), so the entry's
-// address, and a function pointer given as the callable, are valid in the worker as
-// they are: they travel as plain addresses. (Spawned workers and MPI ranks would need
-// the module-offset scheme of DESIGN.md; they are not built yet.)
+// is an instantiation of call_entry/chunk_entry for the callable's type. The entry's
+// address, and a function pointer given as the callable, travel as the sender's plain
+// addresses: valid as they are in a worker forked from this binary, and moved to this
+// process's load addresses by local_address() in a worker that is not a fork (spawn,
+// MPI: mpx/detail/function_id.hpp).
 #pragma once
 
 #include <cstddef>
@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "mpx/codec.hpp"
+#include "mpx/detail/function_id.hpp"
 #include "mpx/detail/pool_task.hpp"
 #include "mpx/errors.hpp"
 
@@ -86,7 +87,7 @@ void encode_callable(const F& f, ByteVector& out) {
 template <class F>
 F decode_callable(std::span<const std::byte>& in) {
   if constexpr (FunctionPointer<F>) {
-    return reinterpret_cast<F>(take_u64(in));
+    return reinterpret_cast<F>(local_address(take_u64(in)));
   } else if constexpr (StatelessCallable<F>) {
     return F{};
   } else {
