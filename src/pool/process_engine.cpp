@@ -1,0 +1,91 @@
+// The process workers' engine (src/pool/process_engine.hpp): its life (the zygote is
+// forked before the supervisor thread exists) and the submitting side.
+#include <sys/eventfd.h>
+
+#include "pool/process_engine.hpp"
+#include "sys/syscall.hpp"
+
+namespace mpx::detail {
+
+ProcessImpl::ProcessImpl(EngineOptions opts) : Impl(std::move(opts)) {
+  auto shared_collector = std::make_shared<ProcessCollector>();
+  header_ = shared_collector->header();
+  pool_ = std::make_unique<WorkerShared>(options.workers, header_);
+  doorbell_ =
+      sys::Fd(sys::call("eventfd", [] { return ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK); }));
+  pool_->doorbell = doorbell_.get();
+  slots_ = std::vector<SlotState>(options.workers);  // built in place: a slot cannot be copied
+  reads_.resize(options.workers);
+  // The zygote is forked now, before the supervisor thread exists.
+  zygote_ = start_zygote(*pool_, options);
+  shared_collector->attach(this);
+  process_collector_ = shared_collector;
+  collector = std::move(shared_collector);
+  supervisor_ = std::thread([this] { supervise(); });
+}
+
+ProcessImpl::~ProcessImpl() {
+  if (supervisor_.joinable()) supervisor_.join();
+  process_collector_->detach();
+}
+
+void ProcessImpl::wake() noexcept {
+  std::atomic_thread_fence(std::memory_order_seq_cst);  // see WorkerLoop::results_written
+  header_->ring_supervisor(doorbell_.get());
+}
+
+void ProcessImpl::join_workers() {
+  if (supervisor_.joinable()) supervisor_.join();
+}
+
+std::vector<pid_t> ProcessImpl::pids() const {
+  std::lock_guard lock(mutex);
+  std::vector<pid_t> out;
+  for (const auto& s : slots_)
+    if (s.pid > 0) out.push_back(s.pid);
+  return out;
+}
+
+void ProcessImpl::submitted(std::unique_lock<std::mutex>& lock) {
+  fill(lock, false);
+  // The supervisor must see: a frame that did not fit, a task whose timeout it must
+  // watch, queued tasks that no result will make room for (no worker has any).
+  bool need = options.timeout.has_value();
+  bool busy = false;
+  for (const auto& s : slots_) {
+    if (!s.out.empty()) need = true;
+    if (!s.assigned.empty()) busy = true;
+  }
+  if (!pending.empty() && !busy) need = true;
+  const bool backlog = !pending.empty();
+  lock.unlock();
+  if (need) wake();
+  // No worker had room, and room comes with results: read them here unless a caller
+  // collects or another thread reads. Left to the supervisor, a burst of submits on
+  // two CPUs stalled: woken onto this thread's CPU, it waited for the burst to end
+  // (2-3 ms) while the workers, their inboxes full of unread results, slept.
+  if (backlog && header_->collecting.load(std::memory_order_relaxed) == 0) {
+    try {
+      collect(false, true);
+    } catch (...) {  // the supervisor reads them
+    }
+  }
+}
+
+void ProcessImpl::release_started_args() noexcept {
+  for (std::size_t i = 0; i < slots_.size(); ++i) {
+    SlotState& s = slots_[i];
+    if (s.pid <= 0 || s.assigned.empty()) continue;
+    // A worker runs its tasks in order, each after reading all of its frame.
+    Assigned& a = s.assigned.front();
+    if (a.task.args.capacity() != 0 &&
+        pool_->slot(i).current.load(std::memory_order_acquire) == a.id)
+      recycle_args(a.task.args);
+  }
+}
+
+std::unique_ptr<Engine::Impl> make_process_workers(EngineOptions options) {
+  return std::make_unique<ProcessImpl>(std::move(options));
+}
+
+}  // namespace mpx::detail

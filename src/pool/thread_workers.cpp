@@ -1,0 +1,102 @@
+// Thread workers (ThreadPool, ThreadPoolExecutor): threads that pop tasks from the
+// engine's shared queue themselves and run them in this process.
+#include <condition_variable>
+#include <string>
+#include <thread>
+
+#include "mpx/detail/waiter.hpp"
+#include "pool/engine_impl.hpp"
+
+namespace mpx::detail {
+
+namespace {
+
+class ThreadImpl final : public Engine::Impl {
+ public:
+  explicit ThreadImpl(EngineOptions opts) : Impl(std::move(opts)) {
+    threads_.reserve(options.workers);
+    for (std::size_t i = 0; i < options.workers; ++i)
+      threads_.emplace_back([this] { loop(); });
+  }
+  ~ThreadImpl() override {
+    for (auto& t : threads_)
+      if (t.joinable()) t.join();
+  }
+
+  void wake() noexcept override {
+    { std::lock_guard lock(mutex); }
+    cv_.notify_all();
+  }
+  void join_workers() override {
+    for (auto& t : threads_)
+      if (t.joinable()) t.join();
+  }
+
+ private:
+  void loop() {
+    if (options.thread_initializer) {
+      try {
+        options.thread_initializer();
+      } catch (...) {
+        auto error = std::current_exception();
+        std::vector<std::shared_ptr<Feeder>> dropped_feeders;
+        std::vector<Task> dropped;
+        {
+          std::lock_guard lock(mutex);
+          set_broken(std::make_exception_ptr(
+              BrokenPool("a worker's initializer failed: " + describe(error))));
+          dropped = take_pending(dropped_feeders);
+        }
+        for (auto& t : dropped)
+          if (t.sink) t.sink->task_failed(t.tag, broken);
+        cv_.notify_all();
+        return;
+      }
+    }
+    std::unique_lock lock(mutex);
+    for (;;) {
+      if (terminating) return;
+      if (auto task = pop(lock)) {
+        lock.unlock();
+        if (task->sink && !task->sink->task_running(task->tag)) {
+          lock.lock();
+          continue;
+        }
+        (*task->run)();
+        task.reset();
+        lock.lock();
+        continue;
+      }
+      if (closed || broken) return;
+      // Spin briefly before sleeping: a thread pool's round trip is dominated by the
+      // wake-up otherwise.
+      lock.unlock();
+      spin_until([this] { return pending_count.load(std::memory_order_relaxed) != 0; },
+                 spin_limit());
+      lock.lock();
+      if (has_work() || closed || terminating) continue;
+      cv_.wait(lock);
+    }
+  }
+
+  static std::string describe(const std::exception_ptr& e) {
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& x) {
+      return x.what();
+    } catch (...) {
+      return "unknown exception";
+    }
+  }
+
+  std::condition_variable cv_;
+  std::vector<std::thread> threads_;
+};
+
+}  // namespace
+
+std::unique_ptr<Engine::Impl> make_thread_workers(EngineOptions options) {
+  return std::make_unique<ThreadImpl>(std::move(options));
+}
+
+}  // namespace mpx::detail
