@@ -452,6 +452,66 @@ TEST(ConnectionTest, SendThrowsBrokenPipeWhenTheRingIsFullAndTheReaderIsGone) {
   }
 }
 
+TEST(ConnectionTest, SendToAReaderClosedEverywhereThrowsBrokenPipeErrorAtOnce) {
+  auto [reader, writer] = mpx::Pipe(false);
+  reader.close();
+  EXPECT_THROW(writer.send(42), mpx::BrokenPipeError);
+  // And every send after it, before anything is written.
+  try {
+    writer.send(std::string("again"));
+    FAIL() << "expected BrokenPipeError";
+  } catch (const std::system_error& e) {  // it is the std::system_error for EPIPE
+    EXPECT_EQ(e.code().value(), EPIPE);
+  }
+  auto [a, b] = mpx::Pipe();
+  b.close();
+  EXPECT_THROW(a.send(1), mpx::BrokenPipeError);
+}
+
+TEST(ConnectionTest, SendThrowsBrokenPipeErrorOnceTheReadingChildHasEnded) {
+  auto [reader, writer] = mpx::Pipe(false);
+  Child child([&reader = reader] { reader.recv<int>(); });  // ends without closing it
+  reader.close();
+  writer.send(1);
+  EXPECT_EQ(child.join(), 0);
+  EXPECT_THROW(writer.send(2), mpx::BrokenPipeError);
+}
+
+// The state letter of /proc/<pid>/stat ('S': asleep in the kernel).
+char process_state(pid_t pid) {
+  std::FILE* f = std::fopen(("/proc/" + std::to_string(pid) + "/stat").c_str(), "r");
+  if (!f) return '?';
+  char buf[512] = {};
+  std::size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+  std::fclose(f);
+  const char* close_paren = std::strrchr(buf, ')');
+  return n > 0 && close_paren && close_paren[1] == ' ' ? close_paren[2] : '?';
+}
+
+TEST(ConnectionTest, SendThrowsBrokenPipeErrorOnceAReaderKilledInItsWaitIsGone) {
+  auto [reader, writer] = mpx::Pipe(false);
+  Child child([&reader = reader] { reader.recv<int>(); });
+  reader.close();
+  // Until the child sleeps in its receive (it spins for a moment first).
+  const auto give_up = Clock::now() + 10s;
+  while (process_state(child.pid()) != 'S' && Clock::now() < give_up)
+    std::this_thread::yield();
+  ASSERT_EQ(process_state(child.pid()), 'S');
+  child.kill();
+  EXPECT_EQ(child.join(), -SIGKILL);
+  EXPECT_THROW(writer.send(1), mpx::BrokenPipeError);
+}
+
+TEST(ConnectionTest, AReaderThatRemainsInAnotherProcessKeepsTheWriterGoing) {
+  auto [reader, writer] = mpx::Pipe(false);
+  Child child([&reader = reader] { reader.close(); });  // one copy closes, one remains
+  EXPECT_EQ(child.join(), 0);
+  writer.send(5);
+  writer.send(6);
+  EXPECT_EQ(reader.recv<int>(), 5);
+  EXPECT_EQ(reader.recv<int>(), 6);
+}
+
 TEST(WaitTest, ReturnsTheReadyConnectionsInOrder) {
   auto [a1, b1] = mpx::Pipe();
   auto [a2, b2] = mpx::Pipe();

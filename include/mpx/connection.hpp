@@ -78,7 +78,12 @@ class Connection {
   // a message larger than the ring streams through it whole.
   // Blocks: while the ring is full (until the reader makes room).
   // Throws: InvalidStateError (closed or read-only end), ValueError (range outside the
-  //   buffer), std::system_error EPIPE when it has to wait and the other end is closed.
+  //   buffer), BrokenPipeError (a std::system_error, EPIPE) when the other end is gone in
+  //   every process that held it: closed (by close() or its destructor), or its process
+  //   ended through mpx (a Process child's end, mpx::exit) — from the first send after;
+  //   killed (kill -9) — from the first send after, if it was waiting to receive, else
+  //   once this send has to wait for room. The message of a send that throws is not
+  //   delivered.
   void send_bytes(std::span<const std::byte> buffer, std::size_t offset = 0,
                   std::size_t size = npos);
 
@@ -116,8 +121,10 @@ class Connection {
   // arm the bell first. Throws InvalidStateError when closed.
   int fileno() const;
 
- private:
+  // The implementation (src/ipc/connection.cpp); opaque.
   struct Impl;
+
+ private:
   friend std::pair<Connection, Connection> Pipe(bool duplex, std::size_t capacity);
   friend std::vector<detail::Waitable> detail::wait_objects(
       const std::vector<detail::Waitable>& objects, const detail::Deadline& deadline);

@@ -8,10 +8,13 @@
 #pragma once
 
 #include <sys/types.h>
+
+#include <cerrno>
 #include <cstring>
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <system_error>
 #include <utility>
 #include <vector>
 
@@ -160,6 +163,14 @@ class FileExistsError : public Error {
 class FileNotFoundError : public Error {
  public:
   using Error::Error;
+};
+
+// A send to a connection whose every reader is gone (Python's BrokenPipeError). It is
+// the std::system_error for EPIPE, so code that catches either sees it.
+class BrokenPipeError : public std::system_error {
+ public:
+  explicit BrokenPipeError(const std::string& what)
+      : std::system_error(EPIPE, std::generic_category(), what) {}
 };
 
 // ---------------------------------------------------------------------------

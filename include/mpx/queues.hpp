@@ -15,7 +15,8 @@
 // (inherited through fork, or opened by name). Crash safety: a producer or consumer killed
 // at any point (SIGKILL included) never corrupts the queue nor leaves it locked; an item
 // whose put() did not finish is never delivered; an item whose get() did not finish is
-// lost (it was taken).
+// lost (it was taken). As in Python, a queue does not know its consumers: put() with no
+// consumer left succeeds until the queue is full (a Connection raises BrokenPipeError).
 //
 // Copies of a queue object are handles to the same queue.
 #pragma once

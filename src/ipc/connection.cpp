@@ -2,13 +2,17 @@
 #include "mpx/connection.hpp"
 
 #include <poll.h>
+#include <pthread.h>
 #include <sys/socket.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <mutex>
 #include <new>
 #include <system_error>
+#include <unordered_set>
 
+#include "ipc/read_ends.hpp"
 #include "ipc/ring.hpp"
 #include "sys/fd.hpp"
 #include "sys/mapping.hpp"
@@ -20,6 +24,18 @@ namespace mpx {
 // for data bells, the sending end on the other side for room bells. So a thread that
 // sends and another that receives on one end never drain each other's bells.
 struct Connection::Impl {
+  Impl() = default;
+  Impl(const Impl&) = delete;
+  Impl& operator=(const Impl&) = delete;
+  // A read end hangs up (Ring::hang_up_reader) after its socket is closed: a writer's bell
+  // then finds the socket gone if this was its last copy.
+  ~Impl() {
+    if (!has_in) return;
+    detail::forget_read_end(this);
+    in_socket.reset();
+    in.hang_up_reader();
+  }
+
   std::shared_ptr<sys::Mapping> mapping;  // shared by both ends while in one process
   sys::Fd in_socket;                      // data bells in, room bells out
   sys::Fd out_socket;                     // room bells in, data bells out
@@ -30,6 +46,53 @@ struct Connection::Impl {
   bool has_in = false;
   bool has_out = false;
 };
+
+namespace detail {
+
+// The read ends alive in this process, hung up when it ends through mpx (a Process
+// child's end, mpx::exit), where no destructor runs for them.
+namespace {
+
+struct ReadEnds {
+  std::mutex mu;
+  std::unordered_set<Connection::Impl*> ends;
+};
+
+ReadEnds& read_ends() {
+  static ReadEnds* r = [] {
+    auto* ends = new ReadEnds;  // never destroyed: used until the process ends
+    // A fork while another thread holds the lock must not leave the child's copy held.
+    ::pthread_atfork([] { read_ends().mu.lock(); }, [] { read_ends().mu.unlock(); },
+                     [] { read_ends().mu.unlock(); });
+    return ends;
+  }();
+  return *r;
+}
+
+}  // namespace
+
+void remember_read_end(Connection::Impl* impl) {
+  ReadEnds& r = read_ends();
+  std::lock_guard lock(r.mu);
+  r.ends.insert(impl);
+}
+
+void forget_read_end(Connection::Impl* impl) noexcept {
+  ReadEnds& r = read_ends();
+  std::lock_guard lock(r.mu);
+  r.ends.erase(impl);
+}
+
+void hang_up_read_ends() noexcept {
+  ReadEnds& r = read_ends();
+  std::lock_guard lock(r.mu);
+  for (Connection::Impl* impl : r.ends) {
+    impl->in_socket.reset();
+    impl->in.hang_up_reader();
+  }
+}
+
+}  // namespace detail
 
 namespace {
 
@@ -66,6 +129,7 @@ std::pair<Connection, Connection> Pipe(bool duplex, std::size_t capacity) {
     impl->out_bell.fd = impl->out_socket.get();
     if (in) {
       impl->in = detail::Ring(in, &impl->in_bell);
+      detail::remember_read_end(impl.get());
       impl->has_in = true;
     }
     if (out) {
@@ -196,12 +260,12 @@ std::size_t Connection::recv_bytes_into(std::span<std::byte> buffer, std::size_t
 
 bool Connection::poll_until(const detail::Deadline& deadline) {
   Impl& impl = checked(true, false);
-  if (impl.in.has_data() || impl.in_bell.peer_closed) return true;
+  if (impl.in.has_data() || impl.in_bell.gone()) return true;
   if (deadline.expired()) {
     impl.in_bell.drain();
-    return impl.in.has_data() || impl.in_bell.peer_closed;
+    return impl.in.has_data() || impl.in_bell.gone();
   }
-  return impl.in.wait_readable(deadline) || impl.in_bell.peer_closed;
+  return impl.in.wait_readable(deadline) || impl.in_bell.gone();
 }
 
 namespace detail {
@@ -213,7 +277,7 @@ std::vector<Waitable> wait_objects(const std::vector<Waitable>& objects, const D
   }
   auto ready_now = [&](std::size_t i) {
     Connection::Impl* impl = impls[i];
-    return impl && (impl->in.has_data() || impl->in_bell.peer_closed);
+    return impl && (impl->in.has_data() || impl->in_bell.gone());
   };
   std::vector<Waitable> ready;
   auto collect = [&] {

@@ -158,9 +158,9 @@ void Doorbell::drain() noexcept {
     ssize_t n =
         sys::call_raw("recv(doorbell)", [&] { return ::recv(fd, buf, sizeof(buf), MSG_DONTWAIT); });
     if (n > 0) continue;
-    if (n == 0) peer_closed = true;
     // ECONNRESET: the peer died with bells unread; that is a hang-up too.
-    if (n < 0 && errno == ECONNRESET) peer_closed = true;
+    if (n == 0 || (n < 0 && errno == ECONNRESET))
+      peer_closed.store(true, std::memory_order_relaxed);
     return;
   }
 }
@@ -168,8 +168,10 @@ void Doorbell::drain() noexcept {
 void Doorbell::ring() noexcept {
   const char bell = 1;
   // EAGAIN: the socket is full of bells already; EPIPE: nobody left to wake.
-  (void)sys::call_raw("send(doorbell)",
-                      [&] { return ::send(fd, &bell, 1, MSG_DONTWAIT | MSG_NOSIGNAL); });
+  if (sys::call_raw("send(doorbell)",
+                    [&] { return ::send(fd, &bell, 1, MSG_DONTWAIT | MSG_NOSIGNAL); }) < 0 &&
+      (errno == EPIPE || errno == ECONNRESET))
+    peer_closed.store(true, std::memory_order_relaxed);
 }
 
 void set_commit_hook(CommitHook hook) noexcept {
@@ -242,7 +244,7 @@ bool Ring::wait_for(bool for_data, Pred&& ready, const Deadline& deadline, bool 
   }
 
   if (ready()) return true;
-  if (bell_->peer_closed) return false;
+  if (bell_->gone()) return false;
   if (spin && spin_until(ready, spin_limit())) return true;
   std::atomic<uint32_t>& flag = for_data ? h_->reader_sleeping : h_->writer_sleeping;
   bell_->waiting_threads.fetch_add(1, std::memory_order_relaxed);
@@ -261,7 +263,7 @@ bool Ring::wait_for(bool for_data, Pred&& ready, const Deadline& deadline, bool 
     sys::call("poll(doorbell)", [&] { return ::poll(&p, 1, ms); });
     bell_->drain();
     if (ready()) return true;
-    if (bell_->peer_closed || deadline.expired()) {
+    if (bell_->gone() || deadline.expired()) {
       flag.store(0, std::memory_order_relaxed);
       return false;
     }
@@ -271,8 +273,13 @@ bool Ring::wait_for(bool for_data, Pred&& ready, const Deadline& deadline, bool 
 // The wake-up for a message's last chunk comes after the unlock: the unlock's atomic
 // instruction has then already waited for our stores to leave this CPU, so the fence in
 // wake_readers() costs next to nothing (doing it under the lock paid that wait twice).
+// A connection's writer learns that every reader is gone from its socket: when a bell it
+// rings finds no one (a reader that closes its end, or whose process ends through mpx,
+// asks for a bell: Connection's hang_up()), or a wait for room sees EOF. The message that
+// learnt it is in the ring, but no one will read it: it fails too.
 bool Ring::write(std::span<const std::span<const std::byte>> parts, const Deadline& deadline,
                  bool count_task) {
+  if (bell_ && bell_->gone()) throw_broken_pipe();
   if (!lock(h_->write_mutex, &Ring::repair_writer, deadline)) return false;
   bool written;
   {
@@ -280,8 +287,19 @@ bool Ring::write(std::span<const std::span<const std::byte>> parts, const Deadli
     written = bell_ ? write_locked<false>(parts, deadline, false)
                     : write_locked<true>(parts, deadline, count_task);
   }
-  if (written) wake_readers();
+  if (written) {
+    wake_readers();
+    if (bell_ && bell_->gone()) throw_broken_pipe();
+  }
   return written;
+}
+
+void Ring::throw_broken_pipe() {
+  throw BrokenPipeError("send: the other end of the connection is closed");
+}
+
+void Ring::hang_up_reader() noexcept {
+  h_->reader_sleeping.store(1, std::memory_order_seq_cst);
 }
 
 template <bool kCounted>
@@ -290,8 +308,7 @@ bool Ring::write_locked(std::span<const std::span<const std::byte>> parts, const
   RingHeader& h = *h_;
   const uint64_t cap = h.capacity;
   auto broken_pipe = [&] {
-    if (bell_ && bell_->peer_closed)
-      throw std::system_error(EPIPE, std::generic_category(), "send: the other end is closed");
+    if (bell_ && bell_->gone()) throw_broken_pipe();
   };
 
   const uint64_t put = h.items_put.load(std::memory_order_relaxed);
@@ -410,7 +427,7 @@ bool Ring::writer_abandoned(uint64_t at) noexcept {
 bool Ring::read(ReserveFn reserve, void* ctx, const Deadline& deadline) {
   bool spun = false;
   if (bell_) {
-    spun = !deadline.expired() && !bell_->peer_closed;
+    spun = !deadline.expired() && !bell_->gone();
     if (read_small(reserve, ctx, spun)) {
       wake_writers(true);  // take_small()'s compare-exchange was the fence
       return true;
@@ -492,7 +509,7 @@ bool Ring::read_locked(ReserveFn reserve, void* ctx, const Deadline& deadline, b
     if (h.cached_head == t && !ready()) {
       if (!mid) {
         if (!wait_for(true, ready, deadline, !spun)) {
-          if (bell_ && bell_->peer_closed && !ready()) throw EOFError();
+          if (bell_ && bell_->gone() && !ready()) throw EOFError();
           if (!ready()) return false;
         }
       } else {
@@ -500,7 +517,7 @@ bool Ring::read_locked(ReserveFn reserve, void* ctx, const Deadline& deadline, b
         // message is dropped). The caller's deadline no longer applies.
         for (;;) {
           if (wait_for(true, ready, Deadline::after(kWriterCheckInterval))) break;
-          if (bell_ && bell_->peer_closed) {
+          if (bell_ && bell_->gone()) {
             if (ready()) break;
             throw EOFError();
           }

@@ -131,12 +131,19 @@ struct alignas(64) RingHeader {
 // leave through it.
 struct Doorbell {
   int fd = -1;
-  bool peer_closed = false;
   std::atomic<int> waiting_threads{0};
+  // Whether the other side is gone: its socket is closed in every process that held it
+  // (a recv saw EOF, a send EPIPE). Any thread of this end may learn it while another
+  // looks: atomic.
+  bool gone() const noexcept { return peer_closed.load(std::memory_order_relaxed); }
   // Reads all pending bell bytes without blocking; notes the peer's hang-up.
   void drain() noexcept;
-  // Sends one bell byte (never blocks; a full socket already carries a bell).
+  // Sends one bell byte (never blocks; a full socket already carries a bell); notes the
+  // peer's hang-up.
   void ring() noexcept;
+
+ private:
+  std::atomic<bool> peer_closed{false};
 };
 
 // How long a thread waiting on `bell` may sleep in one poll(2) call.
@@ -191,13 +198,20 @@ class Ring {
   // maxsize, until fewer than maxsize items are queued). false: the deadline passed
   // before the message was complete; a partly streamed message is then abandoned and
   // never delivered. `count_task` adds one to the unfinished-task count on commit.
-  // Doorbell mode throws std::system_error(EPIPE) when it must wait and the peer is gone.
+  // Doorbell mode throws BrokenPipeError (EPIPE) when the readers are known to be gone:
+  // before it writes, or after (the message is then lost with them).
   bool write(std::span<const std::span<const std::byte>> parts, const Deadline& deadline,
              bool count_task = false);
   // Reads one whole message. false: the deadline passed before a message started (once
   // a message has started, it is read to its end or dropped if its writer died).
   // Doorbell mode throws mpx::EOFError when no message is left and the peer is gone.
   bool read(ReserveFn reserve, void* ctx, const Deadline& deadline);
+
+  // Doorbell mode: a reader end is going away (closed, or its process ends). The writer's
+  // next message then rings a bell, whose send fails once no reader end is left in any
+  // process: the writer learns that it writes to no one (BrokenPipeError). Where other
+  // reader ends remain, they get a bell they drain and ignore.
+  void hang_up_reader() noexcept;
 
   // Unconsumed bytes exist (a message, maybe partial).
   bool has_data() const noexcept;
@@ -233,6 +247,7 @@ class Ring {
   // Takes the small whole message of `length` bytes at `t`, if no other reader did.
   bool take_small(uint64_t t, uint32_t length, ReserveFn reserve, void* ctx);
   bool writer_abandoned(uint64_t at) noexcept;
+  [[noreturn]] static void throw_broken_pipe();
   // Takes the write or read mutex; `repair` (repair_writer/repair_reader) rolls back a
   // dead previous holder's unpublished counts. false: timed out.
   bool lock(sys::RobustMutex& m, void (Ring::*repair)(), const Deadline& deadline);

@@ -32,6 +32,7 @@
 #include <ext/stdio_sync_filebuf.h>
 #endif
 
+#include "ipc/read_ends.hpp"
 #include "mpx/errors.hpp"
 #include "process/process_internal.hpp"
 #include "sys/fd.hpp"
@@ -373,6 +374,7 @@ void exit_handler() noexcept {
   if (g_registry_stale.load(std::memory_order_acquire) == 0) shutdown_children();
   detail::join_non_daemon_threads();
   flush_std_streams();
+  detail::hang_up_read_ends();  // no destructor runs for them: their writers must learn it
   exit_now(code);
 }
 
