@@ -1,5 +1,6 @@
 // src/ipc/ring.hpp — the shared-memory message ring under every mpx channel (Connection
-// direction, Queue). Private: used by src/ipc/connection.cpp and src/ipc/queues.cpp.
+// direction, Queue). Private: used by src/ipc/connection.cpp and src/ipc/queues.cpp. Its
+// bytes are those of every mpx ring (src/ipc/byte_ring.hpp).
 //
 // Layout: a RingHeader followed by `capacity` bytes (a power of two). Positions `head`
 // (bytes published by writers) and `tail` (bytes consumed by readers) only grow; the
@@ -62,6 +63,7 @@
 #include <span>
 #include <vector>
 
+#include "ipc/byte_ring.hpp"
 #include "mpx/detail/deadline.hpp"
 #include "mpx/detail/waiter.hpp"
 #include "sys/robust_mutex.hpp"
@@ -257,10 +259,7 @@ class Ring {
   void repair_if_abandoned() noexcept;
   // Copies across the ring's end as needed.
   void copy_in(uint64_t pos, const std::byte* src, std::size_t n) noexcept {
-    const std::size_t off = static_cast<std::size_t>(pos & (h_->capacity - 1));
-    const std::size_t first = std::min<std::size_t>(n, h_->capacity - off);
-    std::memcpy(data_ + off, src, first);
-    if (n > first) std::memcpy(data_, src + first, n - first);
+    ring_copy_in(data_, static_cast<std::size_t>(h_->capacity), pos, src, n);
   }
   // Connections: the commit word of the chunk at `pos`.
   std::atomic_ref<uint64_t> commit_word(uint64_t pos) const noexcept {
@@ -270,10 +269,7 @@ class Ring {
   // Connections: where the chunk at `at` ends if it is committed, else 0.
   uint64_t committed_end(uint64_t at) const noexcept;
   void copy_out(uint64_t pos, std::byte* dst, std::size_t n) const noexcept {
-    const std::size_t off = static_cast<std::size_t>(pos & (h_->capacity - 1));
-    const std::size_t first = std::min<std::size_t>(n, h_->capacity - off);
-    std::memcpy(dst, data_ + off, first);
-    if (n > first) std::memcpy(dst + first, data_, n - first);
+    ring_copy_out(data_, static_cast<std::size_t>(h_->capacity), pos, dst, n);
   }
 
   RingHeader* h_ = nullptr;

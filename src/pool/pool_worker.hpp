@@ -3,13 +3,14 @@
 //
 // Layout: MAP_SHARED|MAP_ANONYMOUS regions made before the zygote is forked (so the
 // zygote and every worker it forks inherit them): a header page (owned by the pool's
-// collector, src/pool/pool.cpp) and one slot per worker. A slot has two single-producer
-// single-consumer byte rings: the inbox (parent -> worker: task frames, written by
-// whichever parent thread submits, under the pool's lock) and the outbox (worker ->
-// parent: results, read by whichever parent thread collects), plus the id of the task
-// the worker is running, so the supervisor knows exactly which task a dead worker
-// held, and a claim word by which the parent takes a queued task back for an idle
-// worker. Frames larger than a ring stream through it.
+// collector, src/pool/collector.cpp) and one slot per worker. A slot has two
+// single-producer single-consumer byte rings (ByteRing, src/ipc/byte_ring.hpp): the
+// inbox (parent -> worker: task frames, written by whichever parent thread submits,
+// under the pool's lock) and the outbox (worker -> parent: results, read by whichever
+// parent thread collects), plus the id of the task the worker is running, so the
+// supervisor knows exactly which task a dead worker held, and a claim word by which the
+// parent takes a queued task back for an idle worker. Frames larger than a ring stream
+// through it.
 // A worker takes every queued task before it waits; then it spins a bounded time
 // (never on one CPU) and sleeps on the inbox's futex. After a result it wakes the
 // collecting caller (a futex in the header) or, when no caller collects, rings the
@@ -28,6 +29,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "ipc/byte_ring.hpp"
 #include "mpx/detail/pool_task.hpp"
 #include "mpx/detail/waiter.hpp"
 #include "sys/fd.hpp"
@@ -42,92 +44,6 @@ inline int64_t monotonic_ns() noexcept {
   return static_cast<int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
 }
 
-// A byte ring in shared memory: one writer, one reader.
-struct ByteRing {
-  static constexpr std::size_t kCapacity = std::size_t{1} << 20;
-
-  alignas(64) std::atomic<uint64_t> head{0};  // bytes written, ever
-  // The writer's last look at tail, and the reader's at head: each side reads the
-  // other's line (a cache miss, once the other moved) only when what it saw last does
-  // not suffice. Each lives in its owner's line.
-  uint64_t tail_seen = 0;
-  alignas(64) std::atomic<uint64_t> tail{0};  // bytes read, ever
-  uint64_t head_seen = 0;
-  alignas(64) WaitWord word;  // the side that waits sleeps here
-  alignas(64) std::byte data[kCapacity];
-
-  // Only when neither side uses the ring.
-  void reset() noexcept {
-    head.store(0);
-    tail.store(0);
-    tail_seen = 0;
-    head_seen = 0;
-  }
-
-  std::size_t readable() const noexcept {
-    return static_cast<std::size_t>(head.load(std::memory_order_acquire) -
-                                    tail.load(std::memory_order_relaxed));
-  }
-  std::size_t writable() const noexcept {
-    return kCapacity - static_cast<std::size_t>(head.load(std::memory_order_relaxed) -
-                                                tail.load(std::memory_order_acquire));
-  }
-  // Writes up to n bytes; returns how many.
-  std::size_t write(const std::byte* src, std::size_t n) noexcept {
-    uint64_t h = head.load(std::memory_order_relaxed);
-    std::size_t room = room_for(h, n);
-    if (n > room) n = room;
-    if (n == 0) return 0;
-    std::size_t at = static_cast<std::size_t>(h % kCapacity);
-    std::size_t first = n < kCapacity - at ? n : kCapacity - at;
-    std::memcpy(data + at, src, first);
-    if (n > first) std::memcpy(data, src + first, n - first);
-    head.store(h + n, std::memory_order_release);
-    return n;
-  }
-  // Writes a + b whole, published at once, if there is room for both; else nothing.
-  bool write_frame(const std::byte* a, std::size_t na, const std::byte* b,
-                   std::size_t nb) noexcept {
-    uint64_t h = head.load(std::memory_order_relaxed);
-    if (na + nb > room_for(h, na + nb)) return false;
-    copy_in(h, a, na);
-    copy_in(h + na, b, nb);
-    head.store(h + na + nb, std::memory_order_release);
-    return true;
-  }
-  // Room after head h, looking at tail again only if the last look shows less than n.
-  std::size_t room_for(uint64_t h, std::size_t n) noexcept {
-    std::size_t room = kCapacity - static_cast<std::size_t>(h - tail_seen);
-    if (room >= n) return room;
-    tail_seen = tail.load(std::memory_order_acquire);
-    return kCapacity - static_cast<std::size_t>(h - tail_seen);
-  }
-  void copy_in(uint64_t at_byte, const std::byte* src, std::size_t n) noexcept {
-    if (n == 0) return;
-    std::size_t at = static_cast<std::size_t>(at_byte % kCapacity);
-    std::size_t first = n < kCapacity - at ? n : kCapacity - at;
-    std::memcpy(data + at, src, first);
-    if (n > first) std::memcpy(data, src + first, n - first);
-  }
-  // Reads up to n bytes; returns how many.
-  std::size_t read(std::byte* dst, std::size_t n) noexcept {
-    uint64_t t = tail.load(std::memory_order_relaxed);
-    std::size_t have = static_cast<std::size_t>(head_seen - t);
-    if (have < n) {
-      head_seen = head.load(std::memory_order_acquire);
-      have = static_cast<std::size_t>(head_seen - t);
-    }
-    if (n > have) n = have;
-    if (n == 0) return 0;
-    std::size_t at = static_cast<std::size_t>(t % kCapacity);
-    std::size_t first = n < kCapacity - at ? n : kCapacity - at;
-    std::memcpy(dst, data + at, first);
-    if (n > first) std::memcpy(dst + first, data, n - first);
-    tail.store(t + n, std::memory_order_release);
-    return n;
-  }
-};
-
 struct WorkerSlot {
   alignas(64) std::atomic<uint64_t> current{0};  // id of the task running, 0: none
   std::atomic<int64_t> started_ns{0};            // CLOCK_MONOTONIC when it started
@@ -137,7 +53,7 @@ struct WorkerSlot {
   // half: 0, or the first seq the parent took back (it takes back the last queued
   // tasks, one by one, and gives this worker nothing new until the worker has passed
   // them and reset the high half). Both sides change it by compare-and-swap, so exactly
-  // one of them has each task (take_back() in pool.cpp, take() in the worker).
+  // one of them has each task (take_back() in dispatch.cpp, take() in the worker).
   std::atomic<uint64_t> claim{0};
   // Where the worker last began to spin for a task or woke up to one (-1: asleep); a hint.
   std::atomic<int32_t> cpu{-1};

@@ -98,7 +98,7 @@ class ReadyRef {
 };
 
 // How a thread that waits for a process pool's result reads the workers' results
-// itself instead of sleeping until the pool's thread hands them over (src/pool/pool.cpp).
+// itself instead of sleeping until the pool's thread hands them over (src/pool/collector.cpp).
 // Shared by the pool's futures; outlives the pool (then waits are plain waits).
 class Collector {
  public:

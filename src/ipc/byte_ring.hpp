@@ -1,0 +1,123 @@
+// src/ipc/byte_ring.hpp — the bytes of every shared-memory ring of mpx, and the
+// single-producer single-consumer byte stream built on them.
+//
+// A ring is a power-of-two data area addressed by positions that only grow (head: bytes
+// published, tail: bytes consumed); a position's byte is at `pos & (capacity - 1)`, and a
+// copy crosses the area's end in two pieces (ring_copy_in/ring_copy_out). Two protocols
+// sit on this one mechanism, because their jobs differ:
+// - the message ring of channels (src/ipc/ring.hpp): any number of writers and readers
+//   in any processes, whole messages in chunks, robust locks and commit journals so that
+//   a process killed anywhere corrupts nothing, blocking waits with a doorbell or futex;
+// - ByteRing below, the pool's per-worker inbox and outbox: exactly one writer (the
+//   engine, under its lock) and one reader (the worker, or the collecting thread) per
+//   direction, no lock, never blocking: a writer writes what fits and comes back later,
+//   and the pool frames its own tasks (src/pool/pool_worker.hpp).
+// docs/architecture.md says why the pool does not use the message ring, with the
+// measurements.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#include "mpx/detail/waiter.hpp"
+
+namespace mpx::detail {
+
+// Copies n bytes to position `pos` of a ring of `capacity` bytes (a power of two) at
+// `data`, across its end as needed.
+inline void ring_copy_in(std::byte* data, std::size_t capacity, uint64_t pos, const std::byte* src,
+                         std::size_t n) noexcept {
+  if (n == 0) return;
+  const std::size_t at = static_cast<std::size_t>(pos & (capacity - 1));
+  const std::size_t first = n < capacity - at ? n : capacity - at;
+  std::memcpy(data + at, src, first);
+  if (n > first) std::memcpy(data, src + first, n - first);
+}
+
+// Copies n bytes from position `pos` of such a ring.
+inline void ring_copy_out(const std::byte* data, std::size_t capacity, uint64_t pos, std::byte* dst,
+                          std::size_t n) noexcept {
+  if (n == 0) return;
+  const std::size_t at = static_cast<std::size_t>(pos & (capacity - 1));
+  const std::size_t first = n < capacity - at ? n : capacity - at;
+  std::memcpy(dst, data + at, first);
+  if (n > first) std::memcpy(dst + first, data, n - first);
+}
+
+// A byte stream in shared memory: one writer, one reader, no lock, never blocking (the
+// side that must wait sleeps on `word`, which the other side notifies).
+struct ByteRing {
+  static constexpr std::size_t kCapacity = std::size_t{1} << 20;
+
+  alignas(64) std::atomic<uint64_t> head{0};  // bytes written, ever
+  // The writer's last look at tail, and the reader's at head: each side reads the
+  // other's line (a cache miss, once the other moved) only when what it saw last does
+  // not suffice. Each lives in its owner's line.
+  uint64_t tail_seen = 0;
+  alignas(64) std::atomic<uint64_t> tail{0};  // bytes read, ever
+  uint64_t head_seen = 0;
+  alignas(64) WaitWord word;  // the side that waits sleeps here
+  alignas(64) std::byte data[kCapacity];
+
+  // Only when neither side uses the ring.
+  void reset() noexcept {
+    head.store(0);
+    tail.store(0);
+    tail_seen = 0;
+    head_seen = 0;
+  }
+
+  std::size_t readable() const noexcept {
+    return static_cast<std::size_t>(head.load(std::memory_order_acquire) -
+                                    tail.load(std::memory_order_relaxed));
+  }
+  std::size_t writable() const noexcept {
+    return kCapacity - static_cast<std::size_t>(head.load(std::memory_order_relaxed) -
+                                                tail.load(std::memory_order_acquire));
+  }
+  // Writes up to n bytes; returns how many.
+  std::size_t write(const std::byte* src, std::size_t n) noexcept {
+    uint64_t h = head.load(std::memory_order_relaxed);
+    std::size_t room = room_for(h, n);
+    if (n > room) n = room;
+    if (n == 0) return 0;
+    ring_copy_in(data, kCapacity, h, src, n);
+    head.store(h + n, std::memory_order_release);
+    return n;
+  }
+  // Writes a + b whole, published at once, if there is room for both; else nothing.
+  bool write_frame(const std::byte* a, std::size_t na, const std::byte* b,
+                   std::size_t nb) noexcept {
+    uint64_t h = head.load(std::memory_order_relaxed);
+    if (na + nb > room_for(h, na + nb)) return false;
+    ring_copy_in(data, kCapacity, h, a, na);
+    ring_copy_in(data, kCapacity, h + na, b, nb);
+    head.store(h + na + nb, std::memory_order_release);
+    return true;
+  }
+  // Room after head h, looking at tail again only if the last look shows less than n.
+  std::size_t room_for(uint64_t h, std::size_t n) noexcept {
+    std::size_t room = kCapacity - static_cast<std::size_t>(h - tail_seen);
+    if (room >= n) return room;
+    tail_seen = tail.load(std::memory_order_acquire);
+    return kCapacity - static_cast<std::size_t>(h - tail_seen);
+  }
+  // Reads up to n bytes; returns how many.
+  std::size_t read(std::byte* dst, std::size_t n) noexcept {
+    uint64_t t = tail.load(std::memory_order_relaxed);
+    std::size_t have = static_cast<std::size_t>(head_seen - t);
+    if (have < n) {
+      head_seen = head.load(std::memory_order_acquire);
+      have = static_cast<std::size_t>(head_seen - t);
+    }
+    if (n > have) n = have;
+    if (n == 0) return 0;
+    ring_copy_out(data, kCapacity, t, dst, n);
+    tail.store(t + n, std::memory_order_release);
+    return n;
+  }
+};
+
+}  // namespace mpx::detail
