@@ -27,8 +27,8 @@ PUBLIC = {
     "process": ["process.hpp", "thread.hpp", "context.hpp", "subprocess.hpp",
                 "detail/handoff.hpp"],
     "pool": ["pool.hpp", "futures.hpp", "detail/pool_entry.hpp", "detail/pool_frontend.hpp",
-             "detail/pool_future.hpp", "detail/pool_map.hpp", "detail/pool_progress.hpp",
-             "detail/pool_task.hpp"],
+             "detail/pool_future.hpp", "detail/pool_iterator.hpp", "detail/pool_map.hpp",
+             "detail/pool_progress.hpp", "detail/pool_task.hpp"],
     "managers": ["managers.hpp", "detail/managers_proxy.hpp"],
     "mpi": ["mpi.hpp"],
 }

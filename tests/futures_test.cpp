@@ -5,6 +5,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <ranges>
 #include <set>
 #include <stdexcept>
 #include <thread>
@@ -168,6 +169,10 @@ TEST(AsCompletedTest, YieldsEachFutureOnceInCompletionOrder) {
   EXPECT_FALSE(it.next());
   EXPECT_EQ(order, (std::vector<int>{0, 1, 2}));
 }
+
+// What imap and as_completed return are input ranges: std::ranges algorithms take them.
+static_assert(std::ranges::input_range<mpx::AsCompleted<int>>);
+static_assert(std::ranges::input_range<mpx::detail::IMapIterator<int>>);
 
 TEST(AsCompletedTest, RangeForVisitsAll) {
   mpx::ThreadPoolExecutor ex(2);

@@ -26,6 +26,7 @@
 
 #include "mpx/detail/deadline.hpp"
 #include "mpx/detail/pool_future.hpp"
+#include "mpx/detail/pool_iterator.hpp"
 #include "mpx/detail/pool_progress.hpp"
 #include "mpx/errors.hpp"
 
@@ -179,26 +180,7 @@ class AsCompleted {
     return by_state_.at(states.front());
   }
 
-  class iterator {
-   public:
-    using value_type = Future<T>;
-    using difference_type = std::ptrdiff_t;
-    iterator() = default;
-    explicit iterator(AsCompleted* owner) : owner_(owner) { ++*this; }
-    const Future<T>& operator*() const { return *current_; }
-    const Future<T>* operator->() const { return &*current_; }
-    iterator& operator++() {
-      current_ = owner_->next();
-      if (!current_) owner_ = nullptr;
-      return *this;
-    }
-    void operator++(int) { ++*this; }
-    friend bool operator==(const iterator& it, std::default_sentinel_t) { return !it.owner_; }
-
-   private:
-    AsCompleted* owner_ = nullptr;
-    std::optional<Future<T>> current_;
-  };
+  using iterator = detail::PullIterator<AsCompleted, const Future<T>&>;
   iterator begin() { return iterator(this); }
   std::default_sentinel_t end() { return {}; }
 

@@ -22,6 +22,7 @@
 #include "mpx/codec.hpp"
 #include "mpx/detail/deadline.hpp"
 #include "mpx/detail/pool_future.hpp"
+#include "mpx/detail/pool_iterator.hpp"
 #include "mpx/detail/pool_task.hpp"
 #include "mpx/detail/waiter.hpp"
 #include "mpx/errors.hpp"
@@ -420,25 +421,7 @@ class IMapIterator {
     return next_until(d);
   }
 
-  class iterator {
-   public:
-    using value_type = R;
-    using difference_type = std::ptrdiff_t;
-    iterator() = default;
-    explicit iterator(IMapIterator* owner) : owner_(owner) { ++*this; }
-    R& operator*() { return *current_; }
-    iterator& operator++() {
-      current_ = owner_->next();
-      if (!current_) owner_ = nullptr;
-      return *this;
-    }
-    void operator++(int) { ++*this; }
-    friend bool operator==(const iterator& it, std::default_sentinel_t) { return !it.owner_; }
-
-   private:
-    IMapIterator* owner_ = nullptr;
-    std::optional<R> current_;
-  };
+  using iterator = PullIterator<IMapIterator, R&>;
   iterator begin() { return iterator(this); }
   std::default_sentinel_t end() { return {}; }
 
