@@ -83,11 +83,11 @@ TEST(ThreadTest, JoinWithTimeoutOnALiveThreadReturnsWithTheThreadAlive) {
   EXPECT_FALSE(t.is_alive());
 }
 
-TEST(ThreadTest, UncaughtExceptionEndsTheThreadAndIsPrintedOnStderr) {
+// Starts and joins `t` with this process's stderr going into a pipe; what was written.
+std::string stderr_of_run(mpx::Thread& t) {
   auto [r, w] = mpx::sys::make_pipe();
   mpx::sys::Fd saved(::dup(STDERR_FILENO));
   ::dup2(w.get(), STDERR_FILENO);
-  mpx::Thread t(mpx::ThreadOptions{.name = "bad"}, [] { throw std::runtime_error("oops"); });
   t.start();
   t.join();
   ::dup2(saved.get(), STDERR_FILENO);
@@ -97,8 +97,21 @@ TEST(ThreadTest, UncaughtExceptionEndsTheThreadAndIsPrintedOnStderr) {
   ssize_t n;
   while ((n = ::read(r.get(), buf, sizeof buf)) > 0)
     err.append(buf, static_cast<std::size_t>(n));
+  return err;
+}
+
+TEST(ThreadTest, UncaughtExceptionEndsTheThreadAndIsPrintedOnStderr) {
+  mpx::Thread t(mpx::ThreadOptions{.name = "bad"}, [] { throw std::runtime_error("oops"); });
+  std::string err = stderr_of_run(t);
   EXPECT_NE(err.find("Exception in thread bad:"), std::string::npos) << err;
   EXPECT_NE(err.find("std::runtime_error: oops"), std::string::npos) << err;
+  EXPECT_FALSE(t.is_alive());
+}
+
+TEST(ThreadTest, UncaughtNonStandardExceptionIsPrintedWithItsType) {
+  mpx::Thread t(mpx::ThreadOptions{.name = "odd"}, [] { throw 42; });
+  std::string err = stderr_of_run(t);
+  EXPECT_NE(err.find("Exception in thread odd:\nint\n"), std::string::npos) << err;
   EXPECT_FALSE(t.is_alive());
 }
 

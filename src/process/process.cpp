@@ -1,7 +1,6 @@
 // Process, fork start method, and the module functions of mpx/process.hpp.
 #include "mpx/process.hpp"
 
-#include <cxxabi.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
@@ -27,7 +26,6 @@
 #include <mutex>
 #include <new>
 #include <thread>
-#include <typeinfo>
 #if defined(__GLIBCXX__)
 #include <ext/stdio_sync_filebuf.h>
 #endif
@@ -65,8 +63,7 @@ namespace {
 using detail::ProcessState;
 using Phase = ProcessState::Phase;
 
-// What this process knows about itself and its children. Allocated once and never
-// destroyed, so that it outlives every static object and the exit handler can run last.
+// What this process knows about itself and its children (one instance: Children).
 struct Registry {
   std::mutex mu;
   std::vector<std::shared_ptr<ProcessState>> children;  // started, not yet reaped
@@ -82,16 +79,6 @@ struct Registry {
   std::vector<std::shared_ptr<ProcessState>> abandoned;
 };
 
-Registry& raw_registry() {
-  static Registry* r = new Registry;
-  return *r;
-}
-
-// After a fork, the child's copy of the registry describes the parent. The child adopts
-// it lazily, on its first use, so that a child which never uses it writes no page of it
-// (each page a child writes costs a copy-on-write fault: tens of µs on a VM).
-// 0: up to date; 1: forked, not adopted yet; 2: being adopted.
-std::atomic<int> g_registry_stale{0};
 // Set by child_main: the Process this child runs, and its parent's pid.
 ProcessState* g_started_as = nullptr;
 pid_t g_started_parent = 0;
@@ -99,11 +86,10 @@ pid_t g_started_parent = 0;
 thread_local bool t_is_forker = false;
 
 void adopt_after_fork(Registry& r);
+using Children = detail::ForkAwareRegistry<Registry, adopt_after_fork>;
 
 Registry& registry() {
-  Registry& r = raw_registry();
-  detail::adopt_once_after_fork(g_registry_stale, [&] { adopt_after_fork(r); });
-  return r;
+  return Children::get();
 }
 
 // The long-lived thread that forks for start() calls made from other threads than the
@@ -182,18 +168,6 @@ pid_t fork_process(const std::function<void()>& child_main) {
   return f.result;
 }
 
-// Forks must not copy the registry in the middle of a change by another thread: it is
-// locked across every fork(). The child leaves it locked until it adopts the registry.
-void lock_registry() {
-  registry().mu.lock();
-}
-void unlock_registry() {
-  raw_registry().mu.unlock();
-}
-void mark_registry_stale() {
-  g_registry_stale.store(1, std::memory_order_relaxed);
-}
-
 void adopt_after_fork(Registry& r) {
   r.mu.unlock();  // locked by the fork handler, left locked in the child until now
   // The parent's children are not ours: kept aside, never destroyed (destroying them
@@ -218,19 +192,8 @@ void adopt_after_fork(Registry& r) {
   }
 }
 
+// Joins the children at exit; installed by the first start().
 void exit_handler() noexcept;
-
-// The fork handlers keep the registry consistent across fork(); the exit handler joins
-// the children at exit. Installed by the first start(); a function-local static, not
-// std::call_once, which writes thread-local state on every call.
-void install_handlers() {
-  static const bool installed = [] {
-    ::pthread_atfork(lock_registry, unlock_registry, mark_registry_stale);
-    std::atexit(exit_handler);
-    return true;
-  }();
-  static_cast<void>(installed);
-}
 
 std::string default_name(const std::vector<int>& identity) {
   std::string name = "Process-";
@@ -238,15 +201,6 @@ std::string default_name(const std::vector<int>& identity) {
     if (i) name += ':';
     name += std::to_string(identity[i]);
   }
-  return name;
-}
-
-std::string type_name(const std::type_info* type) {
-  if (!type) return "unknown exception";
-  int status = 0;
-  char* demangled = abi::__cxa_demangle(type->name(), nullptr, nullptr, &status);
-  std::string name = status == 0 && demangled ? demangled : type->name();
-  std::free(demangled);
   return name;
 }
 
@@ -371,7 +325,7 @@ void exit_handler() noexcept {
 // The end of a child: as Python's _bootstrap after run().
 [[noreturn]] void finish_child(int code) {
   // Still stale: this child never used the registry, so it has no children.
-  if (g_registry_stale.load(std::memory_order_acquire) == 0) shutdown_children();
+  if (!Children::stale()) shutdown_children();
   detail::join_non_daemon_threads();
   flush_std_streams();
   detail::hang_up_read_ends();  // no destructor runs for them: their writers must learn it
@@ -392,7 +346,7 @@ void exit_handler() noexcept {
     t_is_forker = false;
     ::pthread_sigmask(SIG_SETMASK, &mask, nullptr);
   }
-  g_registry_stale.store(1, std::memory_order_relaxed);
+  Children::mark_stale();
   g_started_as = &st;
   g_started_parent = parent_pid;
 
@@ -406,13 +360,9 @@ void exit_handler() noexcept {
   int code = 0;
   try {
     if (st.target) (*st.target)();
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "Process %s:\n%s: %s\n", st.name.c_str(), type_name(&typeid(e)).c_str(),
-                 e.what());
-    code = 1;
   } catch (...) {
     std::fprintf(stderr, "Process %s:\n%s\n", st.name.c_str(),
-                 type_name(abi::__cxa_current_exception_type()).c_str());
+                 detail::describe_current_exception().c_str());
     code = 1;
   }
   finish_child(code);
@@ -481,7 +431,7 @@ void Process::start() {
   }
   try {
     running_children();  // reap finished children, as Python's _cleanup()
-    install_handlers();
+    Children::install_handlers(exit_handler);
     flush_std_streams();
     const pid_t parent_pid = ::getpid();
     sigset_t mask;

@@ -1,7 +1,6 @@
 // Thread (mpx/thread.hpp).
 #include "mpx/thread.hpp"
 
-#include <cxxabi.h>
 #include <pthread.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -13,7 +12,6 @@
 #include <mutex>
 #include <new>
 #include <thread>
-#include <typeinfo>
 #include <vector>
 
 #include "mpx/detail/waiter.hpp"
@@ -50,17 +48,8 @@ struct ThreadRegistry {
   std::vector<std::shared_ptr<ThreadState>> abandoned;  // see adopt_after_fork
 };
 
-ThreadRegistry& raw_thread_registry() {
-  static ThreadRegistry* r = new ThreadRegistry;  // never destroyed: used at exit
-  return *r;
-}
-
 thread_local bool t_daemon = false;
 thread_local const ThreadState* t_current = nullptr;
-
-// After a fork, the child adopts its copy of the registry lazily (see process.cpp's
-// registry()): 0 up to date, 1 forked and not adopted, 2 being adopted.
-std::atomic<int> g_threads_stale{0};
 
 void adopt_after_fork(ThreadRegistry& r) {
   r.mu.unlock();  // locked by the fork handler, left locked in the child until now
@@ -75,42 +64,14 @@ void adopt_after_fork(ThreadRegistry& r) {
   std::erase(r.running, nullptr);
 }
 
-ThreadRegistry& thread_registry() {
-  ThreadRegistry& r = raw_thread_registry();
-  detail::adopt_once_after_fork(g_threads_stale, [&] { adopt_after_fork(r); });
-  return r;
-}
+using Threads = detail::ForkAwareRegistry<ThreadRegistry, adopt_after_fork>;
 
-void lock_threads() {
-  thread_registry().mu.lock();
-}
-void unlock_threads() {
-  raw_thread_registry().mu.unlock();
-}
-void mark_threads_stale() {
-  g_threads_stale.store(1, std::memory_order_relaxed);
+ThreadRegistry& thread_registry() {
+  return Threads::get();
 }
 
 void join_threads_at_exit() {
   detail::join_non_daemon_threads();
-}
-
-void install_handlers() {
-  static const bool installed = [] {
-    ::pthread_atfork(lock_threads, unlock_threads, mark_threads_stale);
-    std::atexit(join_threads_at_exit);
-    return true;
-  }();
-  static_cast<void>(installed);
-}
-
-std::string type_name(const std::type_info* type) {
-  if (!type) return "unknown exception";
-  int status = 0;
-  char* demangled = abi::__cxa_demangle(type->name(), nullptr, nullptr, &status);
-  std::string name = status == 0 && demangled ? demangled : type->name();
-  std::free(demangled);
-  return name;
 }
 
 void finish(const std::shared_ptr<ThreadState>& st) {
@@ -136,20 +97,13 @@ void thread_main(std::shared_ptr<ThreadState> st) {
   t_current = st.get();
   try {
     if (target) (*target)();
-  } catch (const std::exception& e) {
-    std::string n = [&] {
-      std::lock_guard lock(st->mu);
-      return st->name;
-    }();
-    std::fprintf(stderr, "Exception in thread %s:\n%s: %s\n", n.c_str(),
-                 type_name(&typeid(e)).c_str(), e.what());
   } catch (...) {
     std::string n = [&] {
       std::lock_guard lock(st->mu);
       return st->name;
     }();
     std::fprintf(stderr, "Exception in thread %s:\n%s\n", n.c_str(),
-                 type_name(abi::__cxa_current_exception_type()).c_str());
+                 detail::describe_current_exception().c_str());
   }
   target.reset();  // the target's captures die on its thread, before join() returns
   finish(st);
@@ -161,7 +115,7 @@ namespace detail {
 
 void join_non_daemon_threads() noexcept {
   // Still stale after a fork: no Thread was started in this process since.
-  if (g_threads_stale.load(std::memory_order_acquire) != 0) return;
+  if (Threads::stale()) return;
   for (;;) {
     std::shared_ptr<ThreadState> next;
     {
@@ -218,7 +172,7 @@ void Thread::start() {
   uint32_t expected = ThreadState::kInitial;
   if (!st.phase.compare_exchange_strong(expected, ThreadState::kStarted))
     throw InvalidStateError("threads can only be started once");
-  install_handlers();
+  Threads::install_handlers(join_threads_at_exit);
   {
     ThreadRegistry& r = thread_registry();
     std::lock_guard lock(r.mu);
