@@ -10,6 +10,8 @@
 #include <sys/types.h>
 
 #include <cerrno>
+#include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <optional>
 #include <stdexcept>
@@ -153,16 +155,58 @@ class OwnerDied : public Error {
   OwnerDied() : Error("the previous owner of the lock died while holding it") {}
 };
 
-// A named resource (shared memory segment, queue) that was to be created exists already.
-class FileExistsError : public Error {
+// An operating-system error tied to a file or a program (Python's OSError): errno_value()
+// is the errno (0 when the error was made from a message only), filename() the file or
+// program concerned. The subclasses below are chosen by errno, as Python chooses them;
+// throw_os_error() throws the right one.
+class OSError : public Error {
  public:
-  using Error::Error;
+  explicit OSError(const std::string& message) : Error(message) {}
+  explicit OSError(const char* message) : Error(message) {}
+  // "[Errno 2] No such file or directory: 'prog'", as Python prints it.
+  OSError(int err, std::string filename)
+      : Error(describe(err, filename)), errno_(err), filename_(std::move(filename)) {}
+  int errno_value() const noexcept { return errno_; }
+  const std::string& filename() const noexcept { return filename_; }
+  // The errno's text ("No such file or directory"); empty when errno_value() is 0.
+  std::string strerror() const {
+    const char* text = errno_ ? ::strerrordesc_np(errno_) : nullptr;
+    return text ? text : "";
+  }
+
+ private:
+  static std::string describe(int err, const std::string& filename) {
+    const char* text = ::strerrordesc_np(err);
+    std::string s = "[Errno " + std::to_string(err) + "] " + (text ? text : "Unknown error");
+    return filename.empty() ? s : s + ": '" + filename + "'";
+  }
+  int errno_ = 0;
+  std::string filename_;
 };
 
-// A named resource that was to be opened does not exist.
-class FileNotFoundError : public Error {
+// A named resource (shared memory segment, queue, file) that was to be created exists
+// already (EEXIST).
+class FileExistsError : public OSError {
  public:
-  using Error::Error;
+  using OSError::OSError;
+};
+
+// A named resource or a program that was to be opened or run does not exist (ENOENT).
+class FileNotFoundError : public OSError {
+ public:
+  using OSError::OSError;
+};
+
+// Permission denied (EACCES, EPERM): e.g. running a file that is not executable.
+class PermissionError : public OSError {
+ public:
+  using OSError::OSError;
+};
+
+// A path component that had to be a directory is not one (ENOTDIR).
+class NotADirectoryError : public OSError {
+ public:
+  using OSError::OSError;
 };
 
 // A send to a connection whose every reader is gone (Python's BrokenPipeError). It is
@@ -171,6 +215,109 @@ class BrokenPipeError : public std::system_error {
  public:
   explicit BrokenPipeError(const std::string& what)
       : std::system_error(EPIPE, std::generic_category(), what) {}
+};
+
+// Throws the OSError subclass Python would raise for `err`, naming `filename`.
+[[noreturn]] inline void throw_os_error(int err, std::string filename) {
+  switch (err) {
+    case ENOENT:
+      throw FileNotFoundError(err, std::move(filename));
+    case EEXIST:
+      throw FileExistsError(err, std::move(filename));
+    case EACCES:
+    case EPERM:
+      throw PermissionError(err, std::move(filename));
+    case ENOTDIR:
+      throw NotADirectoryError(err, std::move(filename));
+    default:
+      throw OSError(err, std::move(filename));
+  }
+}
+
+// ---------------------------------------------------------------------------
+// mpx/subprocess.hpp (Python's subprocess module).
+
+namespace detail {
+// A command as Python prints it in messages: ['ls', '-l'].
+inline std::string format_cmd(const std::vector<std::string>& cmd) {
+  std::string s = "[";
+  for (std::size_t i = 0; i < cmd.size(); ++i) {
+    if (i) s += ", ";
+    s += "'" + cmd[i] + "'";
+  }
+  return s + "]";
+}
+}  // namespace detail
+
+// Base of the errors of mpx::subprocess (subprocess.SubprocessError).
+class SubprocessError : public Error {
+ public:
+  using Error::Error;
+};
+
+// A program run with check (run(..., {.check = true}), check_call, check_output) ended
+// with a non-zero return code (subprocess.CalledProcessError). returncode() follows
+// Popen::returncode(): -N when signal N killed it. output()/stdout() and stderr() hold
+// what was captured (empty when not captured).
+class CalledProcessError : public SubprocessError {
+ public:
+  CalledProcessError(int returncode, std::vector<std::string> cmd, std::string output = {},
+                     std::string stderr_output = {})
+      : SubprocessError(describe(returncode, cmd)),
+        returncode_(returncode),
+        cmd_(std::move(cmd)),
+        output_(std::move(output)),
+        stderr_(std::move(stderr_output)) {}
+  int returncode() const noexcept { return returncode_; }
+  const std::vector<std::string>& cmd() const noexcept { return cmd_; }
+  const std::string& output() const noexcept { return output_; }
+  const std::string& stdout() const noexcept { return output_; }
+  const std::string& stderr() const noexcept { return stderr_; }
+
+ private:
+  static std::string describe(int returncode, const std::vector<std::string>& cmd) {
+    std::string s = "Command '" + detail::format_cmd(cmd) + "' ";
+    if (returncode >= 0)
+      return s + "returned non-zero exit status " + std::to_string(returncode) + ".";
+    const char* abbrev = ::sigabbrev_np(-returncode);
+    return s + "died with <Signals." + (abbrev ? std::string("SIG") + abbrev : "signal") + ": " +
+           std::to_string(-returncode) + ">.";
+  }
+  int returncode_;
+  std::vector<std::string> cmd_;
+  std::string output_;
+  std::string stderr_;
+};
+
+// A wait, communicate() or run() ran past its timeout (subprocess.TimeoutExpired).
+// output()/stdout() and stderr() hold what was read before it expired. run() kills the
+// child before it throws; Popen::wait() and communicate() leave it running.
+class TimeoutExpired : public SubprocessError {
+ public:
+  TimeoutExpired(std::vector<std::string> cmd, std::chrono::duration<double> timeout,
+                 std::string output = {}, std::string stderr_output = {})
+      : SubprocessError("Command '" + detail::format_cmd(cmd) + "' timed out after " +
+                        format_seconds(timeout) + " seconds"),
+        cmd_(std::move(cmd)),
+        timeout_(timeout),
+        output_(std::move(output)),
+        stderr_(std::move(stderr_output)) {}
+  const std::vector<std::string>& cmd() const noexcept { return cmd_; }
+  std::chrono::duration<double> timeout() const noexcept { return timeout_; }
+  const std::string& output() const noexcept { return output_; }
+  const std::string& stdout() const noexcept { return output_; }
+  const std::string& stderr() const noexcept { return stderr_; }
+
+ private:
+  static std::string format_seconds(std::chrono::duration<double> t) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%g", t.count());
+    return buf;
+  }
+  std::vector<std::string> cmd_;
+  std::chrono::duration<double> timeout_;
+  std::string output_;
+  std::string stderr_;
 };
 
 // ---------------------------------------------------------------------------
