@@ -22,9 +22,11 @@
 #pragma once
 
 #include <chrono>
+#include <concepts>
 #include <cstddef>
 #include <memory>
 #include <span>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -151,11 +153,18 @@ std::pair<Connection, Connection> Pipe(bool duplex = true, std::size_t capacity 
 
 namespace detail {
 // Something mpx::wait() can wait for: a Connection (ready when a message or EOF can be
-// received) or a file descriptor such as Process::sentinel() (ready when readable).
+// received), a file descriptor such as Process::sentinel() (ready when readable), or any
+// other object with an `int fileno() const` (such as subprocess::PipeEnd), taken as its fd.
 class Waitable {
  public:
   Waitable(Connection& connection) noexcept : connection_(&connection) {}  // NOLINT
   Waitable(int fd) noexcept : fd_(fd) {}                                   // NOLINT
+  template <class T>
+  requires(!std::same_as<std::remove_cvref_t<T>, Connection> &&
+           requires(const T& t) {
+             { t.fileno() } -> std::convertible_to<int>;
+           }) Waitable(const T& object)
+      : fd_(object.fileno()) {}  // NOLINT
   Connection* connection() const noexcept { return connection_; }
   // The file descriptor; -1 for a Connection (use connection()->fileno()).
   int fd() const noexcept { return fd_; }
