@@ -11,5 +11,6 @@
 #include "mpx/queues.hpp"
 #include "mpx/shared_memory.hpp"
 #include "mpx/sharedctypes.hpp"
+#include "mpx/subprocess.hpp"
 #include "mpx/synchronize.hpp"
 #include "mpx/thread.hpp"
