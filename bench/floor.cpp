@@ -15,9 +15,15 @@
 //                        memory, gathered into a new vector                     us/task
 //   cpu_primes_speedup   primes below 2M: serial time / time on N threads        x
 //   idle_worker_rss      private resident memory of an idle forked child         MiB
+//   subprocess_run_true  posix_spawn("/bin/true") + waitpid                      us/op
+//   subprocess_pipe_256mib  256 MiB through cat: posix_spawn with two pipes, a poll(2)
+//                        loop of non-blocking 1 MiB writes and reads into a buffer  GB/s
 //   memcpy_1mib          (reference) memcpy of 1 MiB blocks between 256 MiB buffers GB/s
+#include <fcntl.h>
 #include <linux/futex.h>
+#include <poll.h>
 #include <pthread.h>
+#include <spawn.h>
 #include <sys/syscall.h>
 
 #include <algorithm>
@@ -37,13 +43,7 @@ using bench::now_s;
 // ---------------------------------------------------------------------------------------
 void process_start_join() {
   auto once = [] { bench::reap(bench::fork_child([] {})); };
-  for (int i = 0; i < 20; ++i)
-    once();
-  constexpr int kN = 300;
-  double t0 = now_s();
-  for (int i = 0; i < kN; ++i)
-    once();
-  bench::result("process_start_join", (now_s() - t0) / kN * 1e6, "us/op");
+  bench::result("process_start_join", bench::us_per_call(once, 300), "us/op");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -350,6 +350,74 @@ void idle_worker_rss() {
   bench::result("idle_worker_rss", mib, "MiB");
 }
 
+// ---------------------------------------------------------------------------------------
+void subprocess_run_true() {
+  auto once = [] {
+    char* argv[] = {const_cast<char*>("/bin/true"), nullptr};
+    pid_t pid;
+    if (posix_spawn(&pid, "/bin/true", nullptr, nullptr, argv, environ) != 0)
+      bench::die("posix_spawn");
+    bench::reap(pid);
+  };
+  bench::result("subprocess_run_true", bench::us_per_call(once, 300), "us/op");
+}
+
+// cat's output is read into a buffer of the input's size, allocated before the spawn.
+double through_cat(const std::vector<char>& input) {
+  const std::size_t n = input.size();
+  double t0 = now_s();
+  int to[2], from[2];
+  if (pipe2(to, O_CLOEXEC) != 0 || pipe2(from, O_CLOEXEC) != 0) bench::die("pipe2");
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, to[0], 0);
+  posix_spawn_file_actions_adddup2(&actions, from[1], 1);
+  char* argv[] = {const_cast<char*>("cat"), nullptr};
+  pid_t pid;
+  if (posix_spawn(&pid, "/bin/cat", &actions, nullptr, argv, environ) != 0)
+    bench::die("posix_spawn");
+  posix_spawn_file_actions_destroy(&actions);
+  close(to[0]);
+  close(from[1]);
+  fcntl(to[1], F_SETFL, O_NONBLOCK);
+  std::unique_ptr<char[]> out(new char[n]);
+  std::size_t written = 0, got = 0;
+  bool writing = true;
+  for (;;) {
+    pollfd fds[2];
+    nfds_t k = 0;
+    if (writing) fds[k++] = pollfd{to[1], POLLOUT, 0};
+    fds[k++] = pollfd{from[0], POLLIN, 0};
+    if (poll(fds, k, -1) < 0) bench::die("poll");
+    if (writing && fds[0].revents != 0) {
+      ssize_t w = write(to[1], input.data() + written, std::min<std::size_t>(n - written, 1 << 20));
+      if (w < 0 && errno != EAGAIN) bench::die("write");
+      if (w > 0) written += static_cast<std::size_t>(w);
+      if (written == n) {
+        close(to[1]);
+        writing = false;
+      }
+    }
+    if (fds[k - 1].revents != 0) {
+      ssize_t r = read(from[0], out.get() + got, n - got);
+      if (r < 0) bench::die("read");
+      if (r == 0) break;
+      got += static_cast<std::size_t>(r);
+    }
+  }
+  close(from[0]);
+  bench::reap(pid);
+  double t = now_s() - t0;
+  if (got != n || out[n - 1] != input[n - 1]) bench::die("cat returned something else");
+  return static_cast<double>(n) / t / 1e9;
+}
+
+void subprocess_pipe_256mib() {
+  std::vector<char> input(std::size_t{256} << 20, 'x');
+  through_cat(std::vector<char>(input.begin(), input.begin() + (16 << 20)));  // warm-up
+  bench::result("subprocess_pipe_256mib", through_cat(input), "GB/s");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -368,6 +436,8 @@ int main(int argc, char** argv) {
       {"pool_map_1m_auto", pool_map_1m_auto},
       {"cpu_primes_speedup", cpu_primes_speedup},
       {"idle_worker_rss", idle_worker_rss},
+      {"subprocess_run_true", subprocess_run_true},
+      {"subprocess_pipe_256mib", subprocess_pipe_256mib},
       {"memcpy_1mib", memcpy_1mib},  // a reference, not a workload of bench/compare
   };
   for (const Entry& e : entries) {

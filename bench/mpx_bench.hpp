@@ -18,4 +18,16 @@ inline void report(benchmark::State& state, double value, const char* unit) {
   state.SetLabel(unit);
 }
 
+// Reports the microseconds per call of once(), one call per iteration, after 20 untimed.
+template <class F>
+void report_us_per_call(benchmark::State& state, F&& once) {
+  for (int i = 0; i < 20; ++i)
+    once();
+  double t0 = now_s();
+  for (auto _ : state)
+    once();
+  double t = now_s() - t0;
+  report(state, t / static_cast<double>(state.iterations()) * 1e6, "us/op");
+}
+
 }  // namespace bench

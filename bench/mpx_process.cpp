@@ -13,13 +13,7 @@ void process_start_join(benchmark::State& state) {
     p.join();
     if (p.exitcode() != 0) bench::die("child failed");
   };
-  for (int i = 0; i < 20; ++i)
-    once();
-  double t0 = bench::now_s();
-  for (auto _ : state)
-    once();
-  double t = bench::now_s() - t0;
-  bench::report(state, t / static_cast<double>(state.iterations()) * 1e6, "us/op");
+  bench::report_us_per_call(state, once);
 }
 BENCHMARK(process_start_join)->Iterations(300)->UseRealTime()->Unit(benchmark::kMicrosecond);
 

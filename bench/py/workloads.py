@@ -12,6 +12,7 @@ cpu_primes_speedup uses one worker per usable CPU.
 """
 import multiprocessing as mp
 import os
+import subprocess
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -231,10 +232,35 @@ def idle_worker_rss():
     result("idle_worker_rss", mib, "MiB")
 
 
+def subprocess_run_true():
+    for _ in range(20):
+        subprocess.run(["/bin/true"])
+    n = 300
+    t0 = now()
+    for _ in range(n):
+        subprocess.run(["/bin/true"])
+    result("subprocess_run_true", (now() - t0) / n * 1e6, "us/op")
+
+
+def through_cat(data):
+    t0 = now()
+    out = subprocess.run(["cat"], input=data, stdout=subprocess.PIPE).stdout
+    t = now() - t0
+    assert out == data
+    return len(data) / t / 1e9
+
+
+def subprocess_pipe_256mib():
+    data = b"x" * (256 << 20)
+    through_cat(data[:16 << 20])
+    result("subprocess_pipe_256mib", through_cat(data), "GB/s")
+
+
 WORKLOADS = {f.__name__: f for f in [
     process_start_join, pipe_roundtrip_64b, queue_int_1to1, queue_64b_1to1, queue_1mib_1to1,
     pool_map_1m_auto, pool_map_chunk1_100k, apply_async_roundtrip, executor_submit_10k,
-    lock_counter_2proc, cpu_primes_speedup, idle_worker_rss]}
+    lock_counter_2proc, cpu_primes_speedup, idle_worker_rss, subprocess_run_true,
+    subprocess_pipe_256mib]}
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in WORKLOADS:
