@@ -9,8 +9,10 @@
 #include <chrono>
 #include <future>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "mpx/errors.hpp"
@@ -83,14 +85,17 @@ TEST(ThreadTest, JoinWithTimeoutOnALiveThreadReturnsWithTheThreadAlive) {
   EXPECT_FALSE(t.is_alive());
 }
 
-// Starts and joins `t` with this process's stderr going into a pipe; what was written.
-std::string stderr_of_run(mpx::Thread& t) {
+// What the thread named `name` running `target` prints on stderr before it ends.
+template <class F>
+std::string stderr_of_thread(const char* name, F target) {
   auto [r, w] = mpx::sys::make_pipe();
   mpx::sys::Fd saved(::dup(STDERR_FILENO));
   ::dup2(w.get(), STDERR_FILENO);
+  mpx::Thread t(mpx::ThreadOptions{.name = name}, std::move(target));
   t.start();
   t.join();
   ::dup2(saved.get(), STDERR_FILENO);
+  EXPECT_FALSE(t.is_alive());  // the exception ended it
   w.reset();
   std::string err;
   char buf[512];
@@ -101,18 +106,14 @@ std::string stderr_of_run(mpx::Thread& t) {
 }
 
 TEST(ThreadTest, UncaughtExceptionEndsTheThreadAndIsPrintedOnStderr) {
-  mpx::Thread t(mpx::ThreadOptions{.name = "bad"}, [] { throw std::runtime_error("oops"); });
-  std::string err = stderr_of_run(t);
+  std::string err = stderr_of_thread("bad", [] { throw std::runtime_error("oops"); });
   EXPECT_NE(err.find("Exception in thread bad:"), std::string::npos) << err;
   EXPECT_NE(err.find("std::runtime_error: oops"), std::string::npos) << err;
-  EXPECT_FALSE(t.is_alive());
 }
 
 TEST(ThreadTest, UncaughtNonStandardExceptionIsPrintedWithItsType) {
-  mpx::Thread t(mpx::ThreadOptions{.name = "odd"}, [] { throw 42; });
-  std::string err = stderr_of_run(t);
+  std::string err = stderr_of_thread("odd", [] { throw 42; });
   EXPECT_NE(err.find("Exception in thread odd:\nint\n"), std::string::npos) << err;
-  EXPECT_FALSE(t.is_alive());
 }
 
 TEST(ThreadTest, MisuseThrowsInvalidStateError) {
@@ -225,6 +226,192 @@ TEST(ThreadTest, InAForkedChildOtherThreadsAreNotAlive) {
   EXPECT_EQ(p.exitcode(), 0);
   release.set_value();
   t.join();
+}
+
+// ---------------------------------------------------------------------------
+// The rest of threading: current_thread, main_thread, enumerate, Timer, excepthook
+
+TEST(ThreadTest, CurrentThreadInsideAThreadIsThatThread) {
+  std::atomic<bool> same{false}, ids{false};
+  std::string name;
+  mpx::Thread* self = nullptr;
+  std::promise<void> ready;
+  auto go = ready.get_future();
+  mpx::Thread t(mpx::ThreadOptions{.name = "worker"}, [&] {
+    go.wait();
+    mpx::Thread me = mpx::current_thread();
+    same = me == *self;
+    name = me.name();
+    ids = me.ident() == mpx::get_ident() && me.native_id() == mpx::get_native_id();
+  });
+  self = &t;
+  t.start();
+  ready.set_value();
+  t.join();
+  EXPECT_TRUE(same.load());
+  EXPECT_EQ(name, "worker");
+  EXPECT_TRUE(ids.load());
+  EXPECT_NE(mpx::get_native_id(), t.native_id());
+}
+
+TEST(ThreadTest, TheMainThreadIsMainThreadAndCannotJoinItself) {
+  // gtest runs the tests on the process's main thread.
+  ASSERT_EQ(mpx::get_native_id(), ::getpid());
+  mpx::Thread main = mpx::main_thread();
+  EXPECT_THROW(main.join(), mpx::InvalidStateError);  // before current_thread() named it too
+  EXPECT_TRUE(mpx::current_thread() == main);
+  EXPECT_EQ(main.name(), "MainThread");
+  EXPECT_FALSE(main.daemon());
+  EXPECT_TRUE(main.is_alive());
+  EXPECT_EQ(main.native_id(), ::getpid());
+  EXPECT_EQ(main.ident(), mpx::get_ident());
+  EXPECT_THROW(main.join(), mpx::InvalidStateError);
+  EXPECT_THROW(main.start(), mpx::InvalidStateError);
+  EXPECT_THROW(main.set_daemon(true), mpx::InvalidStateError);
+}
+
+TEST(ThreadTest, AStdThreadGetsADummyThreadThatEndsWithIt) {
+  std::optional<mpx::Thread> dummy;
+  bool alive = false, same = false;
+  pid_t tid = 0;
+  std::thread t([&] {
+    dummy.emplace(mpx::current_thread());
+    alive = dummy->is_alive();
+    same = mpx::current_thread() == *dummy;
+    tid = mpx::get_native_id();
+    bool listed = false;
+    for (const auto& th : mpx::enumerate())
+      listed = listed || th == *dummy;
+    alive = alive && listed;
+  });
+  t.join();
+  ASSERT_TRUE(dummy);
+  EXPECT_EQ(dummy->name().rfind("Dummy-", 0), 0u) << dummy->name();
+  EXPECT_TRUE(dummy->daemon());
+  EXPECT_TRUE(alive);
+  EXPECT_TRUE(same);
+  EXPECT_EQ(dummy->native_id(), tid);
+  EXPECT_NE(dummy->ident(), 0u);
+  EXPECT_FALSE(dummy->is_alive());  // its std::thread has ended
+  EXPECT_THROW(dummy->join(), mpx::InvalidStateError);
+  for (const auto& th : mpx::enumerate())
+    EXPECT_FALSE(th == *dummy);
+}
+
+TEST(ThreadTest, EnumerateAndActiveCountListTheLiveThreads) {
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  mpx::Thread a([released] { released.wait(); });
+  mpx::Thread b([released] { released.wait(); });
+  const int before = mpx::active_count();
+  a.start();
+  b.start();
+  auto contains = [](const mpx::Thread& t) {
+    for (const auto& th : mpx::enumerate())
+      if (th == t) return true;
+    return false;
+  };
+  EXPECT_TRUE(contains(a));
+  EXPECT_TRUE(contains(b));
+  EXPECT_TRUE(contains(mpx::main_thread()));
+  EXPECT_EQ(mpx::active_count(), before + 2);
+  release.set_value();
+  a.join();
+  b.join();
+  EXPECT_FALSE(contains(a));
+  EXPECT_EQ(mpx::active_count(), before);
+}
+
+TEST(ThreadTest, ATimerCallsItsFunctionAfterTheInterval) {
+  std::atomic<int> got{0};
+  const auto t0 = std::chrono::steady_clock::now();
+  std::atomic<std::chrono::steady_clock::duration> when{};
+  mpx::Timer timer(
+      150ms,
+      [&](int v) {
+        when = std::chrono::steady_clock::now() - t0;
+        got = v;
+      },
+      7);
+  EXPECT_EQ(timer.name().rfind("Thread-", 0), 0u);
+  timer.start();
+  timer.join();
+  EXPECT_EQ(got.load(), 7);
+  EXPECT_GE(when.load(), 100ms);
+  EXPECT_LT(when.load(), 30s);
+}
+
+TEST(ThreadTest, ACancelledTimerDoesNotCallItsFunction) {
+  std::atomic<bool> called{false};
+  mpx::Timer timer(60s, [&] { called = true; });
+  timer.start();
+  const auto t0 = std::chrono::steady_clock::now();
+  timer.cancel();
+  timer.join();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 30s);
+  EXPECT_FALSE(called.load());
+  mpx::Timer early(0ms, [&] { called = true; });
+  early.cancel();  // before start
+  early.start();
+  early.join();
+  EXPECT_FALSE(called.load());
+}
+
+TEST(ThreadTest, ASetExcepthookGetsTheExceptionAndItsThread) {
+  std::string type, what, thread_name;
+  auto previous = mpx::set_excepthook([&](const mpx::ExceptHookArgs& args) {
+    type = args.exc_type;
+    thread_name = args.thread ? args.thread->name() : "";
+    try {
+      std::rethrow_exception(args.exc_value);
+    } catch (const std::exception& e) {
+      what = e.what();
+    }
+  });
+  mpx::Thread t(mpx::ThreadOptions{.name = "failing"}, [] { throw std::out_of_range("index 9"); });
+  t.start();
+  t.join();
+  mpx::set_excepthook(std::move(previous));
+  EXPECT_EQ(type, "std::out_of_range");
+  EXPECT_EQ(what, "index 9");
+  EXPECT_EQ(thread_name, "failing");
+}
+
+TEST(ThreadTest, AnExcepthookThatThrowsIsReportedByTheDefaultOne) {
+  auto previous =
+      mpx::set_excepthook([](const mpx::ExceptHookArgs&) { throw std::logic_error("hook broke"); });
+  std::string err = stderr_of_thread("t", [] { throw 42; });
+  mpx::set_excepthook(std::move(previous));
+  EXPECT_NE(err.find("Exception in threading.excepthook:\n"), std::string::npos) << err;
+  EXPECT_NE(err.find("std::logic_error: hook broke"), std::string::npos) << err;
+}
+
+TEST(ThreadTest, InAForkedChildTheForkingThreadIsTheMainThread) {
+  mpx::current_thread();  // the parent's main thread has a state, copied into the child
+  mpx::Process p([] {
+    mpx::Thread main = mpx::main_thread();
+    bool ok = mpx::current_thread() == main && main.native_id() == ::getpid() &&
+              main.name() == "MainThread" && mpx::enumerate().size() == 1;
+    mpx::exit(ok ? 0 : 1);
+  });
+  p.start();
+  p.join();
+  EXPECT_EQ(p.exitcode(), 0);
+  // A child forked for a thread other than the main one (by mpx's forker thread).
+  std::atomic<int> code{-1};
+  mpx::Thread starter([&] {
+    mpx::Process q([] {
+      bool ok = mpx::current_thread() == mpx::main_thread() &&
+                mpx::main_thread().native_id() == ::getpid();
+      mpx::exit(ok ? 0 : 1);
+    });
+    q.start();
+    q.join();
+    code = q.exitcode().value_or(-2);
+  });
+  starter.start();
+  starter.join();
+  EXPECT_EQ(code.load(), 0);
 }
 
 }  // namespace

@@ -12,22 +12,35 @@
 //  - Daemon threads are never joined: they keep running while the process exits, as
 //    Python's daemon threads are abandoned. They must not touch objects with static
 //    storage duration that are destroyed at exit.
-//  - An uncaught exception ends the thread and is printed on stderr
-//    ("Exception in thread Thread-1:"), as Python's threading.excepthook does; the
+//  - An uncaught exception ends the thread and goes to excepthook() (by default printed
+//    on stderr: "Exception in thread Thread-1:", as Python's threading.excepthook); the
 //    process goes on.
 //
+// A Thread object is a handle: current_thread(), main_thread() and enumerate() return
+// handles sharing the state of the thread they name, and two handles of one thread
+// compare equal. Threads mpx did not start (the main thread, a std::thread) get a state
+// the first time they are named, as Python's _MainThread and _DummyThread: "MainThread",
+// "Dummy-N" (daemon; join() throws InvalidStateError; alive until the thread ends).
+//
+// threading.local: use C++'s thread_local, which does the same (a variable per thread,
+// destroyed when its thread ends); mpx adds no class for it.
+//
 // Thread safety: one Thread may be used from several threads. Across fork: a forked
-// child has only the forking thread; Thread objects copied into it report the other
-// threads as finished (is_alive() false, join() returns at once).
+// child has only the forking thread, which becomes its main_thread(); Thread objects
+// copied into it report the other threads as finished (is_alive() false, join() returns
+// at once).
 #pragma once
 
 #include <sys/types.h>
 
 #include <chrono>
+#include <exception>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "mpx/detail/bound_call.hpp"
 #include "mpx/detail/deadline.hpp"
@@ -106,12 +119,86 @@ class Thread {
   // its first instruction.
   pid_t native_id() const;
 
- private:
+  // Handles of the same thread (Python: `is`).
+  friend bool operator==(const Thread& a, const Thread& b) noexcept { return a.state_ == b.state_; }
+
+ protected:
   Thread(ThreadOptions options, std::unique_ptr<detail::BoundCall> target);
+
+ private:
+  friend Thread current_thread();
+  friend Thread main_thread();
+  friend std::vector<Thread> enumerate();
+  explicit Thread(std::shared_ptr<detail::ThreadState> state) noexcept;
   void join_until(const detail::Deadline& deadline);
   detail::ThreadState& checked(const char* what) const;
 
   std::shared_ptr<detail::ThreadState> state_;
 };
+
+// The thread the caller runs on (threading.current_thread()); for a thread mpx did not
+// start, its MainThread or Dummy-N handle (see the top).
+Thread current_thread();
+// The main thread: the one whose kernel id is the process id (the process's first thread,
+// or in a forked child the thread that forked). Throws nothing.
+Thread main_thread();
+// The threads alive now: the main thread, the started mpx Threads that have not ended,
+// and the dummy threads named so far that have not ended (threading.enumerate()).
+std::vector<Thread> enumerate();
+// enumerate().size() (threading.active_count()).
+int active_count();
+// pthread_self() of the caller as an integer, as Thread::ident() (threading.get_ident()).
+unsigned long get_ident() noexcept;
+// The caller's kernel thread id, as Thread::native_id() (threading.get_native_id()).
+pid_t get_native_id() noexcept;
+
+namespace detail {
+struct TimerState;
+}
+
+// A thread that calls f(args...) after `interval`, unless cancel() came first
+// (threading.Timer). A Thread: start() it, join() it, name it.
+//   mpx::Timer t(500ms, [] { std::puts("late"); });
+//   t.start();
+//   t.cancel();  // before 500 ms: nothing is printed
+// Blocks: the timer's thread waits on a futex (steady clock). Across fork: as Thread.
+class Timer : public Thread {
+ public:
+  template <class Rep, class Period, class F, class... Args>
+  requires detail::OneShotCallable<F, Args...> Timer(std::chrono::duration<Rep, Period> interval,
+                                                     F&& f, Args&&... args)
+      : Timer(std::chrono::duration<double>(interval),
+              detail::bind_call(std::forward<F>(f), std::forward<Args>(args)...)) {}
+
+  // Stops the timer if it is still waiting; f is then not called. Any time, from any
+  // thread; idempotent.
+  void cancel() noexcept;
+
+ private:
+  Timer(std::chrono::duration<double> interval, std::unique_ptr<detail::BoundCall> f);
+  Timer(std::shared_ptr<detail::TimerState> timer, std::chrono::duration<double> interval,
+        std::unique_ptr<detail::BoundCall> f);
+  std::shared_ptr<detail::TimerState> timer_;
+};
+
+// What excepthook() gets (threading.ExceptHookArgs).
+struct ExceptHookArgs {
+  std::string exc_type;            // the exception's type, demangled ("std::runtime_error")
+  std::exception_ptr exc_value;    // rethrow it to look at it
+  const Thread* thread = nullptr;  // the thread it ended
+};
+using ExceptHook = std::function<void(const ExceptHookArgs&)>;
+
+// Handles an exception that escaped a Thread's target (Python: threading.excepthook):
+// calls the hook set by set_excepthook(), or default_excepthook(). Called on the dying
+// thread. An exception thrown by the hook is printed by default_excepthook, after
+// "Exception in threading.excepthook:".
+void excepthook(const ExceptHookArgs& args);
+// Installs `hook` for every thread (an empty one: back to the default); returns the one
+// it replaces (empty for the default). Thread-safe.
+ExceptHook set_excepthook(ExceptHook hook);
+// Prints "Exception in thread <name>:\n<type>: <what()>\n" on stderr (Python's
+// threading.__excepthook__).
+void default_excepthook(const ExceptHookArgs& args);
 
 }  // namespace mpx

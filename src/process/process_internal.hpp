@@ -23,7 +23,9 @@ namespace mpx::detail {
 // hold mu across every fork(), and the child inherits it locked. The child adopts its
 // copy lazily, on first use, so that a child which never uses it writes no page of it
 // (each page a child writes costs a copy-on-write fault: tens of µs on a VM).
-template <class Registry, void (*Adopt)(Registry&)>
+// InChild, if given, runs in the child right after fork(), before anything else (it must
+// be async-signal-safe in spirit: no locks, no allocation).
+template <class Registry, void (*Adopt)(Registry&), void (*InChild)() noexcept = nullptr>
 class ForkAwareRegistry {
  public:
   // The registry, adopted first if this process was forked since its last use; the
@@ -46,7 +48,10 @@ class ForkAwareRegistry {
   static bool stale() noexcept { return stale_.load(std::memory_order_acquire) != 0; }
   // Marks this process's copy as the parent's, to adopt on first use (the child's side
   // of fork()).
-  static void mark_stale() noexcept { stale_.store(1, std::memory_order_relaxed); }
+  static void mark_stale() noexcept {
+    if constexpr (InChild != nullptr) InChild();
+    stale_.store(1, std::memory_order_relaxed);
+  }
   // Installs the fork handlers, and at_exit with std::atexit, the first time it is
   // called in this process (a function-local static, not std::call_once, which writes
   // thread-local state on every call).
@@ -71,9 +76,8 @@ class ForkAwareRegistry {
   static inline std::atomic<int> stale_{0};
 };
 
-// The last line of Python's traceback for the exception being handled: "type: what()",
-// or the type alone for one that is not a std::exception. Call inside a catch block.
-inline std::string describe_current_exception() {
+// The demangled type of the exception being handled. Call inside a catch block.
+inline std::string current_exception_type_name() {
   std::string name = "unknown exception";
   if (const std::type_info* type = abi::__cxa_current_exception_type()) {
     int status = 0;
@@ -81,6 +85,13 @@ inline std::string describe_current_exception() {
     name = status == 0 && demangled ? demangled : type->name();
     std::free(demangled);
   }
+  return name;
+}
+
+// The last line of Python's traceback for the exception being handled: "type: what()",
+// or the type alone for one that is not a std::exception. Call inside a catch block.
+inline std::string describe_current_exception() {
+  const std::string name = current_exception_type_name();
   try {
     throw;
   } catch (const std::exception& e) {
