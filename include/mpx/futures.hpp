@@ -313,7 +313,11 @@ class BasicExecutor {
 
   // fn applied to the elements of the ranges taken in parallel (zip), results in
   // order; an optional last argument MapOptions{timeout, chunksize}. Input is read
-  // lazily. Iterating throws the first failed call's exception at its position.
+  // lazily: lvalue ranges must outlive the returned iterator (rvalue ones are moved
+  // into it). Iterating throws the first failed call's exception at its position.
+  // When the timeout passes, or the iterator is closed or destroyed before its end, the
+  // items not yet handed to a worker are cancelled, as Python cancels them (see
+  // IMapIterator).
   template <class F, class... Xs>
   auto map(F&& fn, Xs&&... xs) {
     auto all = std::forward_as_tuple(std::forward<Xs>(xs)...);

@@ -34,7 +34,11 @@
 //   BrokenPool) instead of restarting workers forever.
 // - imap reads its input lazily, so an endless range works: it runs ahead of its
 //   consumer by 4 chunks per worker + 4, or by up to 256 items per worker while that
-//   stays within about 64 MiB of encoded input and results.
+//   stays within about 64 MiB of encoded input and results. An lvalue input must
+//   outlive the iterator imap returns (as with std::views; an rvalue one is moved in);
+//   leaving the loop early (break, exception, destroying or closing the iterator) stops
+//   reading the input and cancels the items not yet handed to a worker (Python's pool
+//   runs them all).
 //
 // Thread safety: all member functions may be called from any thread.
 // Across fork: a pool belongs to the process that built it; do not use it in a child.
@@ -116,6 +120,8 @@ class ForkIMap {
   std::optional<R> next(std::chrono::duration<Rep, Period> timeout) {
     return it_.next(timeout);
   }
+  // As IMapIterator::close.
+  void close() noexcept { it_.close(); }
   auto begin() { return it_.begin(); }
   auto end() { return it_.end(); }
 
@@ -125,7 +131,8 @@ class ForkIMap {
 };
 
 // Pool.imap (ordered, lazy input) for any callable, as fork_map. The workers live as
-// long as the returned iterator. Keep an lvalue range alive while iterating.
+// long as the returned iterator. An lvalue range must outlive the iterator (see
+// IMapIterator); an rvalue one is moved in.
 template <class F, std::ranges::input_range Range>
 auto fork_imap(F&& fn, Range&& range, std::size_t processes = 0, std::size_t chunksize = 1) {
   auto pool = std::make_unique<Pool>(processes);

@@ -269,7 +269,30 @@ class MapState final : public TaskSink {
   // Process pools: how a chunk's encoded results decode. Set before the first chunk
   // is submitted.
   void set_decoder(Decoder decoder) noexcept { decoder_ = decoder; }
-  bool task_running(std::size_t) noexcept override { return true; }
+  // A closed map's chunks not yet handed to a worker are skipped (cancelled).
+  bool task_running(std::size_t) noexcept override {
+    return !closed_.load(std::memory_order_acquire);
+  }
+
+  // imap: its consumer closed it or went away (IMapIterator::close). From then on its
+  // feeder reads no more input and its chunks not yet handed to a worker do not run;
+  // those running finish. Blocks while the feeder reads the input (it reads under
+  // lock_input()), so that the input may go away once this returns.
+  void close() noexcept {
+    {
+      std::lock_guard input(input_mutex_);
+      closed_.store(true, std::memory_order_release);
+    }
+    std::shared_ptr<EngineWaker> waker;
+    {
+      std::lock_guard lock(mutex_);
+      if (!total_) waker = waker_;  // the feeder is still the engine's: let it drop it
+    }
+    if (waker) waker->wake();
+  }
+  bool closed() const noexcept { return closed_.load(std::memory_order_acquire); }
+  // Held by the feeder while it reads the input (see close()).
+  std::unique_lock<std::mutex> lock_input() { return std::unique_lock(input_mutex_); }
   void task_result(std::size_t index, std::span<const std::byte> bytes) noexcept override {
     try {
       if (!decoder_) throw InvalidStateError("map: no decoder for encoded results");
@@ -363,6 +386,8 @@ class MapState final : public TaskSink {
   }
 
   mutable std::mutex mutex_;
+  std::mutex input_mutex_;  // see close()
+  std::atomic<bool> closed_{false};
   Decoder decoder_ = nullptr;
   WaitWord word_;
   std::optional<std::size_t> total_;
@@ -401,16 +426,48 @@ class MapState final : public TaskSink {
 
 // The result of imap/imap_unordered/Executor::map: results in order (or as they
 // complete), fetched with next() or a range-for loop.
+//
+// Lifetime (as with std::views): a range given as an lvalue is read, lazily, while this
+// object lives, so it must outlive this object; a range given as an rvalue is moved into
+// the map, which owns it. Closing or destroying this object (close(), leaving a loop by
+// break, an exception or a return) stops the map: it blocks until the input is no longer
+// being read and never reads it again; the items not yet handed to a worker are
+// cancelled (never run), those already running finish (their results are dropped), and
+// no item runs twice. Tasks a process worker holds queued behind the one it runs (two
+// while tasks are long, up to 64 while they take microseconds) count as running, as
+// those in Python's call queue do.
+// Move-only. Thread safety: one consumer at a time.
 template <class R>
 class IMapIterator {
  public:
   IMapIterator(std::shared_ptr<MapState<R>> state, bool ordered, Deadline deadline)
       : state_(std::move(state)), ordered_(ordered), deadline_(deadline) {}
+  IMapIterator(IMapIterator&&) noexcept = default;
+  IMapIterator& operator=(IMapIterator&& other) noexcept {
+    if (this != &other) {
+      close();
+      state_ = std::move(other.state_);
+      ordered_ = other.ordered_;
+      deadline_ = other.deadline_;
+      chunk_ = other.chunk_;
+      buffer_ = std::move(other.buffer_);
+      pos_ = other.pos_;
+      closed_ = other.closed_;
+      timed_out_ = other.timed_out_;
+    }
+    return *this;
+  }
+  IMapIterator(const IMapIterator&) = delete;
+  IMapIterator& operator=(const IMapIterator&) = delete;
+  // close().
+  ~IMapIterator() { close(); }
 
-  // The next result, or nullopt after the last one.
+  // The next result, or nullopt after the last one (or after close()).
   // Blocks until it is available.
-  // Timeout: throws TimeoutError if it is not available in time (the iterator stays
-  // usable: call next() again).
+  // Timeout: throws TimeoutError if it is not available in time. With next(timeout)
+  // the iterator stays usable (call next() again); when the map's own timeout
+  // (Executor::map's MapOptions::timeout) passes, the map is closed as by close() and
+  // every later next() throws TimeoutError (Python cancels the items then).
   // Throws: the exception of the call that produced this result (the rest of its
   // chunk is skipped; later results still come).
   std::optional<R> next() { return next_until(deadline_); }
@@ -421,12 +478,36 @@ class IMapIterator {
     return next_until(d);
   }
 
+  // Ends the iteration (Python's generator close()): later next() calls return nullopt.
+  // Blocks while the map's feeder reads the input, then never reads it again; the items
+  // not yet handed to a worker are cancelled. Calling it twice is harmless.
+  void close() noexcept {
+    if (!state_ || closed_) return;
+    closed_ = true;
+    state_->close();
+    buffer_.clear();
+    pos_ = 0;
+  }
+
   using iterator = PullIterator<IMapIterator, R&>;
   iterator begin() { return iterator(this); }
   std::default_sentinel_t end() { return {}; }
 
  private:
   std::optional<R> next_until(const Deadline& deadline) {
+    if (timed_out_) throw TimeoutError("the map's timeout passed");
+    if (closed_) return std::nullopt;
+    try {
+      return take_next(deadline);
+    } catch (const TimeoutError&) {
+      if (!deadline_.is_never() && deadline_.expired()) {
+        close();
+        timed_out_ = true;
+      }
+      throw;
+    }
+  }
+  std::optional<R> take_next(const Deadline& deadline) {
     while (pos_ == buffer_.size()) {
       buffer_.clear();
       pos_ = 0;
@@ -450,6 +531,8 @@ class IMapIterator {
   std::size_t chunk_ = 0;
   std::vector<R> buffer_;
   std::size_t pos_ = 0;
+  bool closed_ = false;
+  bool timed_out_ = false;
 };
 
 // Pulls chunks of items from a view, lazily, for imap. MakeTask(chunk, sink) -> Task.
@@ -467,7 +550,10 @@ class RangeFeeder final : public Feeder {
         limit_(limit),
         max_bytes_(max_bytes),
         make_(std::move(make)) {}
-  bool ready() const noexcept override { return state_->has_room(base_, limit_, max_bytes_); }
+  // A closed map's feeder is ready: to be dropped (next() then returns nullopt).
+  bool ready() const noexcept override {
+    return state_->closed() || state_->has_room(base_, limit_, max_bytes_);
+  }
   ~RangeFeeder() override {
     // Dropped before its input ran out (terminate, shutdown): the iteration ends there.
     if (!exhausted_) state_->set_total(index_, std::make_exception_ptr(CancelledError()));
@@ -476,14 +562,23 @@ class RangeFeeder final : public Feeder {
   std::optional<Task> next() noexcept override {
     if (exhausted_) return std::nullopt;
     try {
-      if (!started_) {
-        it_.emplace(std::ranges::begin(view_));
-        started_ = true;
-      }
       std::vector<Item> chunk;
-      while (chunk.size() < chunksize_ && *it_ != std::ranges::end(view_)) {
-        chunk.push_back(static_cast<Item>(**it_));
-        ++*it_;
+      {
+        // The input is read only under this lock, and never once the map is closed
+        // (MapState::close()): its consumer may be gone, and an lvalue input with it.
+        auto input = state_->lock_input();
+        if (state_->closed()) {
+          exhausted_ = true;
+          return std::nullopt;
+        }
+        if (!started_) {
+          it_.emplace(std::ranges::begin(view_));
+          started_ = true;
+        }
+        while (chunk.size() < chunksize_ && *it_ != std::ranges::end(view_)) {
+          chunk.push_back(static_cast<Item>(**it_));
+          ++*it_;
+        }
       }
       if (chunk.empty()) {
         exhausted_ = true;
