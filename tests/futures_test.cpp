@@ -8,7 +8,10 @@
 #include <ranges>
 #include <set>
 #include <stdexcept>
+#include <string>
 #include <thread>
+#include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "mpx/futures.hpp"
@@ -33,6 +36,10 @@ mpx::Future<int> ready_future(int value) {
   auto state = std::make_shared<mpx::detail::FutureState<int>>();
   state->set_result(value);
   return mpx::Future<int>(state);
+}
+
+int length_of(const std::string& s) {
+  return static_cast<int>(s.size());
 }
 
 mpx::Future<int> pending_future() {
@@ -140,6 +147,35 @@ TEST(FutureTest, VoidFutureCompletes) {
   f.result();
   EXPECT_EQ(x, 7);
   EXPECT_TRUE(f.successful());
+}
+
+// Issue 21 item 17: Python's {ex.submit(f, u): u}. A map keyed by futures did not
+// compile (no std::hash<mpx::Future<T>>).
+TEST(FutureTest, FutureIsAKeyByTheIdentityOfItsState) {
+  mpx::ProcessPoolExecutor ex(2);
+  std::unordered_map<mpx::Future<int>, std::string> urls;
+  const std::vector<std::string> names{"a", "bb", "ccc", "dddd"};
+  for (const auto& name : names)
+    urls.emplace(ex.submit(length_of, name), name);
+  ASSERT_EQ(urls.size(), names.size());
+  std::vector<mpx::Future<int>> fs;
+  for (const auto& [f, name] : urls)
+    fs.push_back(f);
+  std::size_t seen = 0;
+  for (const auto& f : mpx::as_completed(fs, 20s)) {
+    ASSERT_TRUE(urls.contains(f));  // the future as_completed yields finds its entry
+    EXPECT_EQ(f.result(), static_cast<int>(urls.at(f).size()));
+    ++seen;
+  }
+  EXPECT_EQ(seen, names.size());
+  // Copies are one key; futures with equal results are different keys.
+  auto a = ready_future(1), b = ready_future(1);
+  auto a_copy = a;
+  EXPECT_EQ(a, a_copy);
+  EXPECT_NE(a, b);
+  EXPECT_EQ(std::hash<mpx::Future<int>>()(a), std::hash<mpx::Future<int>>()(a_copy));
+  std::unordered_set<mpx::Future<int>> set{a, a_copy, b};
+  EXPECT_EQ(set.size(), 2u);
 }
 
 TEST(AsCompletedTest, YieldsEachFutureOnceInCompletionOrder) {

@@ -100,6 +100,9 @@ class Future {
 
   // Internal: the shared state.
   const std::shared_ptr<detail::FutureState<T>>& state() const noexcept { return state_; }
+  // Identity: copies of a future are equal (they share one state), other futures are
+  // not, whatever their results. With std::hash below, a Future is a key
+  // (Python's {ex.submit(f, u): u}).
   friend bool operator==(const Future& a, const Future& b) noexcept { return a.state_ == b.state_; }
 
  private:
@@ -120,6 +123,18 @@ class Future {
 // multiprocessing's name for the same thing.
 template <class T>
 using AsyncResult = Future<T>;
+
+}  // namespace mpx
+
+// A Future's hash is its shared state's identity (as operator==).
+template <class T>
+struct std::hash<mpx::Future<T>> {
+  std::size_t operator()(const mpx::Future<T>& f) const noexcept {
+    return std::hash<const void*>()(f.state().get());
+  }
+};
+
+namespace mpx {
 
 namespace detail {
 template <class X>
