@@ -23,7 +23,11 @@
 // lambdas, empty function objects, and function objects with a serialize() method;
 // arguments and results travel through mpx's codec. A capturing lambda does not
 // compile: use mpx::fork_map, a ThreadPool, or pass the state as arguments or through
-// the initializer. ThreadPool runs any callable on threads.
+// the initializer. ThreadPool runs any callable on threads. Each misuse (that one, a
+// type with no codec, arguments the function cannot take) stops the compilation with
+// one message starting "mpx:" and little after it (mpx/detail/pool_checks.hpp).
+// A function that returns nothing maps too: map returns nothing, map_async a
+// Future<void>, imap yields std::monostate (Python's None) per item.
 //
 // Differences from Python:
 // - The destructor finishes the submitted work (close() + join()); Python's
@@ -74,7 +78,7 @@ template <class Fn>
 struct ForkCall {
   uint64_t address = 0;
   template <class... A>
-  auto operator()(A&&... a) const {
+  auto operator()(A&&... a) const -> decltype(std::declval<Fn&>()(std::forward<A>(a)...)) {
     return (*reinterpret_cast<Fn*>(address))(std::forward<A>(a)...);
   }
   template <class Archive>
@@ -137,8 +141,12 @@ template <class F, std::ranges::input_range Range>
 auto fork_imap(F&& fn, Range&& range, std::size_t processes = 0, std::size_t chunksize = 1) {
   auto pool = std::make_unique<Pool>(processes);
   auto it = pool->imap(detail::fork_call(fn), std::forward<Range>(range), chunksize);
-  using R = typename decltype(it.begin())::value_type;
-  return ForkIMap<R>(std::move(pool), std::move(it));
+  if constexpr (detail::rejected_v<decltype(it)>) {
+    return it;
+  } else {
+    using R = typename decltype(it.begin())::value_type;
+    return ForkIMap<R>(std::move(pool), std::move(it));
+  }
 }
 
 }  // namespace mpx

@@ -540,4 +540,46 @@ inline void ensure_registered() noexcept {
   static_cast<void>(&Registration<T>::done);
 }
 
+// ---------------------------------------------------------------------------
+// Whether T has a Codec, asked without instantiating one (the primary template's
+// static_assert is a hard error, met deep inside whatever encodes): the pool front ends
+// ask it first, to report a type with no codec in one message. Mirrors the
+// specialisations above; for a cereal type, whether cereal can save and load it.
+
+template <class T>
+concept cereal_codec = !trivially_encodable_v<T> && !has_std_codec<T>::value &&
+                       !is_view<T>::value && !std::is_pointer_v<T> && !std::is_array_v<T> &&
+                       !std::is_same_v<T, bool> && cereal_serializable_v<T>;
+template <class T>
+struct encodable : std::bool_constant<trivially_encodable_v<T> || cereal_codec<T>> {};
+template <>
+struct encodable<bool> : std::true_type {};
+template <class C>
+struct encodable<std::basic_string<C>> : std::bool_constant<is_char_v<C>> {};
+template <class T>
+struct encodable<std::vector<T>> : encodable<T> {};
+template <class T, std::size_t N>
+struct encodable<std::array<T, N>> : encodable<T> {};
+template <class A, class B>
+struct encodable<std::pair<A, B>> : std::bool_constant<encodable<A>::value && encodable<B>::value> {
+};
+template <class... Ts>
+struct encodable<std::tuple<Ts...>> : std::bool_constant<(encodable<Ts>::value && ...)> {};
+template <class T>
+struct encodable<std::optional<T>> : encodable<T> {};
+template <class... Ts>
+struct encodable<std::variant<Ts...>> : std::bool_constant<(encodable<Ts>::value && ...)> {};
+template <class K, class V>
+struct encodable<std::map<K, V>> : std::bool_constant<encodable<K>::value && encodable<V>::value> {
+};
+template <class K, class V>
+struct encodable<std::unordered_map<K, V>>
+    : std::bool_constant<encodable<K>::value && encodable<V>::value> {};
+template <class K>
+struct encodable<std::set<K>> : encodable<K> {};
+template <class K>
+struct encodable<std::unordered_set<K>> : encodable<K> {};
+template <class T>
+inline constexpr bool encodable_v = encodable<T>::value;
+
 }  // namespace mpx::detail

@@ -127,13 +127,48 @@ void call_entry(std::span<const std::byte> in, ByteVector& out) {
   }
 }
 
+template <class Fn, class Item, bool Star>
+struct item_result {
+  using type = std::invoke_result_t<Fn&, Item&>;
+};
+template <class Fn, class Item>
+struct item_result<Fn, Item, true> {
+  using type = decltype(std::apply(std::declval<Fn&>(), std::declval<Item&>()));
+};
+// The result of a map's call for one item: f(item), or f(a, b...) for a tuple item
+// (Star, starmap); void for a function that returns nothing.
+template <class Fn, class Item, bool Star>
+using item_result_t = typename item_result<Fn, Item, Star>::type;
+// What a map keeps per item: the result, or std::monostate (Python's None) for a
+// function that returns nothing.
+template <class R>
+using map_value_t = std::conditional_t<std::is_void_v<R>, std::monostate, R>;
+
+// One item's call, its result as map_value_t.
+template <bool Star, class F, class Item>
+auto call_item(F& f, Item& item) {
+  using R = item_result_t<F, Item, Star>;
+  if constexpr (std::is_void_v<R>) {
+    if constexpr (Star) {
+      std::apply(f, item);
+    } else {
+      f(item);
+    }
+    return std::monostate{};
+  } else if constexpr (Star) {
+    return std::apply(f, item);
+  } else {
+    return f(item);
+  }
+}
+
 // Whether a chunk's items and results both travel as raw bytes.
 template <class F, class Item, bool Star>
 constexpr bool raw_chunk() {
   if constexpr (Star || !trivially_encodable_v<Item>) {
     return false;
   } else {
-    return trivially_encodable_v<std::invoke_result_t<F&, Item&>>;
+    return trivially_encodable_v<map_value_t<std::invoke_result_t<F&, Item&>>>;
   }
 }
 
@@ -141,11 +176,11 @@ constexpr bool raw_chunk() {
 template <class F, class Item, bool Star>
 void chunk_entry(std::span<const std::byte> in, ByteVector& out) {
   F f = decode_callable<F>(in);
+  using R = map_value_t<item_result_t<F, Item, Star>>;
   if constexpr (raw_chunk<F, Item, Star>()) {
     // Raw bytes both ways: each item is read from the message and each result written
     // into the reply, with no vector in between (a chunk of a million ints would need
     // two fresh 4 MB vectors, faulted in page by page).
-    using R = std::invoke_result_t<F&, Item&>;
     std::size_t n = 0;
     const std::byte* src = vector_elements<Item>(in, n).data();
     reserve_prefaulted(out, out.size() + sizeof(std::uint64_t) + varint_size(n) + n * sizeof(R));
@@ -153,27 +188,17 @@ void chunk_entry(std::span<const std::byte> in, ByteVector& out) {
     for (std::size_t i = 0; i < n; ++i) {
       Item item;
       std::memcpy(static_cast<void*>(&item), src + i * sizeof(Item), sizeof(Item));
-      const R result = f(item);
+      const R result = call_item<false>(f, item);
       std::memcpy(dst + i * sizeof(R), static_cast<const void*>(&result), sizeof(R));
     }
     return;
   }
   auto items = mpx::decode<std::vector<Item>>(in);
-  if constexpr (Star) {
-    using R = decltype(std::apply(f, items[0]));
-    std::vector<R> results;
-    results.reserve(items.size());
-    for (auto& item : items)
-      results.push_back(std::apply(f, item));
-    mpx::encode_append(results, out);
-  } else {
-    using R = std::invoke_result_t<F&, Item&>;
-    std::vector<R> results;
-    results.reserve(items.size());
-    for (auto& item : items)
-      results.push_back(f(item));
-    mpx::encode_append(results, out);
-  }
+  std::vector<R> results;
+  results.reserve(items.size());
+  for (auto& item : items)
+    results.push_back(call_item<Star>(f, item));
+  mpx::encode_append(results, out);
 }
 
 // Worker side: the initializer.

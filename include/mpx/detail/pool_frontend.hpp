@@ -14,8 +14,10 @@
 #include <tuple>
 #include <type_traits>
 #include <utility>
+#include <variant>
 #include <vector>
 
+#include "mpx/detail/pool_checks.hpp"
 #include "mpx/detail/pool_entry.hpp"
 #include "mpx/detail/pool_future.hpp"
 #include "mpx/detail/pool_map.hpp"
@@ -34,7 +36,35 @@ struct Initializer {
   Entry entry = nullptr;         // process pools (a portable callable)
   ByteVector args;
 };
+// Python's keyword arguments callback= and error_callback= (mpx::callback(),
+// mpx::error_callback()).
+template <class F>
+struct CallbackArg {
+  F fn;
+};
+template <class F>
+struct ErrorCallbackArg {
+  F fn;
+};
 }  // namespace detail
+
+// Python's callback= and error_callback= of apply_async, as its last argument(s):
+//
+//   pool.apply_async(f, 1, 2, mpx::callback([](int r) { ... }),
+//                    mpx::error_callback([](std::exception_ptr e) { ... }));
+//
+// callback(result) (callback() for a function that returns nothing) or
+// error_callback(exception_ptr): exactly one runs, before get() returns, in the pool's
+// result thread (process pools) or the worker thread (thread pools). They must not block
+// on this pool.
+template <class F>
+detail::CallbackArg<std::decay_t<F>> callback(F&& fn) {
+  return {std::forward<F>(fn)};
+}
+template <class F>
+detail::ErrorCallbackArg<std::decay_t<F>> error_callback(F&& fn) {
+  return {std::forward<F>(fn)};
+}
 
 // Options of Pool, ThreadPool and the executors.
 struct PoolOptions {
@@ -51,14 +81,19 @@ struct PoolOptions {
   // (tasks fail with BrokenPool) instead of restarting workers forever.
   template <class F, class... Args>
   PoolOptions& initializer(F fn, Args... args) {
-    init.thread = [fn, args...]() mutable { std::invoke(fn, args...); };
-    if constexpr (detail::PortableCallable<F>) {
-      init.entry = &detail::init_entry<F, Args...>;
-      init.args.clear();
-      detail::encode_callable(fn, init.args);
-      mpx::encode_append(std::tuple<Args...>(args...), init.args);
-    } else {
-      init.entry = nullptr;
+    static_assert(std::is_invocable_v<F&, Args&...>,
+                  "mpx: the initializer cannot be called with these arguments: "
+                  "initializer(f, a, b) calls f(a, b) in each new worker.");
+    if constexpr (std::is_invocable_v<F&, Args&...>) {
+      init.thread = [fn, args...]() mutable { std::invoke(fn, args...); };
+      if constexpr (detail::PortableCallable<F>) {
+        init.entry = &detail::init_entry<F, Args...>;
+        init.args.clear();
+        detail::encode_callable(fn, init.args);
+        mpx::encode_append(std::tuple<Args...>(args...), init.args);
+      } else {
+        init.entry = nullptr;
+      }
     }
     return *this;
   }
@@ -70,6 +105,62 @@ enum class WorkerKind { kProcess, kThread };
 
 template <class F, class... Args>
 using call_result_t = std::invoke_result_t<std::decay_t<F>&, std::decay_t<Args>&...>;
+
+template <class T, template <class> class Arg>
+inline constexpr bool is_arg_v = false;
+template <class F, template <class> class Arg>
+inline constexpr bool is_arg_v<Arg<F>, Arg> = true;
+template <class T>
+inline constexpr bool is_callback_arg_v = is_arg_v<T, CallbackArg> || is_arg_v<T, ErrorCallbackArg>;
+// How many of the last (at most two) arguments are mpx::callback()/error_callback().
+template <class... Args>
+constexpr std::size_t trailing_callbacks() {
+  constexpr bool flags[] = {false, is_callback_arg_v<Args>...};
+  constexpr std::size_t n = sizeof...(Args);
+  if constexpr (n >= 2) {
+    if (flags[n] && flags[n - 1]) return 2;
+  }
+  return n >= 1 && flags[n] ? 1 : 0;
+}
+// The function of the Arg (CallbackArg or ErrorCallbackArg) among mpx::callback() and
+// error_callback() arguments, or nullptr.
+template <template <class> class Arg>
+std::nullptr_t hook_in() {
+  return nullptr;
+}
+template <template <class> class Arg, class First, class... More>
+auto hook_in(First& first, More&... more) {
+  if constexpr (is_arg_v<First, Arg>) {
+    return std::move(first.fn);
+  } else {
+    return hook_in<Arg>(more...);
+  }
+}
+
+// A pool callback fits a future of R: callback(const R&) (callback() or
+// callback(std::monostate) for void), error_callback(std::exception_ptr); nullptr: none.
+template <class C, class R>
+constexpr bool result_hook_fits() {
+  if constexpr (std::is_null_pointer_v<C>) {
+    return true;
+  } else if constexpr (std::is_void_v<R>) {
+    return std::is_invocable_v<C&> || std::is_invocable_v<C&, const std::monostate&>;
+  } else {
+    return std::is_invocable_v<C&, const R&>;
+  }
+}
+template <class E>
+constexpr bool error_hook_fits() {
+  return std::is_null_pointer_v<E> || std::is_invocable_v<E&, std::exception_ptr>;
+}
+template <class C, class E, class R>
+constexpr bool check_hooks() {
+  static_assert(result_hook_fits<C, R>(),
+                "mpx: the callback must take the result: callback(const R&), or callback() "
+                "for a function that returns nothing (map_async: the vector of results).");
+  static_assert(error_hook_fits<E>(), "mpx: the error callback must take a std::exception_ptr.");
+  return result_hook_fits<C, R>() && error_hook_fits<E>();
+}
 
 // A future's state, in the pool's state memory (Engine::state_memory()).
 template <class R>
@@ -84,6 +175,8 @@ std::shared_ptr<FutureState<R>> make_future_state(std::pmr::memory_resource* mem
       std::pmr::polymorphic_allocator<FutureState<R>>(memory), decoder);
 }
 
+// Every call checks what it is given first (mpx/detail/pool_checks.hpp): a misuse is one
+// static_assert, after which the call returns CallRejected and instantiates nothing more.
 template <WorkerKind K>
 class BasicPool {
  public:
@@ -104,65 +197,67 @@ class BasicPool {
   BasicPool(const BasicPool&) = delete;
   BasicPool& operator=(const BasicPool&) = delete;
 
+  // fn(args...) in a worker; blocks for the result (Python's apply).
   template <class F, class... Args>
   auto apply(F&& fn, Args&&... args) {
-    return apply_async(std::forward<F>(fn), std::forward<Args>(args)...).get();
+    return take(apply_async(std::forward<F>(fn), std::forward<Args>(args)...));
   }
 
+  // fn(args...) in a worker; returns its Future<R> (AsyncResult). The last argument(s)
+  // may be mpx::callback(cb) and mpx::error_callback(ecb), Python's keyword arguments:
+  // exactly one of them runs, in the pool's result thread (process pools) or the worker
+  // thread (thread pools), before get() returns. They must not block on this pool.
   template <class F, class... Args>
-  Future<call_result_t<F, Args...>> apply_async(F&& fn, Args&&... args) {
-    using R = call_result_t<F, Args...>;
-    auto state = new_future<R>();
-    engine_.submit(call_task<R>(state, std::forward<F>(fn), std::forward<Args>(args)...),
-                   &spare_args());
-    return Future<R>(state);
+  auto apply_async(F&& fn, Args&&... args) {
+    constexpr std::size_t kw = trailing_callbacks<std::decay_t<Args>...>();
+    if constexpr (kw == 0) {
+      return submit_call(std::forward<F>(fn), nullptr, nullptr, std::forward<Args>(args)...);
+    } else {
+      auto all = std::forward_as_tuple(std::forward<Args>(args)...);
+      constexpr std::size_t n = sizeof...(Args) - kw;
+      static_assert((is_arg_v<std::decay_t<Args>, CallbackArg> + ...) <= 1 &&
+                        (is_arg_v<std::decay_t<Args>, ErrorCallbackArg> + ...) <= 1,
+                    "mpx: apply_async takes one mpx::callback() and one mpx::error_callback()");
+      return [&]<std::size_t... I, std::size_t... J>(std::index_sequence<I...>,
+                                                     std::index_sequence<J...>) {
+        return submit_call(
+            std::forward<F>(fn), hook_in<CallbackArg>(std::get<n + J>(all)...),
+            hook_in<ErrorCallbackArg>(std::get<n + J>(all)...),
+            std::forward<std::tuple_element_t<I, std::tuple<Args...>>>(std::get<I>(all))...);
+      }
+      (std::make_index_sequence<n>(), std::make_index_sequence<kw>());
+    }
   }
-
-  // Python's apply_async(func, args, callback, error_callback): exactly one of the
-  // callbacks runs, in the pool's result thread (process pools) or the worker thread
-  // (thread pools), before get() returns. They must not block on this pool.
+  // Python's apply_async(func, args, callback, error_callback) with the arguments as a
+  // tuple: apply_async(f, std::tuple{1, 2}, cb), or apply_async(f, std::tuple{1}, nullptr,
+  // ecb) for an error callback alone. As above.
   template <class F, class... Args, class Callback, class ErrorCallback = std::nullptr_t>
-  Future<call_result_t<F, Args...>> apply_async(
-      F&& fn, std::tuple<Args...> args, Callback callback,
-      ErrorCallback error_callback =
-          nullptr) requires(!std::is_void_v<call_result_t<F, Args...>> &&
-                            std::is_invocable_v<Callback&, const call_result_t<F, Args...>&>) {
-    using R = call_result_t<F, Args...>;
-    auto state = new_future<R>();
-    set_hooks(*state, std::move(callback), std::move(error_callback));
-    engine_.submit(
-        std::apply(
-            [&](auto&&... a) { return call_task<R>(state, std::forward<F>(fn), std::move(a)...); },
-            std::move(args)),
-        &spare_args());
-    return Future<R>(state);
-  }
-  // Python's apply_async(func, args, error_callback=...): no callback, only an
-  // error_callback (pass nullptr as the callback). As above.
-  template <class F, class... Args, class ErrorCallback>
-  Future<call_result_t<F, Args...>> apply_async(F&& fn, std::tuple<Args...> args, std::nullptr_t,
-                                                ErrorCallback error_callback) requires
-      std::is_invocable_v<ErrorCallback&, std::exception_ptr> {
-    using R = call_result_t<F, Args...>;
-    auto state = new_future<R>();
-    state->set_error_hook([error_callback](std::exception_ptr e) mutable { error_callback(e); });
-    engine_.submit(
-        std::apply(
-            [&](auto&&... a) { return call_task<R>(state, std::forward<F>(fn), std::move(a)...); },
-            std::move(args)),
-        &spare_args());
-    return Future<R>(state);
+  requires(
+      !is_callback_arg_v<Callback> && std::is_invocable_v<std::decay_t<F>&, Args&...> &&
+      result_hook_fits<Callback, call_result_t<F, Args...>>() &&
+      error_hook_fits<ErrorCallback>()) auto apply_async(F&& fn, std::tuple<Args...> args,
+                                                         Callback callback,
+                                                         ErrorCallback error_callback = nullptr) {
+    return std::apply(
+        [&](auto&&... a) {
+          return submit_call(std::forward<F>(fn), std::move(callback), std::move(error_callback),
+                             std::move(a)...);
+        },
+        std::move(args));
   }
 
-  // Applies fn to every element, results in order. chunksize 0: Python's default,
-  // ceil(n / (4 * workers)). Blocks.
+  // Applies fn to every element, results in order: a std::vector<R>, or nothing for a
+  // function that returns nothing (Python's list of None). chunksize 0: Python's
+  // default, ceil(n / (4 * workers)). Blocks. Throws: the first failed call's exception.
   template <class F, std::ranges::input_range Range>
   auto map(F&& fn, Range&& range, std::size_t chunksize = 0) {
     using Item = std::ranges::range_value_t<Range>;
-    auto f = map_impl<Item, false>(std::forward<F>(fn), std::forward<Range>(range), chunksize,
-                                   nullptr, kBlocking);
-    return take(f);
+    return take(map_impl<Item, false>(std::forward<F>(fn), std::forward<Range>(range), chunksize,
+                                      nullptr, kBlocking));
   }
+  // As map, without blocking: a Future<std::vector<R>> (Future<void> for a function that
+  // returns nothing). With callbacks (Python's callback=, error_callback=): as
+  // apply_async's, the callback taking the vector of results.
   template <class F, std::ranges::input_range Range>
   auto map_async(F&& fn, Range&& range, std::size_t chunksize = 0) {
     using Item = std::ranges::range_value_t<Range>;
@@ -178,13 +273,12 @@ class BasicPool {
         [&](auto& state) { set_hooks(state, std::move(callback), std::move(error_callback)); });
   }
 
-  // fn(args...) for each tuple of the range (Python's starmap).
+  // fn(args...) for each tuple of the range (Python's starmap); as map.
   template <class F, std::ranges::input_range Range>
   auto starmap(F&& fn, Range&& range, std::size_t chunksize = 0) {
     using Item = std::ranges::range_value_t<Range>;
-    auto f = map_impl<Item, true>(std::forward<F>(fn), std::forward<Range>(range), chunksize,
-                                  nullptr, kBlocking);
-    return take(f);
+    return take(map_impl<Item, true>(std::forward<F>(fn), std::forward<Range>(range), chunksize,
+                                     nullptr, kBlocking));
   }
   template <class F, std::ranges::input_range Range>
   auto starmap_async(F&& fn, Range&& range, std::size_t chunksize = 0) {
@@ -202,7 +296,11 @@ class BasicPool {
   }
 
   // Lazy map: input is read as workers need it (an endless range works), results come
-  // in order. Keep an lvalue range alive while iterating; an rvalue range is moved in.
+  // in order (an IMapIterator<R>; of std::monostate, Python's None, for a function that
+  // returns nothing). An lvalue range must outlive the returned iterator; an rvalue
+  // range is moved into it. Leaving the iteration early (break, exception, close(),
+  // destroying the iterator) stops reading the input and cancels the items not yet
+  // handed to a worker (see IMapIterator).
   template <class F, std::ranges::input_range Range>
   auto imap(F&& fn, Range&& range, std::size_t chunksize = 1) {
     using Item = std::ranges::range_value_t<Range>;
@@ -235,39 +333,31 @@ class BasicPool {
   template <class Item, bool Star, class F, class View>
   auto imap_impl(F&& fn, View view, std::size_t chunksize, bool ordered, Deadline deadline) {
     using Fn = std::decay_t<F>;
-    using R = chunk_result_t<Fn, Item, Star>;
-    if constexpr (kProcesses) require_portable<Fn>();
-    if (chunksize == 0) throw ValueError("chunksize must be at least 1");
-    auto state = std::make_shared<MapState<R>>(std::nullopt);
-    state->set_waker(engine_.waker());
-    state->set_collector(engine_.collector());
-    if constexpr (kProcesses) state->set_decoder(&decode_chunk<R>);
-    auto make = [state, f = Fn(std::forward<F>(fn))](std::vector<Item> chunk, std::size_t index) {
-      return chunk_task<R, Item, Star>(state, index, f, chunk);
-    };
-    // Chunks ahead of the consumer: a few per worker at any size; with small chunks
-    // enough for 256 items per worker, so that the workers need not wait for the
-    // consumer's every take (chunksize 1: 3 -> 1-1.4 us an item), as long as they hold
-    // about kMapInFlightBytes at most.
-    const std::size_t base = 4 * engine_.workers() + 4;
-    engine_.submit(std::make_shared<RangeFeeder<R, Item, View, decltype(make)>>(
-        state, std::move(view), chunksize, base,
-        std::max(base, 256 * engine_.workers() / chunksize), kMapInFlightBytes, std::move(make)));
-    return IMapIterator<R>(state, ordered, deadline);
+    if constexpr (!check_map<kProcesses, Fn, Item, Star>()) {
+      return CallRejected{};
+    } else {
+      using V = map_value_t<item_result_t<Fn, Item, Star>>;
+      if (chunksize == 0) throw ValueError("chunksize must be at least 1");
+      auto state = std::make_shared<MapState<V>>(std::nullopt);
+      state->set_waker(engine_.waker());
+      state->set_collector(engine_.collector());
+      if constexpr (kProcesses) state->set_decoder(&decode_chunk<V>);
+      auto make = [state, f = Fn(std::forward<F>(fn))](std::vector<Item> chunk, std::size_t index) {
+        return chunk_task<V, Item, Star>(state, index, f, chunk);
+      };
+      // Chunks ahead of the consumer: a few per worker at any size; with small chunks
+      // enough for 256 items per worker, so that the workers need not wait for the
+      // consumer's every take (chunksize 1: 3 -> 1-1.4 us an item), as long as they hold
+      // about kMapInFlightBytes at most.
+      const std::size_t base = 4 * engine_.workers() + 4;
+      engine_.submit(std::make_shared<RangeFeeder<V, Item, View, decltype(make)>>(
+          state, std::move(view), chunksize, base,
+          std::max(base, 256 * engine_.workers() / chunksize), kMapInFlightBytes, std::move(make)));
+      return IMapIterator<V>(state, ordered, deadline);
+    }
   }
 
  private:
-  template <class Fn, class Item, bool Star>
-  struct chunk_result {
-    using type = std::invoke_result_t<Fn&, Item&>;
-  };
-  template <class Fn, class Item>
-  struct chunk_result<Fn, Item, true> {
-    using type = decltype(std::apply(std::declval<Fn&>(), std::declval<Item&>()));
-  };
-  template <class Fn, class Item, bool Star>
-  using chunk_result_t = typename chunk_result<Fn, Item, Star>::type;
-
   static EngineOptions make_options(std::size_t workers, PoolOptions options) {
     EngineOptions o;
     o.workers = workers;
@@ -293,18 +383,48 @@ class BasicPool {
     return state;
   }
 
+  // A blocking call's result (void for a Future<void>); a rejected call passes through.
   template <class R>
-  static R take(Future<R>& f) {
+  static R take(Future<R> f) {
     f.wait();
     if (auto e = f.state()->error()) std::rethrow_exception(e);
-    return std::move(f.state()->value());
+    if constexpr (!std::is_void_v<R>) return std::move(f.state()->value());
   }
+  static CallRejected take(CallRejected r) { return r; }
 
+  // Python's callback and error_callback, on the future (nullptr: none). Checked first.
   template <class R, class Callback, class ErrorCallback>
   static void set_hooks(FutureState<R>& state, Callback callback, ErrorCallback error_callback) {
-    state.set_value_hook([callback](const R& v) mutable { callback(v); });
-    if constexpr (!std::is_same_v<ErrorCallback, std::nullptr_t>)
-      state.set_error_hook([error_callback](std::exception_ptr e) mutable { error_callback(e); });
+    if constexpr (check_hooks<Callback, ErrorCallback, R>()) {
+      using Stored = typename FutureState<R>::Stored;
+      if constexpr (!std::is_null_pointer_v<Callback>) {
+        state.set_value_hook([callback](const Stored& v) mutable {
+          if constexpr (std::is_void_v<R> && std::is_invocable_v<Callback&>) {
+            (void)v;
+            callback();
+          } else {
+            callback(v);
+          }
+        });
+      }
+      if constexpr (!std::is_null_pointer_v<ErrorCallback>)
+        state.set_error_hook([error_callback](std::exception_ptr e) mutable { error_callback(e); });
+    }
+  }
+
+  // apply_async and submit, once the callbacks are known.
+  template <class F, class Callback, class ErrorCallback, class... Args>
+  auto submit_call(F&& fn, Callback callback, ErrorCallback error_callback, Args&&... args) {
+    if constexpr (!check_call<kProcesses, std::decay_t<F>, std::decay_t<Args>...>()) {
+      return CallRejected{};
+    } else {
+      using R = call_result_t<F, Args...>;
+      auto state = new_future<R>();
+      set_hooks(*state, std::move(callback), std::move(error_callback));
+      engine_.submit(call_task<R>(state, std::forward<F>(fn), std::forward<Args>(args)...),
+                     &spare_args());
+      return Future<R>(state);
+    }
   }
 
   // Process pools: a finished task's argument buffer, kept per thread for its next call
@@ -318,7 +438,6 @@ class BasicPool {
   Task call_task(const std::shared_ptr<FutureState<R>>& state, F&& fn, Args&&... args) {
     using Fn = std::decay_t<F>;
     if constexpr (kProcesses) {
-      require_portable<Fn>();
       Task t = process_call_task(Fn(std::forward<F>(fn)),
                                  std::tuple<std::decay_t<Args>...>(std::forward<Args>(args)...),
                                  std::exchange(spare_args(), {}));
@@ -345,9 +464,10 @@ class BasicPool {
     }
   }
 
-  // A task for one chunk: process pools encode `chunk`, thread pools move it out.
-  template <class R, class Item, bool Star, class Fn>
-  static Task chunk_task(const std::shared_ptr<MapState<R>>& state, std::size_t index, const Fn& fn,
+  // A task for one chunk: process pools encode `chunk`, thread pools move it out. R: the
+  // map's value per item (map_value_t); State: its MapState.
+  template <class R, class Item, bool Star, class Fn, class State>
+  static Task chunk_task(const std::shared_ptr<State>& state, std::size_t index, const Fn& fn,
                          std::vector<Item>& chunk, ByteVector buffer = {}) {
     if constexpr (kProcesses) {
       Task t = process_chunk_task<Fn, Item, Star>(fn, chunk, std::move(buffer));
@@ -362,13 +482,8 @@ class BasicPool {
         std::vector<R> results;
         try {
           results.reserve(chunk.size());
-          for (auto& item : chunk) {
-            if constexpr (Star) {
-              results.push_back(std::apply(fn, item));
-            } else {
-              results.push_back(fn(item));
-            }
-          }
+          for (auto& item : chunk)
+            results.push_back(call_item<Star>(fn, item));
         } catch (...) {
           state->fail(index, std::current_exception());
           return;
@@ -397,40 +512,52 @@ class BasicPool {
   auto map_impl(F&& fn, Range&& range, std::size_t chunksize, Setup setup = nullptr,
                 bool blocking = false) {
     using Fn = std::decay_t<F>;
-    using R = chunk_result_t<Fn, Item, Star>;
-    static_assert(!std::is_void_v<R>, "map: the function must return a value");
-    if constexpr (kProcesses) require_portable<Fn>();
-    Fn f(std::forward<F>(fn));
-    if constexpr (std::ranges::sized_range<Range>) {
-      std::size_t n = static_cast<std::size_t>(std::ranges::size(range));
-      return map_chunks<Item, Star, R>(f, range, n, chunksize, setup, blocking, std::false_type{});
+    if constexpr (!check_map<kProcesses, Fn, Item, Star>()) {
+      return CallRejected{};
     } else {
-      std::vector<Item> items;
-      for (auto&& x : range)
-        items.push_back(static_cast<Item>(x));
-      return map_chunks<Item, Star, R>(f, items, items.size(), chunksize, setup, blocking,
-                                       std::true_type{});
+      using V = map_value_t<item_result_t<Fn, Item, Star>>;
+      // map_async's future: all results, or nothing for a function that returns nothing.
+      using Whole =
+          std::conditional_t<std::is_void_v<item_result_t<Fn, Item, Star>>, void, std::vector<V>>;
+      Fn f(std::forward<F>(fn));
+      if constexpr (std::ranges::sized_range<Range>) {
+        std::size_t n = static_cast<std::size_t>(std::ranges::size(range));
+        return map_chunks<Item, Star, V, Whole>(f, range, n, chunksize, setup, blocking,
+                                                std::false_type{});
+      } else {
+        std::vector<Item> items;
+        for (auto&& x : range)
+          items.push_back(static_cast<Item>(x));
+        return map_chunks<Item, Star, V, Whole>(f, items, items.size(), chunksize, setup, blocking,
+                                                std::true_type{});
+      }
     }
   }
 
   // Cuts `source` (n elements; moved from with MoveOut) into chunks and submits them as
   // they are made, in batches, so that the workers start while the rest is encoded.
-  template <class Item, bool Star, class R, class Fn, class Source, class Setup, class MoveOut>
-  Future<std::vector<R>> map_chunks(const Fn& f, Source& source, std::size_t n,
-                                    std::size_t chunksize, Setup& setup, bool blocking, MoveOut) {
+  template <class Item, bool Star, class R, class Whole, class Fn, class Source, class Setup,
+            class MoveOut>
+  Future<Whole> map_chunks(const Fn& f, Source& source, std::size_t n, std::size_t chunksize,
+                           Setup& setup, bool blocking, MoveOut) {
     if (chunksize == 0) chunksize = auto_chunksize(n, engine_.workers());
     std::size_t chunks = (n + chunksize - 1) / chunksize;
-    auto state = std::make_shared<MapState<R>>(chunks);
+    auto state = std::make_shared<MapState<R, Whole>>(chunks);
     state->set_collector(engine_.collector());
     if constexpr (kProcesses) state->set_decoder(&decode_chunk<R>);
-    if constexpr (trivially_encodable_v<R>) state->gather_in_place(n, chunksize);
-    auto future = std::make_shared<FutureState<std::vector<R>>>();
+    if constexpr (trivially_encodable_v<R> && !std::is_void_v<Whole>)
+      state->gather_in_place(n, chunksize);
+    auto future = std::make_shared<FutureState<Whole>>();
     future->set_collector(engine_.collector());
     if constexpr (!std::is_same_v<Setup, std::nullptr_t>) setup(*future);
     state->attach_future(future);
     if (chunks == 0) {
-      future->set_result(std::vector<R>{});
-      return Future<std::vector<R>>(future);
+      if constexpr (std::is_void_v<Whole>) {
+        future->set_result();
+      } else {
+        future->set_result(Whole{});
+      }
+      return Future<Whole>(future);
     }
     constexpr std::size_t kBatchTasks = 256;
     constexpr std::size_t kBatchBytes = std::size_t{1} << 16;
@@ -507,7 +634,7 @@ class BasicPool {
       if (!chunk.empty()) queue(chunk_task<R, Item, Star>(state, index, f, chunk));
     }
     if (!batch.empty()) engine_.submit(batch);
-    return Future<std::vector<R>>(future);
+    return Future<Whole>(future);
   }
 
   Engine engine_;

@@ -16,6 +16,7 @@
 #include <span>
 #include <stdexcept>
 #include <tuple>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -32,8 +33,10 @@ namespace mpx::detail {
 // Results of a map, by chunk, as they arrive. Chunks are numbered from 0 in input order;
 // the state keeps those not yet taken (imap drops each chunk once its consumer took it
 // and every chunk before it, so that an endless imap holds a bounded window). It is the
-// sink of its chunks' tasks, the tag being the chunk's index.
-template <class R>
+// sink of its chunks' tasks, the tag being the chunk's index. `Whole`: what map_async's
+// future holds, all results (void for a function that returns nothing: R is then
+// std::monostate).
+template <class R, class Whole = std::vector<R>>
 class MapState final : public TaskSink {
  public:
   using Chunk = std::vector<R>;
@@ -45,7 +48,7 @@ class MapState final : public TaskSink {
   }
 
   // map_async: a future completed with all results (or the first error).
-  void attach_future(std::shared_ptr<FutureState<std::vector<R>>> future) {
+  void attach_future(std::shared_ptr<FutureState<Whole>> future) {
     std::lock_guard lock(mutex_);
     callbacks_.store(future && future->has_callbacks(), std::memory_order_relaxed);
     whole_ = future != nullptr;
@@ -147,7 +150,7 @@ class MapState final : public TaskSink {
   }
 
   void fail(std::size_t index, std::exception_ptr error) {
-    std::shared_ptr<FutureState<std::vector<R>>> future;
+    std::shared_ptr<FutureState<Whole>> future;
     {
       std::lock_guard lock(mutex_);
       if (finished(index)) return;
@@ -352,7 +355,7 @@ class MapState final : public TaskSink {
   // mutex_ held; releases it, wakes the waiters, and completes map_async's future once
   // every chunk is in.
   void unlock_and_finish(std::unique_lock<std::mutex>& lock) {
-    std::shared_ptr<FutureState<std::vector<R>>> future;
+    std::shared_ptr<FutureState<Whole>> future;
     std::vector<R> all;
     std::exception_ptr error;
     if (future_ && total_ && completed_ == *total_) {
@@ -366,13 +369,15 @@ class MapState final : public TaskSink {
         }
         n += s.values.size();
       }
-      if (!error && chunksize_ != 0) {
-        all = std::move(all_);
-      } else if (!error) {
-        all.reserve(n);
-        for (auto& s : slots_)
-          all.insert(all.end(), std::make_move_iterator(s.values.begin()),
-                     std::make_move_iterator(s.values.end()));
+      if constexpr (!std::is_void_v<Whole>) {  // else there is nothing to gather
+        if (!error && chunksize_ != 0) {
+          all = std::move(all_);
+        } else if (!error) {
+          all.reserve(n);
+          for (auto& s : slots_)
+            all.insert(all.end(), std::make_move_iterator(s.values.begin()),
+                       std::make_move_iterator(s.values.end()));
+        }
       }
     }
     lock.unlock();
@@ -380,6 +385,8 @@ class MapState final : public TaskSink {
     if (!future) return;
     if (error) {
       future->set_exception(error);
+    } else if constexpr (std::is_void_v<Whole>) {
+      future->set_result();
     } else {
       future->set_result(std::move(all));
     }
@@ -400,7 +407,7 @@ class MapState final : public TaskSink {
   std::size_t consumed_ = 0;
   std::size_t bytes_seen_ = 0;  // encoded inputs and results of all chunks so far
   std::shared_ptr<EngineWaker> waker_;
-  std::shared_ptr<FutureState<std::vector<R>>> future_;
+  std::shared_ptr<FutureState<Whole>> future_;
   // Set with future_ (whose callbacks are set before it is attached, before any task).
   std::atomic<bool> callbacks_{false};
   std::atomic<bool> whole_{false};  // likewise
