@@ -147,9 +147,10 @@ Popen::Popen(Args args, PopenOptions o) : impl_(std::make_unique<Impl>()) {
       req.stdio[i] = devnull.get();
     } else if (v == PIPE) {
       auto [read_end, write_end] = sys::make_pipe();
-      if (o.pipesize)
-        sys::call("fcntl(F_SETPIPE_SZ)",
-                  [&] { return ::fcntl(read_end.get(), F_SETPIPE_SZ, *o.pipesize); });
+      if (o.pipesize) {
+        const int fd = read_end.get();  // clang 14 cannot capture a structured binding
+        sys::call("fcntl(F_SETPIPE_SZ)", [&] { return ::fcntl(fd, F_SETPIPE_SZ, *o.pipesize); });
+      }
       const bool to_child = i == 0;
       child_ends[i] = to_child ? std::move(read_end) : std::move(write_end);
       auto end = std::make_unique<PipeEnd::Impl>();

@@ -253,8 +253,9 @@ pid_t spawn_fork(const SpawnRequest& r, const std::string& program, const int st
   if (pid < 0) sys::throw_errno("fork", fork_errno);
   err_write.reset();
   ChildError e{};
+  const int err_fd = err_read.get();  // clang 14 cannot capture a structured binding
   const ssize_t n =
-      sys::call_raw("read(exec error pipe)", [&] { return ::read(err_read.get(), &e, sizeof e); });
+      sys::call_raw("read(exec error pipe)", [&] { return ::read(err_fd, &e, sizeof e); });
   if (n != static_cast<ssize_t>(sizeof e)) return pid;  // EOF: the exec succeeded
   reap_now(pid);
   if (e.step == kExec) throw_os_error(e.err, r.program);
