@@ -48,7 +48,7 @@ int square(int x) {
 
 int main() {
   mpx::PoolOptions options;
-  options.timeout = 500ms;  // per task
+  options.timeout = 2s;  // per task (generous: a loaded or sanitized machine is slow)
   mpx::Pool pool(2, options);
 
   try {
