@@ -563,6 +563,26 @@ TEST(WaitTest, WakesWhenAMessageArrivesFromAnotherProcess) {
   EXPECT_THROW(b2.recv_bytes(), mpx::EOFError);
 }
 
+TEST(WaitTest, ReportsAFinishedChildTogetherWithAReadyConnection) {
+  auto [a_send, a] = mpx::Pipe();
+  auto [b_send, b] = mpx::Pipe();
+  mpx::Process p([] {});
+  p.start();
+  ASSERT_EQ(mpx::wait({p.sentinel()}, 60s).size(), 1u);  // the child has exited
+  b_send.send(7);
+  // Python returns both the sentinel and b; a has nothing.
+  auto ready = mpx::wait({a, p.sentinel(), b}, 1s);
+  ASSERT_EQ(ready.size(), 2u);
+  EXPECT_EQ(ready[0].fd(), p.sentinel());
+  EXPECT_EQ(ready[1].connection(), &b);
+  ready = mpx::wait({b, p.sentinel()}, 0ms);
+  ASSERT_EQ(ready.size(), 2u);
+  EXPECT_EQ(ready[0].connection(), &b);
+  EXPECT_EQ(ready[1].fd(), p.sentinel());
+  p.join();
+  EXPECT_EQ(b.recv<int>(), 7);
+}
+
 TEST(WaitTest, MixesConnectionsWithPlainFileDescriptors) {
   auto [a, b] = mpx::Pipe();
   int fds[2];

@@ -279,30 +279,50 @@ std::vector<Waitable> wait_objects(const std::vector<Waitable>& objects, const D
     Connection::Impl* impl = impls[i];
     return impl && (impl->in.has_data() || impl->in_bell.gone());
   };
-  std::vector<Waitable> ready;
-  auto collect = [&] {
+  auto any_connection_ready = [&] {
     for (std::size_t i = 0; i < objects.size(); ++i)
-      if (ready_now(i)) ready.push_back(objects[i]);
+      if (ready_now(i)) return true;
+    return false;
   };
+  // Plain descriptors are polled; a connection's slot holds its bell (or -1, ignored by
+  // poll, when only the plain ones are asked about).
   std::vector<pollfd> fds(objects.size());
+  const bool any_plain = std::find(impls.begin(), impls.end(), nullptr) != impls.end();
+  auto poll_fds = [&](bool bells, int ms) {
+    for (std::size_t i = 0; i < objects.size(); ++i)
+      fds[i] = pollfd{impls[i] ? (bells ? impls[i]->in_bell.fd : -1) : objects[i].fd(), POLLIN, 0};
+    if (!bells && !any_plain) return;
+    sys::call("poll(wait)",
+              [&] { return ::poll(fds.data(), static_cast<nfds_t>(fds.size()), ms); });
+  };
+  // Every ready object, in the caller's order: the connections with a message or EOF
+  // now, and the descriptors the last poll found readable (Python's wait reports all).
+  auto collect = [&] {
+    std::vector<Waitable> ready;
+    for (std::size_t i = 0; i < objects.size(); ++i) {
+      if (impls[i] ? ready_now(i) : fds[i].revents != 0) ready.push_back(objects[i]);
+    }
+    return ready;
+  };
   for (;;) {
-    collect();
-    if (!ready.empty()) return ready;
+    if (any_connection_ready()) {
+      poll_fds(false, 0);
+      return collect();
+    }
     // Arm every connection's bell, then look again: a writer that published before it
     // could see the flag rang no bell.
     for (Connection::Impl* impl : impls)
       if (impl) impl->in.header()->reader_sleeping.store(1, std::memory_order_seq_cst);
-    collect();
-    if (ready.empty()) {
+    if (any_connection_ready()) {
+      poll_fds(false, 0);
+    } else {
       int ms = deadline.poll_timeout_ms();
-      for (std::size_t i = 0; i < objects.size(); ++i) {
-        fds[i] = pollfd{impls[i] ? impls[i]->in_bell.fd : objects[i].fd(), POLLIN, 0};
-        if (impls[i]) {
-          // Slices, as in Ring::wait_for: another thread on the same end may drain our bell.
-          impls[i]->in_bell.waiting_threads.fetch_add(1);
-          const int slice = detail::bell_sleep_ms(impls[i]->in_bell, deadline);
-          if (ms < 0 || slice < ms) ms = slice;
-        }
+      for (Connection::Impl* impl : impls) {
+        if (!impl) continue;
+        // Slices, as in Ring::wait_for: another thread on the same end may drain our bell.
+        impl->in_bell.waiting_threads.fetch_add(1);
+        const int slice = detail::bell_sleep_ms(impl->in_bell, deadline);
+        if (ms < 0 || slice < ms) ms = slice;
       }
       struct Leave {
         std::vector<Connection::Impl*>& impls;
@@ -311,20 +331,14 @@ std::vector<Waitable> wait_objects(const std::vector<Waitable>& objects, const D
             if (impl) impl->in_bell.waiting_threads.fetch_sub(1);
         }
       } leave{impls};
-      sys::call("poll(wait)",
-                [&] { return ::poll(fds.data(), static_cast<nfds_t>(fds.size()), ms); });
-      for (std::size_t i = 0; i < objects.size(); ++i) {
-        if (fds[i].revents == 0) continue;
-        if (impls[i]) {
+      poll_fds(true, ms);
+      for (std::size_t i = 0; i < objects.size(); ++i)
+        if (impls[i] && fds[i].revents != 0)
           impls[i]->in_bell.drain();  // a stale bell must not count as a message
-          if (ready_now(i)) ready.push_back(objects[i]);
-        } else {
-          ready.push_back(objects[i]);
-        }
-      }
     }
     for (Connection::Impl* impl : impls)
       if (impl) impl->in.header()->reader_sleeping.store(0, std::memory_order_relaxed);
+    std::vector<Waitable> ready = collect();
     if (!ready.empty() || deadline.expired()) return ready;
   }
 }
