@@ -135,6 +135,22 @@ TEST(QueueTest, CloseMakesPutAndGetThrowInThisProcess) {
   EXPECT_TRUE(copy.closed());  // copies are handles to the same queue object
 }
 
+TEST(QueueTest, AClosedQueueAnswersNoQuestionsAboutItsItems) {
+  mpx::Queue<int> unbounded;
+  mpx::Queue<int> bounded(4);
+  bounded.put(1);
+  unbounded.close();
+  bounded.close();
+  for (mpx::Queue<int>* q : {&unbounded, &bounded}) {
+    EXPECT_THROW(q->empty(), mpx::InvalidStateError);
+    EXPECT_THROW(q->qsize(), mpx::InvalidStateError);
+    EXPECT_THROW(q->full(), mpx::InvalidStateError);
+  }
+  mpx::JoinableQueue<int> joinable;
+  joinable.close();
+  EXPECT_THROW(joinable.empty(), mpx::InvalidStateError);
+}
+
 TEST(QueueTest, AnItemPutByAProcessThatExitsAtOnceIsNotLost) {
   mpx::Queue<std::string> q;
   {
@@ -540,6 +556,8 @@ TEST(SimpleQueueTest, PutGetEmptyAndClose) {
   EXPECT_EQ(producer.join(), 0);
   q.close();
   EXPECT_THROW(q.put("x"), mpx::InvalidStateError);
+  EXPECT_THROW(q.get(), mpx::InvalidStateError);
+  EXPECT_THROW(q.empty(), mpx::InvalidStateError);
 }
 
 }  // namespace

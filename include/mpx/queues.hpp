@@ -150,16 +150,20 @@ class Queue {
   }
 
   // Items in the queue now (complete items only). Exact at the moment of the call.
+  // Throws (qsize, empty, full): InvalidStateError after close().
   std::size_t qsize() const { return core_.qsize(); }
   bool empty() const { return qsize() == 0; }
   // maxsize items are queued (never true for an unbounded queue).
-  bool full() const { return maxsize() != 0 && qsize() >= maxsize(); }
+  bool full() const {
+    const std::size_t n = qsize();
+    return maxsize() != 0 && n >= maxsize();
+  }
   std::size_t maxsize() const { return core_.maxsize(); }
   // Ring bytes.
   std::size_t capacity() const { return core_.capacity(); }
 
-  // This handle (and its copies in this process) will put and get no more: they then
-  // throw InvalidStateError. Other processes are not affected. Idempotent.
+  // This handle (and its copies in this process) will put and get no more: they, and
+  // qsize/empty/full, then throw InvalidStateError. Other processes are not affected. Idempotent.
   void close() noexcept { core_.close(); }
   bool closed() const noexcept { return core_.closed(); }
   // Python compatibility: there is no feeder thread to join or cancel.
@@ -230,6 +234,7 @@ class SimpleQueue {
   void put(const T& value) { detail::put_value(core_, value, detail::Deadline::never(), false); }
   // Blocks until an item arrives. Throws: InvalidStateError after close(); DecodeError.
   T get() { return std::move(*detail::get_value<T>(core_, detail::Deadline::never())); }
+  // Throws: InvalidStateError after close().
   bool empty() const { return core_.qsize() == 0; }
   void close() noexcept { core_.close(); }
   bool closed() const noexcept { return core_.closed(); }

@@ -135,7 +135,7 @@ bool QueueCore::get(Bytes& out, const Deadline& deadline) {
 }
 
 std::size_t QueueCore::qsize() const {
-  return static_cast<std::size_t>(handle().ring.qsize());
+  return static_cast<std::size_t>(open_state().ring.qsize());
 }
 std::size_t QueueCore::maxsize() const {
   return static_cast<std::size_t>(handle().ring.header()->maxsize);
