@@ -29,6 +29,13 @@
 // A function that returns nothing maps too: map returns nothing, map_async a
 // Future<void>, imap yields std::monostate (Python's None) per item.
 //
+// Ending: the workers exist once the constructor returns (each runs the initializer,
+// even if close() comes at once). After close() they leave once the queued tasks are
+// done, as in Python: each flushes its stdout and stderr and exits (so what they print
+// reaches a pipe or a file), also when replaced after maxtasksperchild tasks.
+// terminate() SIGKILLs them; so does join() for one still there 10 s after the pool ran
+// out of tasks.
+//
 // Differences from Python:
 // - The destructor finishes the submitted work (close() + join()); Python's
 //   `with Pool() as p:` terminates it. Call terminate() to drop pending work.

@@ -37,7 +37,9 @@ bool ProcessImpl::collect(bool on_supervisor, bool if_free) {
       handed_off |= match(f, deliveries_, on_supervisor, now);
     fill(lock, true);
   }
-  if (handed_off) wake();
+  // Closed: the supervisor stops the workers once no task is left, which it cannot see
+  // while it sleeps (they used to wait for ever after close() then get()).
+  if (handed_off || (!on_supervisor && stopping.load(std::memory_order_acquire))) wake();
   deliver();
   return true;
 }

@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdio_ext.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -14,6 +15,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <iostream>
 #include <new>
 #include <vector>
 
@@ -78,6 +80,10 @@ class WorkerLoop {
     for (;;) {
       FrameHeader h{};
       read_exact(reinterpret_cast<std::byte*>(&h), sizeof h);
+      if (h.kind == kFrameStop) {  // the pool closed and its tasks are done
+        release_held();
+        finish(0);
+      }
       warm(slot_.inbox, inbox_warm_, slot_.inbox.tail.load(std::memory_order_relaxed), h.size);
       reserve_prefaulted(args, h.size);
       args.resize(h.size);
@@ -136,7 +142,12 @@ class WorkerLoop {
   }
 
  private:
+  // A worker leaves through here (unless killed): what it printed reaches its stdout and
+  // stderr (pipes and files hold it in stdio's buffers until a flush), as a Python
+  // worker's sys.stdout is flushed when it exits.
   [[noreturn]] static void finish(int code) {
+    std::cout.flush();
+    std::cerr.flush();
     std::fflush(nullptr);
     ::_exit(code);
   }
@@ -454,10 +465,17 @@ Zygote start_zygote(WorkerShared& shared, const EngineOptions& options) {
   // maps had left megabytes free, these faults tripled the cost of submit() on a VM.
   // Giving the free pages back first makes those writes plain zero-fill faults.
   ::malloc_trim(0);
+  // What the parent printed is written now, not inherited by every worker, which flush
+  // their stdio buffers when they leave (Python flushes before it forks too). A line
+  // another thread buffers meanwhile is dropped from the zygote's copy.
+  std::cout.flush();
+  std::fflush(nullptr);
   pid_t pid = sys::call("fork", [] { return ::fork(); });
   if (pid == 0) {
     // The zygote: single-threaded from here on. It stops when the pool closes its
     // end of the socket, which also happens when the pool's process dies.
+    ::__fpurge(stdout);
+    ::__fpurge(stderr);
     ::close(ours.release());
     zygote_main(theirs.get(), shared, options);
   }

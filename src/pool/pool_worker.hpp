@@ -137,6 +137,7 @@ enum FrameKind : uint16_t {
   kFrameInitError,
   kFrameResult,
   kFrameError,
+  kFrameStop,  // parent -> worker: no more tasks; flush stdio and exit (close, join)
 };
 
 // Task frame flags. A task of a group (a map's chunks, whose results are needed only all

@@ -18,6 +18,7 @@ ProcessImpl::ProcessImpl(EngineOptions opts) : Impl(std::move(opts)) {
   reads_.resize(options.workers);
   // The zygote is forked now, before the supervisor thread exists.
   zygote_ = start_zygote(*pool_, options);
+  start_workers();
   shared_collector->attach(this);
   process_collector_ = shared_collector;
   collector = std::move(shared_collector);

@@ -170,8 +170,9 @@ class ProcessImpl final : public Engine::Impl {
     // Frames being written to its inbox (they did not fit at once).
     std::deque<Outgoing> out;
     std::size_t out_offset = 0;
-    bool written = false;  // assign() wrote a frame that wake_assigned() has not rung for
-    bool wake = false;     // wake_assigned(): it sleeps and must be woken
+    bool stop_sent = false;  // it was asked to leave (kFrameStop)
+    bool written = false;    // assign() wrote a frame that wake_assigned() has not rung for
+    bool wake = false;       // wake_assigned(): it sleeps and must be woken
   };
   // The frame being read from a worker's outbox (under read_mutex_).
   struct ReadState {
@@ -288,7 +289,13 @@ class ProcessImpl final : public Engine::Impl {
   void zygote_gone();
   bool read_zygote();
   void worker_exited(std::size_t i, pid_t pid, int status);
+  void start_workers();
+  void wait_zygote(int timeout_ms);
+  void let_workers_leave();
   void shutdown();
+  // How long close() + join() wait for idle workers to flush and exit before the zygote
+  // kills them.
+  static constexpr int64_t kLeaveGraceNs = 10'000'000'000;
 
   PoolHeader* header_ = nullptr;
   std::shared_ptr<ProcessCollector> process_collector_;
@@ -305,6 +312,7 @@ class ProcessImpl final : public Engine::Impl {
   // Written under `mutex`, read anywhere. Unknown at first: shallow queues.
   std::atomic<int64_t> avg_task_ns_{kShortTaskNs};
   bool zygote_lost_ = false;
+  bool leaving_ = false;  // the workers are told to leave: none is started again
   // Under read_mutex_ (taken before `mutex`):
   std::mutex read_mutex_;
   std::atomic<std::thread::id> reader_{};  // the thread that holds read_mutex_ (in collect())

@@ -2,6 +2,7 @@
 // spawned (through the zygote), when one dies (the task it ran fails with WorkerLost or
 // TimeoutError, its queued tasks go back to the front of the queue, a new worker takes
 // its place), and when the pool stops (the zygote kills and reaps the workers).
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 
@@ -59,6 +60,7 @@ bool ProcessImpl::read_zygote() {
       s.last_group = nullptr;
       s.closed = false;
       s.timed_out = 0;
+      s.stop_sent = false;
       // Tasks may wait for it: queued ones, or ones queued behind another worker's
       // (a pool's first tasks all go to the worker that started first).
       fill(lock, true);
@@ -115,14 +117,88 @@ void ProcessImpl::worker_exited(std::size_t i, pid_t pid, int status) {
           BrokenPool(std::string("workers keep dying before finishing their initializer (last: ") +
                      WorkerLost(pid, status).what() + ")")));
     }
-    if (!terminating && !broken) spawn(i);
+    if (!terminating && !broken && !leaving_) spawn(i);
     fill(lock, true);  // its queued tasks to the other workers
   }
   for (auto& d : done)
     d.run();
 }
 
+// Starts every worker and waits until each is forked (from the constructor, before the
+// supervisor thread exists): once the pool is built its workers exist, so that each
+// runs its initializer even if close() comes at once, and a fresh pool hands tasks to
+// workers as a warm one does (shutdown(cancel_futures) cancels the same tasks).
+void ProcessImpl::start_workers() {
+  {
+    std::lock_guard lock(mutex);
+    for (std::size_t i = 0; i < slots_.size(); ++i)
+      spawn(i);
+  }
+  for (;;) {
+    {
+      std::lock_guard lock(mutex);
+      if (zygote_lost_ ||
+          std::none_of(slots_.begin(), slots_.end(), [](const SlotState& s) { return s.spawning; }))
+        return;
+    }
+    wait_zygote(-1);
+  }
+}
+
+// Waits up to timeout_ms (-1: no limit) for word from the zygote or the doorbell, and
+// reads what the zygote said.
+void ProcessImpl::wait_zygote(int timeout_ms) {
+  pollfd fds[2] = {{zygote_.socket.get(), POLLIN, 0}, {doorbell_.get(), POLLIN, 0}};
+  sys::call_raw("poll", [&] { return ::poll(fds, 2, timeout_ms); });
+  uint64_t count;
+  [[maybe_unused]] auto n = ::read(doorbell_.get(), &count, sizeof count);
+  read_zygote();
+}
+
+// Close and join: the queued tasks are done. Each worker is asked to leave (a stop frame
+// after its last task), flushes its stdio and exits; the zygote reports it gone. One
+// still there after kLeaveGraceNs, or all of them if terminate() comes meanwhile, are
+// killed by shutdown().
+void ProcessImpl::let_workers_leave() {
+  const int64_t until = monotonic_ns() + kLeaveGraceNs;
+  for (;;) {
+    bool waiting = false;
+    bool unsent = false;
+    {
+      std::lock_guard lock(mutex);
+      if (terminating || zygote_lost_) return;
+      for (std::size_t i = 0; i < slots_.size(); ++i) {
+        SlotState& s = slots_[i];
+        if (s.spawning) waiting = true;
+        if (s.pid <= 0) continue;
+        waiting = true;
+        if (s.stop_sent) continue;
+        FrameHeader h{};
+        h.kind = kFrameStop;
+        WorkerSlot& slot = pool_->slot(i);
+        if (!slot.inbox.write_frame(reinterpret_cast<const std::byte*>(&h), sizeof h, nullptr, 0)) {
+          unsent = true;  // tasks taken back from it still fill its inbox
+          continue;
+        }
+        s.stop_sent = true;
+        wake_sleepers(slot.inbox.word);
+      }
+    }
+    if (!waiting) return;
+    const int64_t left = until - monotonic_ns();
+    if (left <= 0) return;
+    wait_zygote(unsent ? 10 : static_cast<int>((left + 999'999) / 1'000'000));
+  }
+}
+
 void ProcessImpl::shutdown() {
+  bool graceful = false;
+  {
+    std::lock_guard lock(mutex);
+    leaving_ = true;
+    graceful = !terminating && !broken && !zygote_lost_;
+  }
+  if (graceful) let_workers_leave();
   // Stop is explicit: other processes forked later (another pool's zygote) may hold
   // a copy of our end of the socket, so its closing is no signal. (EOF is how the
   // zygote learns that the pool's process died.)

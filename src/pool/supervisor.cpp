@@ -12,11 +12,6 @@
 namespace mpx::detail {
 
 void ProcessImpl::supervise() {
-  {
-    std::lock_guard lock(mutex);
-    for (std::size_t i = 0; i < slots_.size(); ++i)
-      spawn(i);
-  }
   bool woken = true;
   for (;;) {
     bool progress = read_zygote();

@@ -1,0 +1,48 @@
+// tests/support/watchdog.hpp — aborts the test binary with a message when a scope takes
+// longer than it may: a test of something that could hang fails, and says what hung,
+// instead of stalling until ctest's timeout.
+//
+//   mpx_test::Watchdog dog(10s, "join() after close() and get()");
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <mutex>
+#include <string>
+#include <thread>
+
+namespace mpx_test {
+
+class Watchdog {
+ public:
+  Watchdog(std::chrono::milliseconds limit, std::string what)
+      : what_(std::move(what)), thread_([this, limit] {
+          std::unique_lock lock(mutex_);
+          if (cv_.wait_for(lock, limit, [this] { return done_; })) return;
+          std::fprintf(stderr, "watchdog: %s still running after %lld ms\n", what_.c_str(),
+                       static_cast<long long>(limit.count()));
+          std::fflush(stderr);
+          std::abort();
+        }) {}
+  Watchdog(const Watchdog&) = delete;
+  Watchdog& operator=(const Watchdog&) = delete;
+  ~Watchdog() {
+    {
+      std::lock_guard lock(mutex_);
+      done_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+
+ private:
+  std::string what_;
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  std::thread thread_;
+};
+
+}  // namespace mpx_test
