@@ -5,7 +5,7 @@ SUDO  := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CMAKE_FLAGS ?=
 WERROR := $(if $(MPX_WERROR),-DMPX_WERROR=$(MPX_WERROR),)
 
-BUILD_PKGS := build-essential cmake pkg-config libcereal-dev libgtest-dev libgmock-dev libbenchmark-dev python3
+BUILD_PKGS := build-essential cmake pkg-config libcereal-dev libgtest-dev libgmock-dev libbenchmark-dev libssl-dev python3
 FUZZ_PKGS  := clang libclang-rt-14-dev
 BENCH_PKGS := libboost-dev python3-matplotlib
 

@@ -42,9 +42,14 @@ class Connection;
 namespace detail {
 class Waitable;
 std::vector<Waitable> wait_objects(const std::vector<Waitable>& objects, const Deadline& deadline);
+class SocketStream;
+// A Listener/Client connection over a connected socket (src/ipc/socket_stream.hpp).
+Connection socket_connection(std::unique_ptr<SocketStream> stream);
 }  // namespace detail
 
-// One end of a Pipe(). Move-only; the moved-from end is closed.
+// One end of a Pipe(), or a connection made by Listener::accept()/Client()
+// (mpx/listener.hpp: a socket framed as CPython's, same methods). Move-only; the
+// moved-from end is closed.
 class Connection {
  public:
   static constexpr std::size_t npos = static_cast<std::size_t>(-1);
@@ -128,6 +133,7 @@ class Connection {
 
  private:
   friend std::pair<Connection, Connection> Pipe(bool duplex, std::size_t capacity);
+  friend Connection detail::socket_connection(std::unique_ptr<detail::SocketStream> stream);
   friend std::vector<detail::Waitable> detail::wait_objects(
       const std::vector<detail::Waitable>& objects, const detail::Deadline& deadline);
   explicit Connection(std::unique_ptr<Impl> impl) noexcept;

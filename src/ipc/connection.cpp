@@ -14,6 +14,7 @@
 
 #include "ipc/read_ends.hpp"
 #include "ipc/ring.hpp"
+#include "ipc/socket_stream.hpp"
 #include "sys/fd.hpp"
 #include "sys/mapping.hpp"
 #include "sys/syscall.hpp"
@@ -30,7 +31,7 @@ struct Connection::Impl {
   // A read end hangs up (Ring::hang_up_reader) after its socket is closed: a writer's bell
   // then finds the socket gone if this was its last copy.
   ~Impl() {
-    if (!has_in) return;
+    if (!has_in || stream) return;
     detail::forget_read_end(this);
     in_socket.reset();
     in.hang_up_reader();
@@ -45,6 +46,8 @@ struct Connection::Impl {
   detail::Ring out;  // messages from this end (absent on a read-only end)
   bool has_in = false;
   bool has_out = false;
+  // A Listener/Client connection: a socket framed as CPython frames it, no rings.
+  std::unique_ptr<detail::SocketStream> stream;
 };
 
 namespace detail {
@@ -90,6 +93,13 @@ void hang_up_read_ends() noexcept {
     impl->in_socket.reset();
     impl->in.hang_up_reader();
   }
+}
+
+Connection socket_connection(std::unique_ptr<SocketStream> stream) {
+  auto impl = std::make_unique<Connection::Impl>();
+  impl->stream = std::move(stream);
+  impl->has_in = impl->has_out = true;
+  return Connection(std::move(impl));
 }
 
 }  // namespace detail
@@ -177,6 +187,7 @@ bool Connection::writable() const noexcept {
 
 int Connection::fileno() const {
   const Impl& impl = checked(false, false);
+  if (impl.stream) return impl.stream->fd();
   return impl.has_in ? impl.in_socket.get() : impl.out_socket.get();
 }
 
@@ -189,6 +200,7 @@ Connection::Impl& Connection::checked(bool want_read, bool want_write) const {
 
 void Connection::send_parts(detail::Parts parts) {
   Impl& impl = checked(false, true);
+  if (impl.stream) return impl.stream->send(parts);
   impl.out.write(parts, detail::Deadline::never());
 }
 
@@ -231,6 +243,7 @@ struct IntoSpan {
 
 void Connection::recv_into(Bytes& out) {
   Impl& impl = checked(true, false);
+  if (impl.stream) return impl.stream->recv(out, npos, detail::Deadline::never());
   detail::IntoVector into{&out, npos};
   impl.in.read(&detail::IntoVector::reserve, &into, detail::Deadline::never());
   if (into.no_memory) throw std::bad_alloc();
@@ -239,6 +252,10 @@ void Connection::recv_into(Bytes& out) {
 Bytes Connection::recv_bytes(std::size_t maxlength) {
   Impl& impl = checked(true, false);
   Bytes out;
+  if (impl.stream) {
+    impl.stream->recv(out, maxlength, detail::Deadline::never());
+    return out;
+  }
   detail::IntoVector into{&out, maxlength};
   impl.in.read(&detail::IntoVector::reserve, &into, detail::Deadline::never());
   if (into.too_long)
@@ -251,6 +268,14 @@ Bytes Connection::recv_bytes(std::size_t maxlength) {
 std::size_t Connection::recv_bytes_into(std::span<std::byte> buffer, std::size_t offset) {
   Impl& impl = checked(true, false);
   if (offset > buffer.size()) throw ValueError("recv_bytes_into: offset is beyond the buffer");
+  if (impl.stream) {
+    Bytes& scratch = detail::recv_scratch();
+    detail::ScratchTrim trim{scratch};
+    impl.stream->recv(scratch, npos, detail::Deadline::never());
+    if (scratch.size() > buffer.size() - offset) throw BufferTooShort(Bytes(scratch));
+    std::copy(scratch.begin(), scratch.end(), buffer.begin() + static_cast<std::ptrdiff_t>(offset));
+    return scratch.size();
+  }
   IntoSpan into{buffer.subspan(offset)};
   impl.in.read(&IntoSpan::reserve, &into, detail::Deadline::never());
   if (into.no_memory) throw std::bad_alloc();
@@ -260,6 +285,7 @@ std::size_t Connection::recv_bytes_into(std::span<std::byte> buffer, std::size_t
 
 bool Connection::poll_until(const detail::Deadline& deadline) {
   Impl& impl = checked(true, false);
+  if (impl.stream) return impl.stream->poll(deadline);
   if (impl.in.has_data() || impl.in_bell.gone()) return true;
   if (deadline.expired()) {
     impl.in_bell.drain();
@@ -272,8 +298,16 @@ namespace detail {
 
 std::vector<Waitable> wait_objects(const std::vector<Waitable>& objects, const Deadline& deadline) {
   std::vector<Connection::Impl*> impls(objects.size(), nullptr);
+  std::vector<int> plain_fds(objects.size());  // fds and socket connections
   for (std::size_t i = 0; i < objects.size(); ++i) {
-    if (Connection* c = objects[i].connection()) impls[i] = &c->checked(true, false);
+    plain_fds[i] = objects[i].fd();
+    if (Connection* c = objects[i].connection()) {
+      Connection::Impl& impl = c->checked(true, false);
+      if (impl.stream)
+        plain_fds[i] = impl.stream->fd();
+      else
+        impls[i] = &impl;
+    }
   }
   auto ready_now = [&](std::size_t i) {
     Connection::Impl* impl = impls[i];
@@ -290,7 +324,7 @@ std::vector<Waitable> wait_objects(const std::vector<Waitable>& objects, const D
   const bool any_plain = std::find(impls.begin(), impls.end(), nullptr) != impls.end();
   auto poll_fds = [&](bool bells, int ms) {
     for (std::size_t i = 0; i < objects.size(); ++i)
-      fds[i] = pollfd{impls[i] ? (bells ? impls[i]->in_bell.fd : -1) : objects[i].fd(), POLLIN, 0};
+      fds[i] = pollfd{impls[i] ? (bells ? impls[i]->in_bell.fd : -1) : plain_fds[i], POLLIN, 0};
     if (!bells && !any_plain) return;
     sys::call("poll(wait)",
               [&] { return ::poll(fds.data(), static_cast<nfds_t>(fds.size()), ms); });

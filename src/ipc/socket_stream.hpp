@@ -1,0 +1,57 @@
+// src/ipc/socket_stream.hpp — a Connection over a stream socket, framed as CPython's
+// multiprocessing.connection frames it: a 4-byte big-endian length, or for messages over
+// 2^31-1 bytes the 4 bytes 0xffffffff then an 8-byte big-endian length.
+//
+// Bounded memory: a length header is never trusted. The receive buffer grows as bytes
+// actually arrive (first 64 KiB, then doubling), so a peer announcing 2^62 bytes costs
+// what it sends, not what it claims; `limit` (the Listener's maxlength) rejects long
+// messages before any of their bytes are read.
+#pragma once
+
+#include <cstddef>
+#include <mutex>
+
+#include "mpx/codec.hpp"
+#include "mpx/detail/deadline.hpp"
+#include "mpx/detail/scratch.hpp"
+#include "sys/fd.hpp"
+
+namespace mpx::detail {
+
+class SocketStream {
+ public:
+  static constexpr std::size_t npos = static_cast<std::size_t>(-1);
+
+  explicit SocketStream(sys::Fd fd, std::size_t limit = npos) noexcept
+      : fd_(std::move(fd)), limit_(limit) {}
+
+  int fd() const noexcept { return fd_.get(); }
+
+  // Sends the parts, concatenated, as one framed message. Blocks while the socket's
+  // buffer is full. Throws BrokenPipeError when the peer is gone (EPIPE, ECONNRESET).
+  void send(Parts parts);
+
+  // Receives one message into `out` (resized to it). Throws: EOFError at the end of the
+  // stream between messages; OSError at the end of the stream inside a message;
+  // std::system_error(EMSGSIZE) when the message is longer than maxlength or the
+  // stream's limit (the stream is unusable afterwards: its bytes are not read);
+  // TimeoutError when `deadline` passes first (unusable afterwards too).
+  void recv(Bytes& out, std::size_t maxlength, const Deadline& deadline);
+
+  // Whether bytes (or the end of the stream) can be read before `deadline`.
+  bool poll(const Deadline& deadline) const;
+
+ private:
+  // Reads exactly n bytes into p. Returns false at end of stream before the first byte
+  // when `eof_ok`.
+  bool read_exact(std::byte* p, std::size_t n, const Deadline& deadline, bool eof_ok);
+  void wait_readable(const Deadline& deadline);
+
+  sys::Fd fd_;
+  std::size_t limit_;
+  std::mutex send_mu_;
+  std::mutex recv_mu_;
+  bool broken_ = false;  // a message was left half read: the framing is lost
+};
+
+}  // namespace mpx::detail
