@@ -4,6 +4,7 @@
 
 #include "mpx/codec.hpp"
 #include "mpx/connection.hpp"
+#include "mpx/context.hpp"
 #include "mpx/errors.hpp"
 #include "mpx/futures.hpp"
 #include "mpx/pool.hpp"

@@ -4,10 +4,21 @@
 //   p.start();
 //   p.join();  // p.exitcode() == 0
 //
-// Start method: fork. The child is a copy of the parent, so any callable works, capturing
-// lambdas included; it sees the parent's memory as it was at start(). What the child
-// does to its copy is not seen by the parent: share state through mpx's shared memory,
-// queues and pipes.
+// Start methods (mpx/context.hpp; ProcessOptions::context, set_start_method):
+//  - fork (the default): the child is a copy of the parent, so any callable works,
+//    capturing lambdas included; it sees the parent's memory as it was at start().
+//    Hazard, as in Python: fork copies only the calling thread, so a lock another thread
+//    held at that moment (malloc's, a logging library's, a std::mutex) stays locked in
+//    the child forever, and a child that takes it deadlocks. A program that starts
+//    threads before its processes should use spawn or forkserver.
+//  - spawn: the child is a fresh run of the program (posix_spawn of /proc/self/exe, or
+//    set_executable()'s) whose mpx::init() runs the target and exits; the target must be
+//    a portable callable with encodable arguments (mpx/detail/handoff.hpp), sent over a
+//    socket. No lock of the parent reaches it.
+//  - forkserver: a single-threaded server, spawned on first use, forks the child on
+//    request: a fork's speed with a spawn's safety, the same targets as spawn.
+// What the child does to its memory is not seen by the parent: share state through
+// mpx's shared memory, queues and pipes.
 //
 // Lifetime, as in Python:
 //  - The child runs the callable, then (like Python's _bootstrap) joins its own
@@ -48,8 +59,12 @@
 
 #include "mpx/detail/bound_call.hpp"
 #include "mpx/detail/deadline.hpp"
+#include "mpx/detail/handoff.hpp"
 
 namespace mpx {
+
+// Python's start methods ("fork", "spawn", "forkserver"; mpx/context.hpp).
+enum class StartMethod { fork, spawn, forkserver };
 
 // Optional settings of a Process (Python: Process(name=..., daemon=...)).
 struct ProcessOptions {
@@ -58,6 +73,9 @@ struct ProcessOptions {
   std::string name;
   // Empty: inherit current_process().daemon() (false in the main process).
   std::optional<bool> daemon;
+  // The start method (a Context converts to one); empty: get_start_method()'s, read at
+  // start().
+  std::optional<StartMethod> context;
 };
 
 namespace detail {
@@ -82,7 +100,7 @@ class Process {
   requires detail::OneShotCallable<F, Args...> Process(ProcessOptions options, F&& target,
                                                        Args&&... args)
       : Process(std::move(options),
-                detail::bind_call(std::forward<F>(target), std::forward<Args>(args)...)) {}
+                detail::bind_process_call(std::forward<F>(target), std::forward<Args>(args)...)) {}
 
   Process(Process&&) noexcept;
   // Assigning over a started Process releases it as the destructor does.
@@ -92,11 +110,14 @@ class Process {
   // Reaps the child if it has finished; a running child is left running (see the top).
   ~Process();
 
-  // Forks the child, which runs the target. Flushes stdout/stderr first (as Python does)
-  // so that buffered output is not printed twice.
-  // Blocks: for the fork (~0.1-1 ms).
+  // Starts the child by the start method, which runs the target. Flushes stdout/stderr
+  // first (as Python does) so that buffered output is not printed twice.
+  // Blocks: for the fork or spawn (~0.1-1 ms; the first forkserver start spawns it).
   // Throws: InvalidStateError if started before, closed, or this object was created by
-  // another process; std::system_error("fork"/"pidfd_open") if the OS refuses.
+  // another process; std::system_error("fork"/"pidfd_open") if the OS refuses. Under
+  // spawn or forkserver: ValueError when the target cannot travel (not a portable
+  // callable, or an argument with no codec), InvalidStateError when main() did not call
+  // mpx::init().
   // OS resources: a child process and a pidfd (sentinel()), released by close() or
   // the destructor once the child has been reaped.
   void start();

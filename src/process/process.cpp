@@ -33,6 +33,7 @@
 #include "ipc/read_ends.hpp"
 #include "mpx/errors.hpp"
 #include "process/process_internal.hpp"
+#include "process/start_methods.hpp"
 #include "sys/fd.hpp"
 #include "sys/pidfd.hpp"
 #include "sys/syscall.hpp"
@@ -52,6 +53,8 @@ struct ProcessState {
   pid_t creator = 0;  // the process that created the object; only it may start/join
   pid_t pid = 0;
   sys::Fd pidfd;
+  sys::Fd status;  // forkserver children: the server writes the exit code here
+  std::optional<StartMethod> method;
   std::optional<int> returncode;
   std::unique_ptr<BoundCall> target;
 };
@@ -98,7 +101,7 @@ struct Forker {
   std::mutex serial;  // one request at a time
   std::mutex mu;
   std::condition_variable cv;
-  const std::function<void()>* job = nullptr;
+  const std::function<pid_t()>* job = nullptr;
   bool done = false;
   pid_t result = -1;
   int error = 0;
@@ -113,10 +116,9 @@ void forker_loop(Forker* f) {
   std::unique_lock lock(f->mu);
   for (;;) {
     f->cv.wait(lock, [&] { return f->job != nullptr; });
-    const std::function<void()>* job = std::exchange(f->job, nullptr);
+    const std::function<pid_t()>* job = std::exchange(f->job, nullptr);
     lock.unlock();
-    pid_t pid = ::fork();
-    if (pid == 0) (*job)();  // never returns
+    pid_t pid = (*job)();  // a forked child never returns from it
     int error = errno;
     lock.lock();
     f->result = pid;
@@ -148,25 +150,28 @@ Forker& forker() {
   return *g_forker;
 }
 
-// fork(), from the calling thread if it is the main thread, else from the forker.
-// The child runs child_main, which never returns.
-pid_t fork_process(const std::function<void()>& child_main) {
+}  // namespace
+
+// Runs `job` (a fork or a spawn, returning the child's pid or -1 with errno) on the
+// calling thread if it is the main thread, else on the forker.
+pid_t detail::run_forking(const std::function<pid_t()>& job, const char* what) {
   if (::syscall(SYS_gettid) == ::getpid()) {
-    pid_t pid = ::fork();
-    if (pid == 0) child_main();
-    if (pid < 0) sys::throw_errno("fork");
+    pid_t pid = job();
+    if (pid < 0) sys::throw_errno(what);
     return pid;
   }
   Forker& f = forker();
   std::lock_guard serial(f.serial);
   std::unique_lock lock(f.mu);
   f.done = false;
-  f.job = &child_main;
+  f.job = &job;
   f.cv.notify_all();
   f.cv.wait(lock, [&] { return f.done; });
-  if (f.result < 0) sys::throw_errno("fork", f.error);
+  if (f.result < 0) sys::throw_errno(what, f.error);
   return f.result;
 }
+
+namespace {
 
 void adopt_after_fork(Registry& r) {
   r.mu.unlock();  // locked by the fork handler, left locked in the child until now
@@ -214,6 +219,12 @@ void forget_child(const ProcessState* st) {
 // st.mu held and the child started.
 std::optional<int> poll_locked(ProcessState& st) {
   if (st.returncode || !st.pidfd) return st.returncode;
+  if (st.status) {
+    st.returncode = detail::read_exit_status(st.status.get());
+    if (!st.returncode) return std::nullopt;
+    forget_child(&st);
+    return st.returncode;
+  }
   siginfo_t info{};
   int rc = sys::call_raw("waitid(P_PIDFD)", [&] {
     return ::waitid(P_PIDFD, static_cast<id_t>(st.pidfd.get()), &info, WEXITED | WNOHANG);
@@ -276,7 +287,7 @@ bool wait_exit(ProcessState& st, const detail::Deadline& deadline) {
     {
       std::lock_guard lock(st.mu);
       if (poll_locked(st)) return true;
-      fd = st.pidfd.get();
+      fd = st.status ? st.status.get() : st.pidfd.get();
     }
     pollfd p{fd, POLLIN, 0};
     int rc = sys::call("poll(pidfd)", [&] { return ::poll(&p, 1, deadline.poll_timeout_ms()); });
@@ -322,8 +333,10 @@ void exit_handler() noexcept {
   __builtin_unreachable();
 }
 
+}  // namespace
+
 // The end of a child: as Python's _bootstrap after run().
-[[noreturn]] void finish_child(int code) {
+[[noreturn]] void detail::finish_child(int code) {
   // Still stale: this child never used the registry, so it has no children.
   if (!Children::stale()) shutdown_children();
   detail::join_non_daemon_threads();
@@ -331,6 +344,8 @@ void exit_handler() noexcept {
   detail::hang_up_read_ends();  // no destructor runs for them: their writers must learn it
   exit_now(code);
 }
+
+namespace {
 
 // The child's side of start(). The system calls that only a child makes go through
 // syscall(2), which the parent has bound already: a libc function called here for the
@@ -357,18 +372,35 @@ void exit_handler() noexcept {
     ::syscall(SYS_close, devnull);
   }
 
+  detail::run_child_target(st.name, [&st] {
+    if (st.target) (*st.target)();
+  });
+}
+
+}  // namespace
+
+void detail::run_child_target(const std::string& name, const std::function<void()>& target) {
   int code = 0;
   try {
-    if (st.target) (*st.target)();
+    target();
   } catch (...) {
-    std::fprintf(stderr, "Process %s:\n%s\n", st.name.c_str(),
+    std::fprintf(stderr, "Process %s:\n%s\n", name.c_str(),
                  detail::describe_current_exception().c_str());
     code = 1;
   }
   finish_child(code);
 }
 
-}  // namespace
+void detail::become_child(const ChildIdentity& self, pid_t parent_pid) {
+  Registry& r = registry();
+  std::lock_guard lock(r.mu);
+  r.parent.emplace(parent_pid, self.parent_name, self.parent_daemon);
+  r.is_child = true;
+  r.name = self.name;
+  r.daemon = self.daemon;
+  r.identity = self.identity;
+  r.counter = 0;
+}
 
 // ---------------------------------------------------------------------------
 // Process
@@ -388,6 +420,7 @@ Process::Process(ProcessOptions options, std::unique_ptr<detail::BoundCall> targ
   }
   state_->name = options.name.empty() ? default_name(state_->identity) : std::move(options.name);
   state_->creator = ::getpid();
+  state_->method = options.context;
   state_->target = std::move(target);
 }
 
@@ -433,26 +466,41 @@ void Process::start() {
     running_children();  // reap finished children, as Python's _cleanup()
     Children::install_handlers(exit_handler);
     flush_std_streams();
-    const pid_t parent_pid = ::getpid();
-    sigset_t mask;
-    ::pthread_sigmask(SIG_SETMASK, nullptr, &mask);
-    const std::function<void()> child = [&st, parent_pid, &mask] {
-      child_main(st, parent_pid, mask);
-    };
-    pid_t pid = fork_process(child);
-    sys::Fd pidfd;
-    try {
-      pidfd = sys::pidfd_open(pid);
-    } catch (...) {
-      ::kill(pid, SIGKILL);
-      ::waitpid(pid, nullptr, 0);
-      throw;
+    const StartMethod method = st.method ? *st.method : detail::default_start_method();
+    detail::StartedChild started;
+    if (method == StartMethod::fork) {
+      const pid_t parent_pid = ::getpid();
+      sigset_t mask;
+      ::pthread_sigmask(SIG_SETMASK, nullptr, &mask);
+      const std::function<pid_t()> child = [&st, parent_pid, &mask] {
+        pid_t pid = ::fork();
+        if (pid == 0) child_main(st, parent_pid, mask);
+        return pid;
+      };
+      started.pid = detail::run_forking(child, "fork");
+      started.pidfd = detail::child_pidfd(started.pid);
+    } else {
+      detail::ChildIdentity self;
+      {
+        Registry& r = registry();
+        std::lock_guard lock(r.mu);
+        self.parent_name = r.name;
+        self.parent_daemon = r.daemon;
+      }
+      {
+        std::lock_guard lock(st.mu);
+        self.name = st.name;
+        self.daemon = st.daemon;
+        self.identity = st.identity;
+      }
+      started = detail::start_not_forked(self, method, st.target.get());
     }
     std::unique_ptr<detail::BoundCall> target;
     {
       std::lock_guard lock(st.mu);
-      st.pid = pid;
-      st.pidfd = std::move(pidfd);
+      st.pid = started.pid;
+      st.pidfd = std::move(started.pidfd);
+      st.status = std::move(started.status);
       st.phase = Phase::kStarted;
       // As Python, the parent drops the target once the child has its copy.
       target = std::move(st.target);
@@ -563,6 +611,7 @@ void Process::close() {
     }
     st.phase = Phase::kClosed;
     st.pidfd.reset();
+    st.status.reset();
     st.target.reset();
   }
   forget_child(&st);
@@ -572,7 +621,7 @@ int Process::sentinel() const {
   ProcessState& st = checked("sentinel");
   std::lock_guard lock(st.mu);
   if (st.phase != Phase::kStarted) throw InvalidStateError("process not started");
-  return st.pidfd.get();
+  return st.status ? st.status.get() : st.pidfd.get();
 }
 
 // ---------------------------------------------------------------------------
@@ -602,59 +651,6 @@ std::vector<Process> active_children() {
   return result;
 }
 
-namespace {
-// The CPU limit of a cgroup v2 cpu.max file ("max 100000" or "<quota> <period>").
-std::optional<int> cgroup_cpu_limit() {
-  std::ifstream cgroup("/proc/self/cgroup");
-  std::string line, path;
-  while (std::getline(cgroup, line)) {
-    if (line.rfind("0::", 0) == 0) {
-      path = line.substr(3);
-      break;
-    }
-  }
-  if (path.empty()) return std::nullopt;
-  std::optional<int> limit;
-  const std::string root = "/sys/fs/cgroup";
-  for (;;) {
-    std::ifstream max(root + path + "/cpu.max");
-    std::string quota;
-    long period = 0;
-    if (max >> quota >> period && quota != "max" && period > 0) {
-      long q = std::atol(quota.c_str());
-      if (q > 0) {
-        int cpus = static_cast<int>((q + period - 1) / period);
-        limit = limit ? std::min(*limit, cpus) : cpus;
-      }
-    }
-    if (path.empty() || path == "/") break;
-    auto slash = path.rfind('/');
-    path = slash == std::string::npos || slash == 0 ? std::string("/") : path.substr(0, slash);
-  }
-  return limit;
-}
-}  // namespace
-
-int cpu_count() {
-  int count = 0;
-  for (int size = 1024; size <= 1 << 20 && count == 0; size *= 4) {
-    cpu_set_t* set = CPU_ALLOC(size);
-    if (!set) break;
-    std::size_t bytes = CPU_ALLOC_SIZE(size);
-    CPU_ZERO_S(bytes, set);
-    if (::sched_getaffinity(0, bytes, set) == 0) {
-      count = CPU_COUNT_S(bytes, set);
-    } else if (errno != EINVAL) {
-      CPU_FREE(set);
-      break;
-    }
-    CPU_FREE(set);
-  }
-  if (count <= 0) count = static_cast<int>(std::max(1L, ::sysconf(_SC_NPROCESSORS_ONLN)));
-  if (auto limit = cgroup_cpu_limit()) count = std::min(count, *limit);
-  return std::max(1, count);
-}
-
 void exit(int code) {
   bool is_child;
   {
@@ -662,7 +658,7 @@ void exit(int code) {
     std::lock_guard lock(r.mu);
     is_child = r.is_child;
   }
-  if (is_child) finish_child(code);
+  if (is_child) detail::finish_child(code);
   std::exit(code);
 }
 

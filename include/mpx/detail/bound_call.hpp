@@ -3,11 +3,14 @@
 #pragma once
 
 #include <concepts>
+#include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <tuple>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 namespace mpx::detail {
 
@@ -18,10 +21,18 @@ class BoundCall {
   // Calls the target once with its arguments as rvalues (as std::thread does); its
   // result, if any, is discarded.
   virtual void operator()() = 0;
+  // For a child that is not a fork: sets `entry` (a SpawnEntry, mpx/detail/handoff.hpp)
+  // and appends the target's and arguments' bytes to `out`. False when the target
+  // cannot travel (not a portable callable, or an argument with no codec).
+  virtual bool encode_for_spawn(std::uint64_t& entry, std::vector<std::byte>& out) const {
+    static_cast<void>(entry);
+    static_cast<void>(out);
+    return false;
+  }
 };
 
 template <class F, class... Args>
-class BoundCallOf final : public BoundCall {
+class BoundCallOf : public BoundCall {
  public:
   template <class G, class... A>
   explicit BoundCallOf(G&& f, A&&... args)
@@ -34,7 +45,7 @@ class BoundCallOf final : public BoundCall {
         args_);
   }
 
- private:
+ protected:
   F f_;
   std::tuple<Args...> args_;
 };

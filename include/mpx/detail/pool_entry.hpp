@@ -21,83 +21,11 @@
 
 #include "mpx/codec.hpp"
 #include "mpx/detail/function_id.hpp"
+#include "mpx/detail/handoff.hpp"
 #include "mpx/detail/pool_task.hpp"
 #include "mpx/errors.hpp"
 
 namespace mpx::detail {
-
-struct ProbeArchive {
-  template <class... T>
-  void operator()(T&&...) {}
-};
-
-template <class F>
-concept FunctionPointer = std::is_pointer_v<F> && std::is_function_v<std::remove_pointer_t<F>>;
-template <class F>
-concept StatelessCallable =
-    std::is_class_v<F> && std::is_empty_v<F> && std::is_default_constructible_v<F>;
-template <class F>
-concept SerializableCallable = std::is_class_v<F> && requires(F& f, ProbeArchive& ar) {
-  f.serialize(ar);
-};
-// Callables a process pool can send to its workers.
-template <class F>
-concept PortableCallable = FunctionPointer<F> || StatelessCallable<F> || SerializableCallable<F>;
-
-template <class F>
-constexpr void require_portable() {
-  static_assert(PortableCallable<F>,
-                "mpx: a process pool can only send portable callables to its workers: function "
-                "pointers, captureless lambdas, empty function objects, or function objects "
-                "with a serialize() method. A capturing lambda (or a function object with state "
-                "and no serialize()) cannot be sent. Instead: put the captured values in a "
-                "struct with operator() and serialize(); or pass them as arguments; or set them "
-                "up once per worker with the pool's initializer; or use mpx::fork_map / a "
-                "ThreadPool, which take any callable.");
-}
-
-inline void put_u64(ByteVector& out, uint64_t v) {
-  // resize + memcpy rather than insert(): GCC 12 at -O3 warns falsely
-  // (-Wstringop-overflow) on vector::insert into an empty vector.
-  const std::size_t at = out.size();
-  out.resize(at + sizeof v);
-  std::memcpy(out.data() + at, &v, sizeof v);
-}
-inline uint64_t take_u64(std::span<const std::byte>& in) {
-  uint64_t v;
-  if (in.size() < sizeof v) throw DecodeError("truncated task");
-  std::memcpy(&v, in.data(), sizeof v);
-  in = in.subspan(sizeof v);
-  return v;
-}
-
-template <class F>
-void encode_callable(const F& f, ByteVector& out) {
-  if constexpr (FunctionPointer<F>) {
-    put_u64(out, reinterpret_cast<uint64_t>(f));
-  } else if constexpr (StatelessCallable<F>) {
-    (void)f;
-  } else {
-    ByteVector state = mpx::encode(f);
-    put_u64(out, state.size());
-    out.insert(out.end(), state.begin(), state.end());
-  }
-}
-
-template <class F>
-F decode_callable(std::span<const std::byte>& in) {
-  if constexpr (FunctionPointer<F>) {
-    return reinterpret_cast<F>(local_address(take_u64(in)));
-  } else if constexpr (StatelessCallable<F>) {
-    return F{};
-  } else {
-    uint64_t n = take_u64(in);
-    if (in.size() < n) throw DecodeError("truncated callable state");
-    F f = mpx::decode<F>(in.first(n));
-    in = in.subspan(n);
-    return f;
-  }
-}
 
 // Decodes a value that may be void.
 template <class R>

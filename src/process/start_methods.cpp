@@ -1,0 +1,323 @@
+// The spawn start method, the program's start method and executable, mpx::init, and
+// the contexts of mpx/context.hpp.
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstring>
+#include <mutex>
+#include <string>
+#include <tuple>
+
+#include "mpx/codec.hpp"
+#include "mpx/context.hpp"
+#include "mpx/detail/function_id.hpp"
+#include "mpx/detail/handoff.hpp"
+#include "mpx/errors.hpp"
+#include "process/start_methods.hpp"
+#include "sys/pidfd.hpp"
+#include "sys/syscall.hpp"
+
+extern char** environ;
+
+namespace mpx {
+
+namespace {
+
+constexpr const char* kSpawnMarker = "--mpx-spawn";
+constexpr const char* kForkserverMarker = "--mpx-forkserver";
+// The fd on which a child that is not a fork finds its channel to the parent.
+constexpr int kChannelFd = 3;
+
+struct Settings {
+  std::mutex mu;
+  std::optional<StartMethod> method;
+  std::string executable;  // empty: /proc/self/exe
+  std::string argv0;
+};
+Settings& settings() {
+  static Settings* s = new Settings;  // never destroyed: children start at exit too
+  return *s;
+}
+std::atomic<bool> g_init_called{false};
+
+StartMethod parse_method(std::string_view name) {
+  if (name == "fork") return StartMethod::fork;
+  if (name == "spawn") return StartMethod::spawn;
+  if (name == "forkserver") return StartMethod::forkserver;
+  throw ValueError("cannot find context for '" + std::string(name) + "'");
+}
+
+}  // namespace
+
+std::string_view start_method_name(StartMethod method) {
+  switch (method) {
+    case StartMethod::spawn:
+      return "spawn";
+    case StartMethod::forkserver:
+      return "forkserver";
+    case StartMethod::fork:
+      break;
+  }
+  return "fork";
+}
+
+Context get_context(std::string_view method) {
+  if (method.empty()) return Context(parse_method(get_start_method()));
+  return Context(parse_method(method));
+}
+
+void set_start_method(std::string_view method, bool force) {
+  const StartMethod m = parse_method(method);
+  Settings& s = settings();
+  std::lock_guard lock(s.mu);
+  if (s.method && !force) throw InvalidStateError("context has already been set");
+  s.method = m;
+}
+
+std::optional<std::string> get_start_method(bool allow_none) {
+  Settings& s = settings();
+  std::lock_guard lock(s.mu);
+  if (!s.method) {
+    if (allow_none) return std::nullopt;
+    s.method = StartMethod::fork;
+  }
+  return std::string(start_method_name(*s.method));
+}
+
+std::string get_start_method() {
+  return *get_start_method(false);
+}
+
+std::vector<std::string> get_all_start_methods() {
+  return {"fork", "spawn", "forkserver"};
+}
+
+void set_executable(std::string path) {
+  Settings& s = settings();
+  std::lock_guard lock(s.mu);
+  s.executable = std::move(path);
+}
+
+std::string get_executable() {
+  Settings& s = settings();
+  std::lock_guard lock(s.mu);
+  return s.executable.empty() ? std::string("/proc/self/exe") : s.executable;
+}
+
+void set_forkserver_preload(const std::vector<std::string>&) {}
+
+void init(int argc, char** argv) {
+  g_init_called.store(true, std::memory_order_relaxed);
+  if (argc >= 1 && argv[0]) {
+    Settings& s = settings();
+    std::lock_guard lock(s.mu);
+    s.argv0 = argv[0];
+  }
+  if (argc != 2 || !argv[1]) return;
+  if (std::strcmp(argv[1], kSpawnMarker) == 0) {
+    // Die with the parent; if it died already, getppid() has changed (or the channel
+    // reads EOF).
+    const pid_t parent = ::getppid();
+    if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != parent) ::_exit(1);
+    try {
+      detail::adopt_module_table(detail::recv_frame(kChannelFd));
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "mpx: a spawned child cannot run its target: %s\n", e.what());
+      ::_exit(1);
+    }
+    detail::run_order(kChannelFd);
+  }
+  if (std::strcmp(argv[1], kForkserverMarker) == 0) detail::forkserver_main();
+}
+
+namespace detail {
+
+StartMethod default_start_method() {
+  Settings& s = settings();
+  std::lock_guard lock(s.mu);
+  return s.method.value_or(StartMethod::fork);
+}
+
+bool send_frame(int fd, std::span<const std::byte> bytes) {
+  const std::uint64_t n = bytes.size();
+  auto put = [fd](const void* p, std::size_t len) {
+    const char* c = static_cast<const char*>(p);
+    while (len > 0) {
+      ssize_t w = sys::call_raw("send(frame)", [&] { return ::send(fd, c, len, MSG_NOSIGNAL); });
+      if (w < 0) {
+        if (errno == EPIPE || errno == ECONNRESET) return false;
+        sys::throw_errno("send(frame)");
+      }
+      c += w;
+      len -= static_cast<std::size_t>(w);
+    }
+    return true;
+  };
+  return put(&n, sizeof n) && put(bytes.data(), bytes.size());
+}
+
+std::vector<std::byte> recv_frame(int fd) {
+  auto get = [fd](void* p, std::size_t len) {
+    char* c = static_cast<char*>(p);
+    while (len > 0) {
+      ssize_t r = sys::call("recv(frame)", [&] { return ::recv(fd, c, len, 0); });
+      if (r == 0) throw EOFError("mpx: the parent closed the channel before the child's order");
+      c += r;
+      len -= static_cast<std::size_t>(r);
+    }
+  };
+  std::uint64_t n = 0;
+  get(&n, sizeof n);
+  if (n > (std::uint64_t{1} << 40)) throw DecodeError("mpx: malformed frame on a child's channel");
+  std::vector<std::byte> bytes(static_cast<std::size_t>(n));
+  get(bytes.data(), bytes.size());
+  return bytes;
+}
+
+namespace {
+using OrderTuple = std::tuple<std::string, bool, std::vector<int>, std::string, bool, int,
+                              std::uint64_t, std::vector<std::byte>>;
+}  // namespace
+
+std::vector<std::byte> encode_order(const ChildOrder& o) {
+  return mpx::encode(OrderTuple{o.self.name, o.self.daemon, o.self.identity, o.self.parent_name,
+                                o.self.parent_daemon, o.parent, o.entry, o.target});
+}
+
+void run_order(int channel) {
+  ChildOrder o;
+  std::string error;
+  try {
+    auto t = mpx::decode<OrderTuple>(recv_frame(channel));
+    std::tie(o.self.name, o.self.daemon, o.self.identity, o.self.parent_name, o.self.parent_daemon,
+             o.parent, o.entry, o.target) = std::move(t);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "mpx: a spawned child could not read its order: %s\n", e.what());
+    ::_exit(1);
+  }
+  ::close(channel);
+  become_child(o.self, o.parent);
+  run_child_target(o.self.name, [&o] {
+    if (o.entry == 0) return;
+    auto entry = reinterpret_cast<SpawnEntry>(local_address(o.entry));
+    entry(o.target);
+  });
+}
+
+pid_t spawn_executable(const char* marker, int channel) {
+  std::string path, argv0;
+  {
+    Settings& s = settings();
+    std::lock_guard lock(s.mu);
+    path = s.executable.empty() ? std::string("/proc/self/exe") : s.executable;
+    argv0 = s.argv0.empty() ? path : s.argv0;
+  }
+  // dup2(fd, fd) would keep FD_CLOEXEC: move the channel off fd 3 first.
+  sys::Fd moved;
+  if (channel == kChannelFd) {
+    moved = sys::Fd(sys::call("fcntl(F_DUPFD_CLOEXEC)",
+                              [&] { return ::fcntl(channel, F_DUPFD_CLOEXEC, kChannelFd + 1); }));
+    channel = moved.get();
+  }
+  posix_spawn_file_actions_t actions;
+  posix_spawnattr_t attr;
+  ::posix_spawn_file_actions_init(&actions);
+  ::posix_spawnattr_init(&attr);
+  ::posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+  ::posix_spawn_file_actions_adddup2(&actions, channel, kChannelFd);
+  ::posix_spawn_file_actions_addclosefrom_np(&actions, kChannelFd + 1);
+  sigset_t mask;
+  ::pthread_sigmask(SIG_SETMASK, nullptr, &mask);
+  ::posix_spawnattr_setsigmask(&attr, &mask);  // the forker blocks every signal
+  ::posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
+  char* argv[] = {argv0.data(), const_cast<char*>(marker), nullptr};
+  const std::function<pid_t()> job = [&] {
+    pid_t pid = 0;
+    int rc = ::posix_spawn(&pid, path.c_str(), &actions, &attr, argv, environ);
+    if (rc != 0) {
+      errno = rc;
+      return pid_t{-1};
+    }
+    return pid;
+  };
+  struct Cleanup {
+    posix_spawn_file_actions_t* a;
+    posix_spawnattr_t* t;
+    ~Cleanup() {
+      ::posix_spawn_file_actions_destroy(a);
+      ::posix_spawnattr_destroy(t);
+    }
+  } cleanup{&actions, &attr};
+  return run_forking(job, "posix_spawn");
+}
+
+sys::Fd child_pidfd(pid_t pid) {
+  try {
+    return sys::pidfd_open(pid);
+  } catch (...) {
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+    throw;
+  }
+}
+
+StartedChild start_not_forked(const ChildIdentity& self, StartMethod method,
+                              const BoundCall* target) {
+  const char* name = method == StartMethod::spawn ? "spawn" : "forkserver";
+  if (!g_init_called.load(std::memory_order_relaxed)) {
+    throw InvalidStateError(
+        std::string("mpx: the ") + name +
+        " start method needs mpx::init(argc, argv) as the first line of main (Python's `if "
+        "__name__ == \"__main__\":` guard): the child is a new run of this program, and "
+        "mpx::init is where it runs its target instead of main");
+  }
+  ChildOrder order;
+  order.self = self;
+  order.parent = ::getpid();
+  if (target && !target->encode_for_spawn(order.entry, order.target)) {
+    throw ValueError(std::string("mpx: the target of a ") + name +
+                     " Process cannot reach its child: it must be a portable callable (a "
+                     "function pointer, a captureless lambda, an empty function object or one "
+                     "with serialize()) whose arguments have a codec. A capturing lambda can "
+                     "only be started by fork; pass the captured values as arguments instead");
+  }
+  const std::vector<std::byte> bytes = encode_order(order);
+  StartedChild started;
+  sys::Fd channel;
+  if (method == StartMethod::forkserver) {
+    started = forkserver_start(channel);
+  } else {
+    int sv[2];
+    sys::call("socketpair",
+              [&] { return ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv); });
+    channel = sys::Fd(sv[0]);
+    sys::Fd theirs(sv[1]);
+    started.pid = spawn_executable(kSpawnMarker, theirs.get());
+    started.pidfd = child_pidfd(started.pid);
+    // A child that died before reading it has its exit code already: nothing to report.
+    if (!send_frame(channel.get(), encode_module_table())) return started;
+  }
+  send_frame(channel.get(), bytes);
+  return started;
+}
+
+std::optional<int> read_exit_status(int status_fd) {
+  int code = 0;
+  ssize_t n =
+      sys::call_raw("read(exit status)", [&] { return ::read(status_fd, &code, sizeof code); });
+  if (n == sizeof code) return code;
+  if (n < 0 && errno == EAGAIN) return std::nullopt;
+  return 255;  // the server died without reporting: the status is lost
+}
+
+}  // namespace detail
+
+}  // namespace mpx

@@ -1,0 +1,99 @@
+// src/process/start_methods.hpp — the seams between Process (process.cpp) and the start
+// methods that do not fork the caller: spawn and forkserver (start_methods.cpp,
+// forkserver.cpp).
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "mpx/detail/bound_call.hpp"
+#include "mpx/process.hpp"
+#include "sys/fd.hpp"
+
+namespace mpx::detail {
+
+// Who a child that is not a fork becomes: its Process's name, daemon flag and identity,
+// and its parent's name and daemon flag (its pid travels too).
+struct ChildIdentity {
+  std::string name;
+  bool daemon = false;
+  std::vector<int> identity;
+  std::string parent_name;
+  bool parent_daemon = false;
+};
+
+// A started child: its pid and pidfd; for a forkserver child, the pipe on which the
+// server writes its exit code (read_exit_status).
+struct StartedChild {
+  pid_t pid = 0;
+  sys::Fd pidfd;
+  sys::Fd status;
+};
+
+// --- process.cpp
+
+// Runs `job` (which forks or spawns and returns the child's pid, or -1 with errno) on
+// the calling thread if it is the main thread, else on the long-lived forker thread,
+// so that PR_SET_PDEATHSIG ties the child to a thread that lives as long as the process.
+// Throws std::system_error(what) when it returns -1.
+pid_t run_forking(const std::function<pid_t()>& job, const char* what);
+// Makes this process (a child that is not a fork) the Process `self` describes.
+void become_child(const ChildIdentity& self, pid_t parent_pid);
+// Runs a child's target, prints an uncaught exception as Python does, and ends the
+// child (finish_child) with 0, or 1 after an exception.
+[[noreturn]] void run_child_target(const std::string& name, const std::function<void()>& target);
+// The end of a child: joins its children and threads, flushes stdio, _exit(code).
+[[noreturn]] void finish_child(int code);
+
+// --- start_methods.cpp
+
+// The pidfd of a child just started; kills and reaps it when there is none.
+sys::Fd child_pidfd(pid_t pid);
+
+// The program's start method (set_start_method's; fork when none was set).
+StartMethod default_start_method();
+// Starts a child by spawn or forkserver that runs `target` (null: nothing).
+// Throws ValueError when the target cannot travel, InvalidStateError without mpx::init.
+StartedChild start_not_forked(const ChildIdentity& self, StartMethod method,
+                              const BoundCall* target);
+// The exit code a forkserver wrote on `status_fd`, empty while the child runs (255 when
+// the server died without writing one).
+std::optional<int> read_exit_status(int status_fd);
+
+// posix_spawn of the executable with argv {argv0, marker}, `channel` as its fd 3,
+// /dev/null as stdin, no other fd but stdout and stderr; on the forker when needed.
+pid_t spawn_executable(const char* marker, int channel);
+// One frame on a stream socket: its length (u64), then its bytes. send_frame returns
+// false when the peer is gone; recv_frame throws EOFError.
+bool send_frame(int fd, std::span<const std::byte> bytes);
+std::vector<std::byte> recv_frame(int fd);
+
+// What a child that is not a fork receives: who it is, its parent's pid, its target.
+struct ChildOrder {
+  ChildIdentity self;
+  pid_t parent = 0;
+  std::uint64_t entry = 0;  // a SpawnEntry of the parent's, 0: no target
+  std::vector<std::byte> target;
+};
+std::vector<std::byte> encode_order(const ChildOrder& order);
+// In the child: reads its order from `channel`, becomes the Process, runs the target
+// and exits. Never returns.
+[[noreturn]] void run_order(int channel);
+
+// --- forkserver.cpp
+
+// A forkserver child: asks the server (started on first use, restarted when it died) to
+// fork a child that reads its order from the socket returned in `channel`.
+StartedChild forkserver_start(sys::Fd& channel);
+// The server's loop, in the process that mpx::init recognised as the forkserver; the
+// client's socket is fd 3. Never returns.
+[[noreturn]] void forkserver_main();
+
+}  // namespace mpx::detail

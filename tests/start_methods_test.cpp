@@ -1,0 +1,313 @@
+// Start methods (mpx/context.hpp): fork, spawn and forkserver behind one Process;
+// contexts; the fork-with-threads deadlock that spawn and forkserver avoid.
+#include "mpx/context.hpp"
+
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "mpx/errors.hpp"
+#include "sys/fd.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using mpx::StartMethod;
+
+// Targets: plain functions, so that they reach a child that is not a fork.
+void do_nothing() {}
+void exit_with(int code) {
+  mpx::exit(code);
+}
+void throw_error() {
+  throw std::runtime_error("boom in the child");
+}
+void sleep_forever() {
+  for (;;)
+    ::pause();
+}
+// Exits with a code computed from its arguments: they arrived when it is right.
+void exit_with_sum(int a, std::string text, std::vector<int> more) {
+  int sum = a + static_cast<int>(text.size());
+  for (int x : more)
+    sum += x;
+  mpx::exit(sum);
+}
+// 0 when the child sees itself and its parent as the parent named them.
+void check_identity(std::string name, bool daemon, int parent_pid) {
+  const auto self = mpx::current_process();
+  const auto parent = mpx::parent_process();
+  const bool ok = self.name() == name && self.daemon() == daemon && parent &&
+                  parent->pid() == parent_pid && parent->name() == "MainProcess";
+  mpx::exit(ok ? 0 : 7);
+}
+struct AddTo {
+  int base = 0;
+  template <class Archive>
+  void serialize(Archive& ar) {
+    ar(base);
+  }
+  void operator()(int x) const { mpx::exit(base + x); }
+};
+
+// The forkserver lives as long as this binary: started before the first test, so that
+// the leak check does not count its socket against whichever test used it first.
+class StartTheForkserver : public ::testing::Environment {
+ public:
+  void SetUp() override {
+    mpx::Process p = mpx::get_context("forkserver").Process(do_nothing);
+    p.start();
+    p.join();
+  }
+};
+const auto* const g_forkserver_env = ::testing::AddGlobalTestEnvironment(new StartTheForkserver);
+
+int run(StartMethod method, mpx::Process p) {
+  static_cast<void>(method);
+  p.start();
+  p.join(60s);
+  EXPECT_FALSE(p.is_alive());
+  if (p.is_alive()) {
+    p.kill();
+    p.join();
+  }
+  return p.exitcode().value_or(-1000);
+}
+
+std::string method_name(const ::testing::TestParamInfo<StartMethod>& param) {
+  return std::string(mpx::start_method_name(param.param));
+}
+
+class StartMethods : public ::testing::TestWithParam<StartMethod> {
+ protected:
+  mpx::Context ctx() const { return mpx::Context(GetParam()); }
+};
+
+TEST_P(StartMethods, ExitCodes) {
+  EXPECT_EQ(run(GetParam(), ctx().Process(do_nothing)), 0);
+  EXPECT_EQ(run(GetParam(), ctx().Process(exit_with, 3)), 3);
+  EXPECT_EQ(run(GetParam(), ctx().Process(throw_error)), 1);
+  EXPECT_EQ(run(GetParam(), mpx::Process(mpx::ProcessOptions{.context = GetParam()})), 0);
+}
+
+TEST_P(StartMethods, TargetsAndArgumentsArrive) {
+  EXPECT_EQ(run(GetParam(),
+                ctx().Process(exit_with_sum, 5, std::string("four"), std::vector<int>{10, 20})),
+            39);
+  EXPECT_EQ(run(GetParam(), ctx().Process([](int x) { mpx::exit(x * 2); }, 21)), 42);
+  EXPECT_EQ(run(GetParam(), ctx().Process(AddTo{40}, 2)), 42);
+}
+
+TEST_P(StartMethods, ChildKnowsItselfAndItsParent) {
+  mpx::ProcessOptions options{.name = "worker-x", .daemon = true};
+  EXPECT_EQ(run(GetParam(), ctx().Process(options, check_identity, std::string("worker-x"), true,
+                                          static_cast<int>(::getpid()))),
+            0);
+}
+
+TEST_P(StartMethods, SentinelTerminateKill) {
+  mpx::Process p = ctx().Process(sleep_forever);
+  p.start();
+  EXPECT_GT(p.pid(), 0);
+  EXPECT_TRUE(p.is_alive());
+  pollfd fd{p.sentinel(), POLLIN, 0};
+  EXPECT_EQ(::poll(&fd, 1, 0), 0);
+  p.join(10ms);
+  EXPECT_TRUE(p.is_alive());
+  EXPECT_FALSE(p.exitcode().has_value());
+  p.terminate();
+  EXPECT_EQ(::poll(&fd, 1, 60000), 1);
+  p.join();
+  EXPECT_EQ(p.exitcode(), -SIGTERM);
+
+  mpx::Process q = ctx().Process(sleep_forever);
+  q.start();
+  q.kill();
+  q.join();
+  EXPECT_EQ(q.exitcode(), -SIGKILL);
+}
+
+TEST_P(StartMethods, ManyAtOnceFromManyThreads) {
+  std::vector<std::thread> threads;
+  std::atomic<int> good{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 5; ++i)
+        if (run(GetParam(), ctx().Process(exit_with, t * 10 + i)) == t * 10 + i) ++good;
+    });
+  }
+  for (auto& t : threads)
+    t.join();
+  EXPECT_EQ(good.load(), 20);
+}
+
+INSTANTIATE_TEST_SUITE_P(All, StartMethods,
+                         ::testing::Values(StartMethod::fork, StartMethod::spawn,
+                                           StartMethod::forkserver),
+                         method_name);
+
+class NotForked : public StartMethods {};
+
+TEST_P(NotForked, CapturingTargetIsRefusedAtStart) {
+  int captured = 3;
+  mpx::Process p(mpx::ProcessOptions{.context = GetParam()}, [captured] { mpx::exit(captured); });
+  try {
+    p.start();
+    FAIL() << "a capturing lambda was started by " << mpx::start_method_name(GetParam());
+  } catch (const mpx::ValueError& e) {
+    EXPECT_NE(std::string(e.what()).find("portable callable"), std::string::npos) << e.what();
+  }
+}
+
+// A lock another thread holds at start() (a std::mutex, and malloc's, by a thread that
+// allocates in a loop) does not reach a child that is not a fork: 1000 starts, each child
+// takes the lock and allocates, none hangs.
+std::mutex g_held;
+void take_the_held_lock() {
+  std::lock_guard lock(g_held);
+  std::vector<std::string> v(100, std::string(100, 'x'));
+  mpx::exit(v.size() == 100 ? 0 : 1);
+}
+
+// A thread that holds g_held from construction to destruction.
+class HeldByAnotherThread {
+ public:
+  HeldByAnotherThread() {
+    holding_.lock();
+    holder_ = std::thread([this] {
+      std::lock_guard lock(g_held);
+      holding_.unlock();
+      while (!stop_.load())
+        std::this_thread::yield();
+    });
+    holding_.lock();  // g_held is held from here on
+  }
+  ~HeldByAnotherThread() {
+    stop_ = true;
+    holder_.join();
+    holding_.unlock();
+  }
+
+ private:
+  std::atomic<bool> stop_{false};
+  std::mutex holding_;
+  std::thread holder_;
+};
+
+TEST_P(NotForked, ThreadsHoldingLocksDoNotReachTheChild) {
+  std::atomic<bool> stop{false};
+  HeldByAnotherThread held;
+  std::thread allocator([&] {
+    while (!stop.load()) {
+      std::vector<std::string> v(64, std::string(200, 'y'));
+      static_cast<void>(v);
+    }
+  });
+  const int starts = 1000;
+  int hangs = 0, failures = 0;
+  for (int i = 0; i < starts; ++i) {
+    mpx::Process p = ctx().Process(take_the_held_lock);
+    p.start();
+    p.join(30s);
+    if (p.is_alive()) {
+      ++hangs;
+      p.kill();
+      p.join();
+    } else if (p.exitcode() != 0) {
+      ++failures;
+    }
+  }
+  stop = true;
+  allocator.join();
+  EXPECT_EQ(hangs, 0);
+  EXPECT_EQ(failures, 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(All, NotForked,
+                         ::testing::Values(StartMethod::spawn, StartMethod::forkserver),
+                         method_name);
+
+// The hazard itself, under fork: the child is a copy of a process whose other thread
+// held the lock, and it waits for it forever.
+TEST(ForkHazard, ForkedChildDeadlocksOnALockAnotherThreadHeld) {
+  HeldByAnotherThread held;
+  mpx::Process p(mpx::ProcessOptions{.context = StartMethod::fork}, take_the_held_lock);
+  p.start();
+  p.join(500ms);
+  EXPECT_TRUE(p.is_alive());  // stuck on the lock copied held
+  p.kill();
+  p.join();
+}
+
+TEST(Contexts, NamesAndTheProgramsStartMethod) {
+  EXPECT_EQ(mpx::get_context("spawn").get_start_method(), "spawn");
+  EXPECT_EQ(mpx::get_context("forkserver").method(), StartMethod::forkserver);
+  EXPECT_EQ(mpx::get_context("fork"), mpx::Context(StartMethod::fork));
+  EXPECT_THROW(mpx::get_context("vfork"), mpx::ValueError);
+  EXPECT_EQ(mpx::get_all_start_methods(),
+            (std::vector<std::string>{"fork", "spawn", "forkserver"}));
+  EXPECT_EQ(mpx::get_start_method(true), std::nullopt);
+  mpx::set_start_method("spawn");
+  EXPECT_EQ(mpx::get_start_method(), "spawn");
+  EXPECT_EQ(mpx::get_context().method(), StartMethod::spawn);
+  EXPECT_THROW(mpx::set_start_method("forkserver"), mpx::InvalidStateError);
+  // A Process whose options name no method uses the program's.
+  mpx::Process p(exit_with, 5);
+  p.start();
+  p.join();
+  EXPECT_EQ(p.exitcode(), 5);
+  int captured = 1;
+  mpx::Process q([captured] { mpx::exit(captured); });
+  EXPECT_THROW(q.start(), mpx::ValueError);
+  mpx::set_start_method("fork", true);
+  EXPECT_EQ(mpx::get_start_method(), "fork");
+  mpx::Process r([captured] { mpx::exit(captured); });
+  r.start();
+  r.join();
+  EXPECT_EQ(r.exitcode(), 1);
+  mpx::set_forkserver_preload({"anything"});  // nothing to preload in C++
+}
+
+// A spawned child that runs another build than its parent refuses with a clear error.
+TEST(Contexts, AnotherBinaryIsRefused) {
+  const std::string self = mpx::get_executable();
+  char buf[4096];
+  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
+  ASSERT_GT(n, 0);
+  std::string dir(buf, static_cast<std::size_t>(n));
+  dir.resize(dir.rfind('/'));
+  const std::string other = dir + "/sys_test";  // another mpx test binary
+  struct stat st {};
+  if (::stat(other.c_str(), &st) != 0) GTEST_SKIP() << other << " is not built";
+  mpx::set_executable(other);
+  char path[] = "/tmp/mpx-spawn-stderr-XXXXXX";
+  mpx::sys::Fd err(::mkstemp(path));
+  ::unlink(path);
+  const int saved = ::dup(2);
+  ::dup2(err.get(), 2);
+  mpx::Process p = mpx::get_context("spawn").Process(do_nothing);
+  p.start();
+  ::dup2(saved, 2);
+  ::close(saved);
+  mpx::set_executable("");
+  p.join();
+  EXPECT_EQ(p.exitcode(), 1);
+  std::string text(8192, '\0');
+  text.resize(static_cast<std::size_t>(
+      std::max<ssize_t>(0, ::pread(err.get(), text.data(), text.size(), 0))));
+  EXPECT_NE(text.find("the binary changed on disk or differs"), std::string::npos) << text;
+}
+
+}  // namespace
