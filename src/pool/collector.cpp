@@ -10,11 +10,17 @@
 
 namespace mpx::detail {
 
-bool ProcessImpl::collect(bool on_supervisor, bool if_free) {
+bool ProcessImpl::collect(bool on_supervisor, bool if_free, const Deadline& deadline) {
   if (!results_readable()) return false;
   std::unique_lock read_lock(read_mutex_, std::defer_lock);
   if (!if_free) {
-    read_lock.lock();
+    // A timed wait (Future::result(timeout)) waits for another reader no longer than its
+    // deadline. Readers run no user callback under this lock; a result's decoding, at most.
+    if (deadline.is_never()) {
+      read_lock.lock();
+    } else if (!read_lock.try_lock_until(*deadline.when())) {
+      return false;
+    }
   } else if (reader_.load(std::memory_order_relaxed) == std::this_thread::get_id() ||
              !read_lock.try_lock()) {
     return false;
@@ -34,12 +40,12 @@ bool ProcessImpl::collect(bool on_supervisor, bool if_free) {
     auto lock = lock_soon(mutex);
     const int64_t now = monotonic_ns();  // one clock read for all these results
     for (auto& f : frames_)
-      handed_off |= match(f, deliveries_, on_supervisor, now);
+      handed_off |= match(f, deliveries_, now);
     fill(lock, true);
   }
   // Closed: the supervisor stops the workers once no task is left, which it cannot see
   // while it sleeps (they used to wait for ever after close() then get()).
-  if (handed_off || (!on_supervisor && stopping.load(std::memory_order_acquire))) wake();
+  if (!on_supervisor && (handed_off || stopping.load(std::memory_order_acquire))) wake();
   deliver();
   return true;
 }
@@ -132,8 +138,11 @@ void ProcessImpl::recycle(ByteVector& body) {
 }
 
 // Matches a frame with its task (lock held): the outcome goes to `out`, or to the
-// supervisor's hand-off queue (returns true then).
-bool ProcessImpl::match(Frame& f, std::vector<Delivery>& out, bool on_supervisor, int64_t now) {
+// supervisor's hand-off queue (returns true then) when completing it runs user code:
+// the supervisor runs those in run_handoffs(), holding no lock of the engine, so that a
+// callback that blocks (on a lock a caller holds while it waits for a result with a
+// timeout) blocks no reader.
+bool ProcessImpl::match(Frame& f, std::vector<Delivery>& out, int64_t now) {
   SlotState& s = slots_[f.slot];
   switch (f.header.kind) {
     case kFrameInitOk:
@@ -160,7 +169,7 @@ bool ProcessImpl::match(Frame& f, std::vector<Delivery>& out, bool on_supervisor
       s.assigned.pop_front();
       recycle_args(a.task.args);
       Delivery d{std::move(a.task.sink), a.task.tag, f.header.kind, std::move(f.body), nullptr};
-      if (!on_supervisor && d.sink && d.sink->has_callbacks()) {
+      if (d.sink && d.sink->has_callbacks()) {
         handoff_.push_back(std::move(d));
         handoffs_.store(handoff_.size(), std::memory_order_release);
         return true;
@@ -211,7 +220,7 @@ bool ProcessCollector::collect(ProcessImpl& impl, ReadyRef ready, const Deadline
   if (spin) cpu.store(::sched_getcpu(), std::memory_order_relaxed);
   for (unsigned i = 1;; ++i) {
     if (ready()) return true;
-    if (impl.collect(false)) {
+    if (impl.collect(false, false, deadline)) {
       idle_since = monotonic_ns();
       if (spin && !spinning()) {
         spin = false;

@@ -136,10 +136,12 @@ class ProcessImpl final : public Engine::Impl {
 
   // collector.cpp
   // Reads what the workers wrote and completes those tasks, refilling the workers that
-  // made room. A caller (not on_supervisor) hands sinks with callbacks to the
-  // supervisor. `if_free`: only if no other thread reads, nor this one further up its
-  // stack (a done callback that submits). Returns whether it read anything.
-  bool collect(bool on_supervisor, bool if_free = false);
+  // made room. Sinks with callbacks go to the supervisor's run_handoffs(), which a
+  // caller (not on_supervisor) rings. `deadline`: how long to wait for another reader.
+  // `if_free`: only if no other thread reads, nor this one further up its stack (a done
+  // callback that submits). Returns whether it read anything.
+  bool collect(bool on_supervisor, bool if_free = false,
+               const Deadline& deadline = Deadline::never());
   void deliver();
   // The collector stops collecting: results it left in an outbox go to the supervisor,
   // and queued tasks too (while a caller collects, the supervisor leaves them to it).
@@ -280,7 +282,7 @@ class ProcessImpl final : public Engine::Impl {
   // collector.cpp: reading frames.
   bool read_frames(std::size_t i, std::vector<Frame>& out);
   void recycle(ByteVector& body);
-  bool match(Frame& f, std::vector<Delivery>& out, bool on_supervisor, int64_t now);
+  bool match(Frame& f, std::vector<Delivery>& out, int64_t now);
   static constexpr std::size_t kLargeBody = std::size_t{64} << 10;
 
   // restarts.cpp: workers' lives.
@@ -314,7 +316,7 @@ class ProcessImpl final : public Engine::Impl {
   bool zygote_lost_ = false;
   bool leaving_ = false;  // the workers are told to leave: none is started again
   // Under read_mutex_ (taken before `mutex`):
-  std::mutex read_mutex_;
+  std::timed_mutex read_mutex_;
   std::atomic<std::thread::id> reader_{};  // the thread that holds read_mutex_ (in collect())
   std::vector<ReadState> reads_;
   std::vector<Frame> frames_;

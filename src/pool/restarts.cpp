@@ -83,7 +83,7 @@ void ProcessImpl::worker_exited(std::size_t i, pid_t pid, int status) {
     read_frames(i, frames_);
     const int64_t now = monotonic_ns();
     for (auto& f : frames_)
-      match(f, done, true, now);
+      match(f, done, now);
     frames_.clear();
     WorkerSlot& slot = pool_->slot(i);
     if (!s.assigned.empty()) {
