@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <mutex>
 #include <new>
@@ -61,6 +62,10 @@ struct ReadEnds {
   std::unordered_set<Connection::Impl*> ends;
 };
 
+// How many read ends `ends` holds, read without the lock by hang_up_read_ends: a child
+// that never made a connection ends without touching (and copying) the registry's pages.
+std::atomic<std::size_t> g_read_end_count{0};
+
 ReadEnds& read_ends() {
   static ReadEnds* r = [] {
     auto* ends = new ReadEnds;  // never destroyed: used until the process ends
@@ -78,15 +83,18 @@ void remember_read_end(Connection::Impl* impl) {
   ReadEnds& r = read_ends();
   std::lock_guard lock(r.mu);
   r.ends.insert(impl);
+  g_read_end_count.store(r.ends.size(), std::memory_order_relaxed);
 }
 
 void forget_read_end(Connection::Impl* impl) noexcept {
   ReadEnds& r = read_ends();
   std::lock_guard lock(r.mu);
   r.ends.erase(impl);
+  g_read_end_count.store(r.ends.size(), std::memory_order_relaxed);
 }
 
 void hang_up_read_ends() noexcept {
+  if (g_read_end_count.load(std::memory_order_relaxed) == 0) return;
   ReadEnds& r = read_ends();
   std::lock_guard lock(r.mu);
   for (Connection::Impl* impl : r.ends) {
