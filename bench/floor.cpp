@@ -5,6 +5,9 @@
 // bench_util.hpp); bench/compare calls it many times, interleaved with the other columns.
 //
 //   process_start_join   fork + _exit(0) + waitpid                              us/op
+//   process_start_join_spawn  posix_spawn of this program (which exits at once) +
+//                        waitpid                                                us/op
+//   process_start_join_forkserver  fork + _exit(0) + waitpid (a forkserver's floor) us/op
 //   pipe_roundtrip_64b   64 B ping-pong through shared memory, spin then futex   us/roundtrip
 //   queue_int_1to1       single-producer/single-consumer ring in shared memory  items/s
 //   queue_64b_1to1       same ring, 64-byte items                                items/s
@@ -44,6 +47,25 @@ using bench::now_s;
 void process_start_join() {
   auto once = [] { bench::reap(bench::fork_child([] {})); };
   bench::result("process_start_join", bench::us_per_call(once, 300), "us/op");
+}
+
+constexpr const char* kExitAtOnce = "--exit-at-once";
+
+void process_start_join_spawn() {
+  char self[] = "/proc/self/exe";
+  char marker[] = "--exit-at-once";
+  char* argv[] = {self, marker, nullptr};
+  auto once = [&] {
+    pid_t pid = 0;
+    if (posix_spawn(&pid, self, nullptr, nullptr, argv, environ) != 0) bench::die("posix_spawn");
+    bench::reap(pid);
+  };
+  bench::result("process_start_join_spawn", bench::us_per_call(once, 300), "us/op");
+}
+
+void process_start_join_forkserver() {
+  auto once = [] { bench::reap(bench::fork_child([] {})); };
+  bench::result("process_start_join_forkserver", bench::us_per_call(once, 300), "us/op");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -422,12 +444,15 @@ void subprocess_pipe_256mib() {
 
 int main(int argc, char** argv) {
   const std::string which = argc == 2 ? argv[1] : "";
+  if (which == kExitAtOnce) return 0;  // a process_start_join_spawn child
   struct Entry {
     const char* name;
     void (*run)();
   };
   const Entry entries[] = {
       {"process_start_join", process_start_join},
+      {"process_start_join_spawn", process_start_join_spawn},
+      {"process_start_join_forkserver", process_start_join_forkserver},
       {"pipe_roundtrip_64b", pipe_roundtrip_64b},
       {"queue_int_1to1", queue_int_1to1},
       {"queue_64b_1to1", queue_64b_1to1},

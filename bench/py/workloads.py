@@ -72,6 +72,30 @@ def process_start_join():
     result("process_start_join", (now() - t0) / n * 1e6, "us/op")
 
 
+def start_join_by(name, method):
+    ctx = mp.get_context(method)
+
+    def once():
+        p = ctx.Process(target=noop)
+        p.start()
+        p.join()
+    for _ in range(5):
+        once()
+    n = 50
+    t0 = now()
+    for _ in range(n):
+        once()
+    result(name, (now() - t0) / n * 1e6, "us/op")
+
+
+def process_start_join_spawn():
+    start_join_by("process_start_join_spawn", "spawn")
+
+
+def process_start_join_forkserver():
+    start_join_by("process_start_join_forkserver", "forkserver")
+
+
 def echo(conn):
     while True:
         msg = conn.recv_bytes()
@@ -257,7 +281,8 @@ def subprocess_pipe_256mib():
 
 
 WORKLOADS = {f.__name__: f for f in [
-    process_start_join, pipe_roundtrip_64b, queue_int_1to1, queue_64b_1to1, queue_1mib_1to1,
+    process_start_join, process_start_join_spawn, process_start_join_forkserver,
+    pipe_roundtrip_64b, queue_int_1to1, queue_64b_1to1, queue_1mib_1to1,
     pool_map_1m_auto, pool_map_chunk1_100k, apply_async_roundtrip, executor_submit_10k,
     lock_counter_2proc, cpu_primes_speedup, idle_worker_rss, subprocess_run_true,
     subprocess_pipe_256mib]}
