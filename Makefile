@@ -5,9 +5,9 @@ SUDO  := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CMAKE_FLAGS ?=
 WERROR := $(if $(MPX_WERROR),-DMPX_WERROR=$(MPX_WERROR),)
 
-BUILD_PKGS := build-essential cmake pkg-config libcereal-dev libgtest-dev libgmock-dev libbenchmark-dev libssl-dev python3
+BUILD_PKGS := build-essential cmake pkg-config libcereal-dev libgtest-dev libgmock-dev libbenchmark-dev libssl-dev python3 libopenmpi-dev openmpi-bin
 FUZZ_PKGS  := clang libclang-rt-14-dev
-BENCH_PKGS := libboost-dev python3-matplotlib
+BENCH_PKGS := libboost-dev python3-matplotlib python3-mpi4py
 
 .PHONY: all deps deps-fuzz deps-bench configure-release build demo test test-asan fuzz bench format clean
 

@@ -309,6 +309,10 @@ class BasicExecutor {
   // max_workers 0: cpu_count().
   explicit BasicExecutor(std::size_t max_workers = 0, PoolOptions options = {})
       : pool_(max_workers, std::move(options)) {}
+  // Workers elsewhere (mpx/mpi.hpp); as BasicPool's.
+  template <class Make>
+  BasicExecutor(std::size_t max_workers, PoolOptions options, Make make)
+      : pool_(max_workers, std::move(options), std::move(make)) {}
   // shutdown(wait=true).
   ~BasicExecutor() {
     try {

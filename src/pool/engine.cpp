@@ -55,6 +55,10 @@ Engine::Engine(EngineOptions options) : waker_(std::make_shared<EngineWaker>()) 
   waker_->impl_ = impl_.get();
 }
 
+Engine::Engine(Impl* impl) : impl_(impl), waker_(std::make_shared<EngineWaker>()) {
+  waker_->impl_ = impl_.get();
+}
+
 Engine::~Engine() {
   try {
     if (!impl_->joined) {

@@ -184,6 +184,10 @@ class BasicPool {
 
   explicit BasicPool(std::size_t processes = 0, PoolOptions options = {})
       : engine_(make_options(processes, std::move(options))) {}
+  // Workers elsewhere (mpx/mpi.hpp): make(EngineOptions) returns the engine's Impl.
+  template <class Make>
+  BasicPool(std::size_t processes, PoolOptions options, Make make)
+      : engine_(make(make_options(processes, std::move(options)))) {}
 
   // Python's with-block terminates; mpx's destructor finishes the submitted work
   // (close + join). Call terminate() first to drop it.

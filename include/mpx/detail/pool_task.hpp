@@ -210,6 +210,9 @@ class Engine {
   std::vector<pid_t> pids() const;
 
   struct Impl;
+  // Workers elsewhere (mpx/mpi.hpp: MPI ranks): `impl` derives from Impl
+  // (src/pool/engine_impl.hpp); the engine owns it.
+  explicit Engine(Impl* impl);
 
  private:
   std::unique_ptr<Impl> impl_;

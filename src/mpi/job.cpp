@@ -1,0 +1,398 @@
+// The MPI job: init (the same binary on every rank, or a clear error), the sends and
+// receives of the one communication thread, the local pool a rank serves a driver's
+// pool in (Server), and the loop of every rank but the driver (serve).
+#include <mpi.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <climits>
+#include <cstdio>
+#include <cstdlib>
+#include <iterator>
+#include <map>
+#include <mutex>
+
+#include "mpi/wire.hpp"
+#include "mpx/detail/function_id.hpp"
+#include "mpx/mpi.hpp"
+
+namespace mpx::mpi {
+
+namespace detail {
+
+namespace {
+int g_rank = 0;
+int g_size = 1;
+bool g_initialized = false;
+pid_t g_driver_pid = 0;
+std::vector<std::string> g_hosts;  // by rank (rank 0); this rank's alone elsewhere
+
+int count_of(std::size_t n) {
+  if (n > static_cast<std::size_t>(INT_MAX))
+    throw ValueError("mpx: a message between MPI ranks over 2 GiB (a task's arguments or result)");
+  return static_cast<int>(n);
+}
+
+void at_exit() {
+  if (::getpid() != g_driver_pid) return;  // a forked child that called exit()
+  stop_driver();
+  MPI_Finalize();
+}
+
+// Rank 0's module table to every rank, which adopts it; rank 0 hears what failed where.
+std::string check_same_binary() {
+  ByteVector table;
+  if (g_rank == 0) table = mpx::detail::encode_module_table();
+  unsigned long long n = table.size();
+  MPI_Bcast(&n, 1, MPI_UNSIGNED_LONG_LONG, 0, MPI_COMM_WORLD);
+  table.resize(static_cast<std::size_t>(n));
+  MPI_Bcast(table.data(), count_of(table.size()), MPI_BYTE, 0, MPI_COMM_WORLD);
+  std::string error;
+  if (g_rank != 0) {
+    try {
+      mpx::detail::adopt_module_table(table);
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+  }
+  char name[MPI_MAX_PROCESSOR_NAME] = {};
+  int name_len = 0;
+  MPI_Get_processor_name(name, &name_len);
+  std::string mine = std::string(name, static_cast<std::size_t>(name_len)) + '\0' + error;
+  int len = count_of(mine.size());
+  std::vector<int> lens(static_cast<std::size_t>(g_size)), offsets(lens.size());
+  MPI_Gather(&len, 1, MPI_INT, lens.data(), 1, MPI_INT, 0, MPI_COMM_WORLD);
+  std::string all;
+  if (g_rank == 0) {
+    std::size_t total = 0;
+    for (std::size_t k = 0; k < lens.size(); ++k) {
+      offsets[k] = count_of(total);
+      total += static_cast<std::size_t>(lens[k]);
+    }
+    all.resize(total);
+  }
+  MPI_Gatherv(mine.data(), len, MPI_CHAR, all.data(), lens.data(), offsets.data(), MPI_CHAR, 0,
+              MPI_COMM_WORLD);
+  std::string verdict;
+  if (g_rank == 0) {
+    for (std::size_t k = 0; k < lens.size(); ++k) {
+      std::string entry =
+          all.substr(static_cast<std::size_t>(offsets[k]), static_cast<std::size_t>(lens[k]));
+      const std::size_t cut = entry.find('\0');
+      g_hosts.push_back(entry.substr(0, cut));
+      std::string why = entry.substr(cut + 1);
+      if (!why.empty())
+        verdict += (verdict.empty() ? "" : "; ") + std::string("rank ") + std::to_string(k) +
+                   " on " + g_hosts.back() + ": " + why;
+    }
+  } else {
+    g_hosts.assign(static_cast<std::size_t>(g_rank) + 1, std::string());
+    g_hosts.back() = std::string(name, static_cast<std::size_t>(name_len));
+  }
+  int bad = verdict.empty() ? 0 : 1;
+  MPI_Bcast(&bad, 1, MPI_INT, 0, MPI_COMM_WORLD);
+  if (bad && g_rank != 0) verdict = "another rank runs another binary";
+  return verdict;
+}
+}  // namespace
+
+int my_rank() noexcept {
+  return g_rank;
+}
+int ranks() noexcept {
+  return g_size;
+}
+bool initialized() noexcept {
+  return g_initialized;
+}
+
+struct Sender::Pending {
+  ByteVector bytes;
+  MPI_Request request = MPI_REQUEST_NULL;
+};
+
+Sender::Sender() = default;
+Sender::~Sender() = default;
+
+void Sender::send(int rank, Kind kind, ByteVector message) {
+  auto p = std::make_unique<Pending>();
+  p->bytes = std::move(message);
+  MPI_Isend(p->bytes.data(), count_of(p->bytes.size()), MPI_BYTE, rank, kind, MPI_COMM_WORLD,
+            &p->request);
+  sends_.push_back(std::move(p));
+}
+
+bool Sender::progress() {
+  bool any = false;
+  for (auto it = sends_.begin(); it != sends_.end();) {
+    int done = 0;
+    MPI_Test(&(*it)->request, &done, MPI_STATUS_IGNORE);
+    if (done) {
+      it = sends_.erase(it);
+      any = true;
+    } else {
+      ++it;
+    }
+  }
+  return any;
+}
+
+void Sender::flush() {
+  for (auto& p : sends_)
+    MPI_Wait(&p->request, MPI_STATUS_IGNORE);
+  sends_.clear();
+}
+
+std::optional<Message> poll_message() {
+  int flag = 0;
+  MPI_Status status;
+  MPI_Iprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, MPI_COMM_WORLD, &flag, &status);
+  if (!flag) return std::nullopt;
+  int n = 0;
+  MPI_Get_count(&status, MPI_BYTE, &n);
+  Message m;
+  m.source = status.MPI_SOURCE;
+  m.kind = static_cast<Kind>(status.MPI_TAG);
+  m.bytes.resize(static_cast<std::size_t>(n));
+  MPI_Recv(m.bytes.data(), n, MPI_BYTE, status.MPI_SOURCE, status.MPI_TAG, MPI_COMM_WORLD,
+           MPI_STATUS_IGNORE);
+  return m;
+}
+
+// ---------------------------------------------------------------------------------------
+// Server: outcomes become kResults records, under one lock, and wake the thread.
+class Server::Sink final : public mpx::detail::TaskSink {
+ public:
+  explicit Sink(Idle& idle) : idle_(idle) {}
+  bool task_running(std::size_t) noexcept override { return true; }
+  void task_result(std::size_t tag, std::span<const std::byte> result) noexcept override {
+    add(tag, kOk, result);
+  }
+  void task_results(std::span<const mpx::detail::TaskResult> results) noexcept override {
+    try {
+      std::lock_guard lock(mutex_);
+      for (const auto& r : results)
+        record(r.tag, kOk, r.bytes);
+    } catch (...) {
+      std::terminate();  // out of memory for a result: nothing sensible is left
+    }
+    idle_.poke();
+  }
+  void task_failed(std::size_t tag, std::exception_ptr error) noexcept override {
+    ByteVector bytes;
+    Status status = kFailed;
+    try {
+      try {
+        std::rethrow_exception(error);
+      } catch (const WorkerLost& e) {
+        status = kLost;
+        put(bytes, static_cast<std::uint64_t>(e.pid()));
+        put(bytes, static_cast<std::uint64_t>(static_cast<std::int64_t>(e.exitcode())));
+      } catch (const BrokenPool& e) {
+        status = kBroken;
+        const std::string what = e.what();
+        bytes.assign(reinterpret_cast<const std::byte*>(what.data()),
+                     reinterpret_cast<const std::byte*>(what.data() + what.size()));
+      } catch (...) {
+        mpx::detail::encode_exception(error, bytes);
+      }
+    } catch (...) {
+    }
+    add(tag, status, bytes);
+  }
+  void task_abandoned(std::size_t tag) noexcept override { add(tag, kAbandoned, {}); }
+  bool take(ByteVector& out) {
+    std::lock_guard lock(mutex_);
+    if (records_.empty()) return false;
+    out.insert(out.end(), records_.begin(), records_.end());
+    records_.clear();
+    return true;
+  }
+
+ private:
+  void add(std::size_t tag, Status status, std::span<const std::byte> bytes) noexcept {
+    try {
+      std::lock_guard lock(mutex_);
+      record(tag, status, bytes);
+    } catch (...) {
+      std::terminate();
+    }
+    idle_.poke();
+  }
+  void record(std::size_t tag, Status status, std::span<const std::byte> bytes) {
+    put(records_, tag);
+    put(records_, status);
+    put(records_, bytes);
+  }
+  Idle& idle_;
+  std::mutex mutex_;
+  ByteVector records_;
+};
+
+Server::Server(mpx::detail::EngineOptions options, Idle& idle)
+    : sink_(std::make_shared<Sink>(idle)), engine_([&] {
+        options.processes = true;
+        return std::move(options);
+      }()) {}
+
+Server::~Server() = default;
+
+void Server::add(std::uint64_t id, std::uint64_t entry, ByteVector args) {
+  mpx::detail::Task t;
+  t.sink = sink_;
+  t.tag = static_cast<std::size_t>(id);
+  t.entry = reinterpret_cast<mpx::detail::Entry>(entry);
+  t.args = std::move(args);
+  batch_.push_back(std::move(t));
+}
+
+void Server::flush() {
+  if (!batch_.empty()) engine_.submit(batch_);
+}
+
+void Server::submit(Reader& records) {
+  while (!records.done()) {
+    const std::uint64_t id = records.u64();
+    const std::uint64_t entry = records.u64();
+    auto args = records.bytes();
+    add(id, entry, ByteVector(args.begin(), args.end()));
+  }
+  flush();
+}
+
+bool Server::take_results(ByteVector& out) {
+  return sink_->take(out);
+}
+
+// ---------------------------------------------------------------------------------------
+void serve() {
+  Idle idle;
+  Sender sender;
+  std::map<std::uint64_t, std::unique_ptr<Server>> servers;
+  auto reply = [&](Kind kind, std::uint64_t id, auto&&... more) {
+    ByteVector out;
+    put(out, id);
+    (put(out, more), ...);
+    sender.send(0, kind, std::move(out));
+  };
+  auto send_results = [&](std::uint64_t id, Server& s) {
+    ByteVector out;
+    put(out, id);
+    if (!s.take_results(out)) return false;
+    sender.send(0, kResults, std::move(out));
+    return true;
+  };
+  for (;;) {
+    bool did = false;
+    while (auto m = poll_message()) {
+      did = true;
+      if (m->kind == kShutdown) {
+        for (auto& [id, s] : servers) {
+          s->terminate();
+          s->join();
+        }
+        sender.flush();
+        return;
+      }
+      Reader r(m->bytes);
+      const std::uint64_t id = r.u64();
+      if (m->kind == kOpen) {
+        mpx::detail::EngineOptions o;
+        o.workers = static_cast<std::size_t>(r.u64());
+        o.maxtasksperchild = static_cast<std::size_t>(r.u64());
+        const std::uint64_t timeout = r.u64();
+        if (timeout != kNoTimeout) o.timeout = std::chrono::nanoseconds(timeout);
+        const std::uint64_t init = r.u64();
+        auto initargs = r.bytes();
+        try {
+          if (init)
+            o.initializer = reinterpret_cast<mpx::detail::Entry>(mpx::detail::local_address(init));
+          o.initargs.assign(initargs.begin(), initargs.end());
+          auto s = std::make_unique<Server>(std::move(o), idle);
+          reply(kOpened, id, std::uint64_t{s->workers()}, std::span<const std::byte>());
+          servers[id] = std::move(s);
+        } catch (const std::exception& e) {
+          std::string what = e.what();
+          reply(kOpened, id, std::uint64_t{0}, std::as_bytes(std::span(what)));
+        }
+        continue;
+      }
+      auto it = servers.find(id);
+      if (it == servers.end()) continue;
+      Server& s = *it->second;
+      if (m->kind == kTasks) {
+        s.submit(r);
+      } else if (m->kind == kClose || m->kind == kTerminate) {
+        if (m->kind == kClose) s.close();
+        if (m->kind == kTerminate) s.terminate();
+        s.join();
+        send_results(id, s);
+        reply(kClosed, id);
+        servers.erase(it);
+      }
+    }
+    for (auto& [id, s] : servers)
+      did |= send_results(id, *s);
+    did |= sender.progress();
+    if (did) {
+      idle.busy();
+    } else {
+      idle.wait();
+    }
+  }
+}
+
+}  // namespace detail
+
+void init(int& argc, char**& argv) {
+  using namespace detail;
+  if (g_initialized) return;
+  // Open MPI installs handlers that print a backtrace for SIGSEGV and the like; the
+  // ranks' pool workers would inherit them, and a task's crash is not the job's: the
+  // handlers the program had are put back.
+  constexpr int kSignals[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT};
+  struct sigaction before[std::size(kSignals)];
+  for (std::size_t k = 0; k < std::size(kSignals); ++k)
+    ::sigaction(kSignals[k], nullptr, &before[k]);
+  int provided = 0;
+  MPI_Init_thread(&argc, &argv, MPI_THREAD_SERIALIZED, &provided);
+  for (std::size_t k = 0; k < std::size(kSignals); ++k)
+    ::sigaction(kSignals[k], &before[k], nullptr);
+  MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &g_size);
+  g_initialized = true;
+  std::string error = check_same_binary();
+  if (!error.empty()) {
+    MPI_Finalize();
+    if (g_rank != 0) ::_exit(1);
+    throw ProcessError("mpx::mpi::init: the ranks do not all run the same program: " + error);
+  }
+  if (g_rank != 0) {
+    serve();
+    MPI_Finalize();
+    std::fflush(nullptr);
+    ::_exit(0);
+  }
+  g_driver_pid = ::getpid();
+  start_driver();
+  std::atexit(at_exit);
+}
+
+void init() {
+  int argc = 0;
+  char** argv = nullptr;
+  init(argc, argv);
+}
+
+int rank() noexcept {
+  return detail::g_rank;
+}
+int size() noexcept {
+  return detail::g_size;
+}
+std::string host(int rank) {
+  if (rank < 0 || static_cast<std::size_t>(rank) >= detail::g_hosts.size()) return {};
+  return detail::g_hosts[static_cast<std::size_t>(rank)];
+}
+
+}  // namespace mpx::mpi
