@@ -364,7 +364,9 @@ void init(int& argc, char**& argv) {
   std::string error = check_same_binary();
   if (!error.empty()) {
     MPI_Finalize();
-    if (g_rank != 0) ::_exit(1);
+    // The driver reports (a rank that exits non-zero makes mpirun kill the job at once,
+    // perhaps before the driver said why).
+    if (g_rank != 0) ::_exit(0);
     throw ProcessError("mpx::mpi::init: the ranks do not all run the same program: " + error);
   }
   if (g_rank != 0) {
