@@ -4,7 +4,10 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/inotify.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -20,6 +23,7 @@
 
 #include "mpx/errors.hpp"
 #include "mpx/process.hpp"
+#include "mpx/queues.hpp"
 #include "mpx/synchronize.hpp"
 #include "support/child.hpp"
 #include "support/leak_check.hpp"
@@ -131,6 +135,43 @@ TEST(SharedMemoryTest, CreatingAnExistingNameOrOpeningAMissingOneThrows) {
   EXPECT_THROW(mpx::SharedMemory::create(mpx_test::unique_name("zero"), 0), mpx::ValueError);
 }
 
+TEST(SharedMemoryTest, ABadNameIsAValueErrorAndCreatesNothing) {
+  using namespace std::string_literals;
+  const std::string prefix = mpx_test::unique_name("nul");
+  const std::string bad[] = {prefix + "\0tail"s, "", "/", "a/b", "/a/b", std::string(256, 'n')};
+  for (const std::string& name : bad) {
+    EXPECT_THROW(mpx::SharedMemory::create(name, 10), mpx::ValueError) << name.size();
+    EXPECT_THROW(mpx::SharedMemory::create(name, 10, false), mpx::ValueError) << name.size();
+    EXPECT_THROW(mpx::SharedMemory::open(name), mpx::ValueError) << name.size();
+  }
+  EXPECT_FALSE(exists(prefix));  // not the truncated name either
+  // The longest name the file system takes is fine.
+  std::string longest = mpx_test::unique_name("long");
+  longest.resize(255, 'x');
+  auto shm = mpx::SharedMemory::create(longest, 10);
+  EXPECT_TRUE(exists(longest));
+  shm.unlink();
+}
+
+TEST(SharedMemoryTest, CreateWithOnlyASizeNamesTheSegmentForAChildToOpen) {
+  auto shm = mpx::SharedMemory::create(64);
+  auto other = mpx::SharedMemory::create(64);
+  const std::string name = shm.name();
+  EXPECT_EQ(name.rfind("psm_", 0), 0u) << name;
+  EXPECT_EQ(name.size(), 12u) << name;
+  EXPECT_NE(name, other.name());
+  EXPECT_TRUE(exists(name));
+  shm.buf()[0] = std::byte{42};
+  auto child = start_child([&] {
+    auto view = mpx::SharedMemory::open(name);
+    mpx::exit(view.buf()[0] == std::byte{42} && view.size() == 64 ? 0 : 1);
+  });
+  EXPECT_EQ(join_child(child), 0);
+  shm.unlink();
+  other.unlink();
+  EXPECT_FALSE(exists(name));
+}
+
 TEST(SharedMemoryTest, DestructorClosesButNeverUnlinks) {
   std::string name = mpx_test::unique_name("persist");
   { auto shm = mpx::SharedMemory::create(name, 10); }
@@ -181,6 +222,65 @@ TEST(SharedMemoryTest, NoNamedSegmentLeftAfterItsCreatorIsKilled) {
     run_and_kill([&] { new mpx::SharedMemory(mpx::SharedMemory::create(name, 4096)); });
     EXPECT_TRUE(eventually([&] { return !exists(name); })) << name << " left in /dev/shm";
   }
+}
+
+// Kills a child the moment `name` appears in /dev/shm (inotify wakes us), while it is
+// inside its first named create (which starts its tracker); the name must still go.
+template <class Create>
+void kill_inside_create(const std::string& name, Create create) {
+  int watch = ::inotify_init1(IN_CLOEXEC);
+  ASSERT_GE(watch, 0);
+  ASSERT_GE(::inotify_add_watch(watch, "/dev/shm", IN_CREATE), 0);
+  mpx::Process child([&] {
+    create();
+    for (;;)
+      ::pause();
+  });
+  child.start();
+  alignas(inotify_event) char events[4096];
+  bool seen = false;
+  while (!seen) {
+    pollfd p{watch, POLLIN, 0};
+    ASSERT_EQ(::poll(&p, 1, 30'000), 1) << name << " never appeared";
+    ssize_t n = ::read(watch, events, sizeof(events));
+    ASSERT_GT(n, 0);
+    for (ssize_t at = 0; at < n;) {
+      auto* e = reinterpret_cast<inotify_event*>(events + at);
+      if (e->len > 0 && name == e->name) seen = true;
+      at += static_cast<ssize_t>(sizeof(inotify_event) + e->len);
+    }
+  }
+  child.kill();
+  ::close(watch);
+  child.join();
+  ASSERT_EQ(child.exitcode(), -SIGKILL);
+  EXPECT_TRUE(eventually([&] { return !exists(name); })) << name << " left in /dev/shm";
+  if (exists(name)) ::shm_unlink(("/" + name).c_str());
+}
+
+TEST(SharedMemoryTest, ACreatorKilledInsideCreateLeavesNoName) {
+  for (int i = 0; i < 20; ++i) {
+    std::string name = mpx_test::unique_name("inside");
+    kill_inside_create(name, [&] { new mpx::SharedMemory(mpx::SharedMemory::create(name, 1)); });
+  }
+}
+
+TEST(SharedMemoryTest, ANamedQueueCreatorKilledInsideCreateLeavesNoName) {
+  for (int i = 0; i < 20; ++i) {
+    std::string name = mpx_test::unique_name("queue_inside");
+    kill_inside_create(name, [&] { new mpx::Queue<int>(mpx::Queue<int>::create(name)); });
+  }
+}
+
+TEST(SharedMemoryTest, ABadQueueNameIsAValueError) {
+  using namespace std::string_literals;
+  const std::string bad[] = {"q\0tail"s, "", "/", "a/b", std::string(256, 'q')};
+  for (const std::string& name : bad) {
+    EXPECT_THROW(mpx::Queue<int>::create(name), mpx::ValueError) << name.size();
+    EXPECT_THROW(mpx::Queue<int>::open(name), mpx::ValueError) << name.size();
+    EXPECT_THROW(mpx::JoinableQueue<int>::create(name), mpx::ValueError) << name.size();
+  }
+  EXPECT_FALSE(exists("q"));
 }
 
 TEST(SharedMemoryTest, ACreatorThatExitsWithoutUnlinkingLeavesNothing) {

@@ -104,12 +104,14 @@ class Queue {
   // mode 0600). OS resources: the name is unlinked by the creating process when its last
   // handle goes away, or by its resource tracker if it dies first (even by kill -9);
   // processes that opened it keep the queue itself until they drop it.
-  // Throws: FileExistsError; ValueError (empty name); std::system_error.
+  // Throws: FileExistsError; ValueError (a name that is empty, holds a NUL byte or a '/'
+  // past the first character, or is over 255 bytes); std::system_error.
   static Queue create(const std::string& name, std::size_t maxsize = 0, std::size_t capacity = 0) {
     return Queue(detail::QueueCore::create(
         name, maxsize, capacity == 0 ? detail::QueueCore::kDefaultCapacity : capacity));
   }
-  // Opens a queue made by create(name). Throws: FileNotFoundError; std::system_error.
+  // Opens a queue made by create(name).
+  // Throws: FileNotFoundError; ValueError (a bad name, as create); std::system_error.
   static Queue open(const std::string& name) { return Queue(detail::QueueCore::open(name)); }
 
   // Puts `value` at the back. Blocks: while the queue is full (maxsize items, or no room

@@ -4,6 +4,7 @@
 //   mpx::SharedMemory shm(1 << 20);                          // anonymous (memfd)
 //   auto named = mpx::SharedMemory::create("frames", 4096);  // /dev/shm/frames, mode 0600
 //   auto other = mpx::SharedMemory::open("frames");          // in another process
+//   auto fresh = mpx::SharedMemory::create(4096);  // a generated name: fresh.name() == "psm_…"
 //
 // Anonymous segments (the default) have no name: they are shared with children forked
 // after construction (or by passing fd()), and vanish with the last process that maps
@@ -46,12 +47,18 @@ class SharedMemory {
 
   // Creates the named segment `name` ("/name" or "name"; no other '/') of `size` bytes,
   // mode 0600. With `track` (the default) the segment is unlinked when this process
-  // ends without having unlinked it, even by kill -9 (Python's resource tracker).
+  // ends without having unlinked it, even by kill -9 and even inside create() (Python's
+  // resource tracker; the tracker creates the name, so it never exists untracked).
   // Throws mpx::FileExistsError when it exists; mpx::ValueError for size 0 or a bad
-  // name; std::system_error.
+  // name (empty, a NUL byte, a '/' past the first character, over 255 bytes);
+  // std::system_error.
   static SharedMemory create(std::string_view name, std::size_t size, bool track = true);
+  // Creates a named segment under a fresh unique name, "psm_" and 8 hex digits (Python's
+  // SharedMemory(create=True, size=n)); pass name() to the processes that open it.
+  static SharedMemory create(std::size_t size, bool track = true);
   // Opens the existing named segment `name`; size() is its size. Never unlinks it.
-  // Throws mpx::FileNotFoundError when it does not exist; std::system_error.
+  // Throws mpx::FileNotFoundError when it does not exist; mpx::ValueError for a bad
+  // name; std::system_error.
   static SharedMemory open(std::string_view name);
   // Maps the segment behind `fd` (e.g. one received over a connection); the fd is
   // duplicated, the caller keeps its own. Throws std::system_error.

@@ -36,15 +36,6 @@ struct QueueCore::State {
   }
 };
 
-namespace {
-
-std::string shm_name(const std::string& name) {
-  if (name.empty()) throw ValueError("a queue name must not be empty");
-  return name[0] == '/' ? name : "/" + name;
-}
-
-}  // namespace
-
 QueueCore::QueueCore(std::size_t maxsize, std::size_t capacity) {
   const std::size_t cap = Ring::round_capacity(capacity);
   auto state = std::make_shared<State>(sys::map_anonymous_shared(Ring::region_size(cap)));
@@ -53,12 +44,12 @@ QueueCore::QueueCore(std::size_t maxsize, std::size_t capacity) {
 }
 
 QueueCore QueueCore::create(const std::string& name, std::size_t maxsize, std::size_t capacity) {
-  const std::string path = shm_name(name);
+  const std::string path = segment_path(name, "Queue");
   const std::size_t cap = Ring::round_capacity(capacity);
   const std::size_t size = Ring::region_size(cap);
-  int raw = sys::call_raw("shm_open(create)", [&] {
-    return ::shm_open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  });
+  // The tracker creates it: should this process die without unlinking, even inside this
+  // call, the tracker unlinks (DESIGN.md §4).
+  int raw = create_segment(path);
   if (raw < 0) {
     if (errno == EEXIST) throw FileExistsError("queue '" + name + "' exists already");
     sys::throw_errno("shm_open(create)");
@@ -66,8 +57,6 @@ QueueCore QueueCore::create(const std::string& name, std::size_t maxsize, std::s
   sys::Fd fd(raw);
   std::shared_ptr<State> state;
   try {
-    // Should this process die without unlinking, its tracker unlinks (DESIGN.md §4).
-    register_segment(path);
     sys::call("ftruncate", [&] { return ::ftruncate(fd.get(), static_cast<off_t>(size)); });
     state = std::make_shared<State>(sys::map_shared(fd.get(), size));
   } catch (...) {
@@ -82,7 +71,7 @@ QueueCore QueueCore::create(const std::string& name, std::size_t maxsize, std::s
 }
 
 QueueCore QueueCore::open(const std::string& name) {
-  const std::string path = shm_name(name);
+  const std::string path = segment_path(name, "Queue");
   int raw =
       sys::call_raw("shm_open", [&] { return ::shm_open(path.c_str(), O_RDWR | O_CLOEXEC, 0); });
   if (raw < 0) {

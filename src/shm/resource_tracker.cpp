@@ -10,10 +10,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <climits>
+#include <cstring>
 #include <mutex>
 #include <new>
 #include <set>
 
+#include "mpx/errors.hpp"
 #include "sys/fd.hpp"
 #include "sys/syscall.hpp"
 
@@ -30,6 +33,26 @@ void forget_tracker_in_child() noexcept {
   if (g_fd >= 0) ::close(g_fd);
   g_fd = -1;
   new (&g_mutex) std::mutex;
+}
+
+// The tracker's answer to a create: the errno (0: created) and, when created, the fd.
+void reply(int socket, int err, int fd) noexcept {
+  iovec iov{&err, sizeof(err)};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  if (fd >= 0) {
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof(control);
+    cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    std::memcpy(CMSG_DATA(c), &fd, sizeof(int));
+  }
+  while (::sendmsg(socket, &msg, MSG_NOSIGNAL) < 0 && errno == EINTR) {
+  }
 }
 
 [[noreturn]] void tracker_main(int read_fd) {
@@ -56,13 +79,20 @@ void forget_tracker_in_child() noexcept {
   std::set<std::string> names;
   char buffer[512];
   for (;;) {
-    ssize_t n = ::recv(read_fd, buffer, sizeof(buffer), 0);
+    ssize_t n = ::recv(read_fd, buffer, sizeof(buffer) - 1, 0);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;  // end of file: the creator is gone
     if (n < 2) continue;
     std::string name(buffer + 1, static_cast<std::size_t>(n - 1));
-    if (buffer[0] == '+') names.insert(name);
     if (buffer[0] == '-') names.erase(name);
+    if (buffer[0] == 'c') {
+      // Created and registered in one step: the creator may die at any moment.
+      int fd = ::shm_open(name.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
+      int err = fd < 0 ? errno : 0;
+      if (fd >= 0) names.insert(name);
+      reply(read_fd, err, fd);
+      if (fd >= 0) ::close(fd);
+    }
   }
   for (const auto& name : names)
     ::shm_unlink(name.c_str());
@@ -109,10 +139,49 @@ void send(const std::string& message) noexcept {
 
 }  // namespace
 
-void register_segment(const std::string& name) {
+std::string segment_path(std::string_view name, const char* what) {
+  if (!name.empty() && name.front() == '/') name.remove_prefix(1);
+  const char* problem = name.empty()                                ? "is empty"
+                        : name.find('\0') != std::string_view::npos ? "holds a NUL byte"
+                        : name.find('/') != std::string_view::npos  ? "holds a '/'"
+                        : name.size() > NAME_MAX                    ? "is too long"
+                                                                    : nullptr;
+  if (problem) {
+    // Built with append(): GCC 12 warns falsely (-Wrestrict) on "literal" + std::string.
+    std::string message = what;
+    message.append(": the name '").append(name.substr(0, 64)).append("' ").append(problem);
+    throw ValueError(message);
+  }
+  std::string path = "/";
+  path.append(name);
+  return path;
+}
+
+int create_segment(const std::string& path) {
   std::lock_guard guard(g_mutex);
   if (g_fd < 0) start_tracker();
-  send("+" + name);
+  const std::string message = "c" + path;
+  sys::call("send(resource tracker)",
+            [&] { return ::send(g_fd, message.data(), message.size(), MSG_NOSIGNAL); });
+  int err = 0;
+  iovec iov{&err, sizeof(err)};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof(control);
+  ssize_t n = sys::call("recvmsg(resource tracker)",
+                        [&] { return ::recvmsg(g_fd, &msg, MSG_CMSG_CLOEXEC); });
+  if (n != static_cast<ssize_t>(sizeof(err))) sys::throw_errno("recvmsg(resource tracker)", EPIPE);
+  cmsghdr* c = CMSG_FIRSTHDR(&msg);
+  if (err == 0 && c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+    int fd = -1;
+    std::memcpy(&fd, CMSG_DATA(c), sizeof(int));
+    return fd;
+  }
+  errno = err != 0 ? err : EPROTO;
+  return -1;
 }
 
 void unregister_segment(const std::string& name) noexcept {

@@ -2,9 +2,12 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdint>
+#include <cstdio>
 #include <utility>
 
 #include "mpx/errors.hpp"
@@ -16,20 +19,6 @@
 namespace mpx {
 
 namespace {
-
-// "name" or "/name" → "/name"; anything else with a '/' is refused.
-std::string os_name(std::string_view name) {
-  if (!name.empty() && name.front() == '/') name.remove_prefix(1);
-  // Built with append(): GCC 12 warns falsely (-Wrestrict) on "literal" + std::string.
-  if (name.empty() || name.find('/') != std::string_view::npos || name.size() > 250) {
-    std::string message = "SharedMemory: invalid name '";
-    message.append(name).append("'");
-    throw ValueError(message);
-  }
-  std::string result = "/";
-  result.append(name);
-  return result;
-}
 
 void* map(int fd, std::size_t size) {
   return sys::call("mmap(SharedMemory)", [&] {
@@ -59,8 +48,9 @@ SharedMemory::SharedMemory(std::size_t size) {
 
 SharedMemory SharedMemory::create(std::string_view name, std::size_t size, bool track) {
   if (size == 0) throw ValueError("SharedMemory: size must be > 0");
-  std::string path = os_name(name);
-  int raw = sys::call_raw("shm_open", [&] {
+  std::string path = detail::segment_path(name, "SharedMemory");
+  // Tracked: the tracker creates it, so that a kill at any moment leaves no name behind.
+  int raw = track ? detail::create_segment(path) : sys::call_raw("shm_open", [&] {
     return ::shm_open(path.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
   });
   if (raw < 0) {
@@ -69,8 +59,6 @@ SharedMemory SharedMemory::create(std::string_view name, std::size_t size, bool 
   }
   sys::Fd fd(raw);
   try {
-    // Register before anything else can fail, so that a crash from here on is covered.
-    if (track) detail::register_segment(path);
     sys::call("ftruncate(SharedMemory)",
               [&] { return ::ftruncate(fd.get(), static_cast<off_t>(size)); });
     void* addr = map(fd.get(), size);
@@ -82,8 +70,23 @@ SharedMemory SharedMemory::create(std::string_view name, std::size_t size, bool 
   }
 }
 
+SharedMemory SharedMemory::create(std::size_t size, bool track) {
+  // Python's _make_filename: "psm_" and 8 random hex digits, drawn again on a collision.
+  for (int attempt = 0;; ++attempt) {
+    std::uint32_t r = 0;
+    sys::call("getrandom", [&] { return ::getrandom(&r, sizeof(r), 0); });
+    char name[16];
+    std::snprintf(name, sizeof(name), "psm_%08x", static_cast<unsigned>(r));
+    try {
+      return create(name, size, track);
+    } catch (const FileExistsError&) {
+      if (attempt == 100) throw;
+    }
+  }
+}
+
 SharedMemory SharedMemory::open(std::string_view name) {
-  std::string path = os_name(name);
+  std::string path = detail::segment_path(name, "SharedMemory");
   int raw =
       sys::call_raw("shm_open", [&] { return ::shm_open(path.c_str(), O_RDWR | O_CLOEXEC, 0600); });
   if (raw < 0) {
