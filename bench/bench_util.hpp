@@ -23,6 +23,7 @@
 #include <fstream>
 #include <new>
 #include <string>
+#include <vector>
 
 namespace bench {
 
@@ -85,6 +86,46 @@ inline void reap(pid_t pid) {
     std::fprintf(stderr, "child %d failed (status %d)\n", pid, status);
     std::exit(1);
   }
+}
+
+// Items per second through a channel that `producers` processes fill with put(i) and
+// `consumers` processes drain with get(), `per_producer` items each producer: every child
+// is forked first and waits at a gate (a pipe whose write end the parent closes), the
+// clock starts when the gate opens and stops when the last child has exited. The
+// consumers' shares add up to the items put, so every child ends once all are through.
+template <class Put, class Get>
+double many_to_many_rate(int producers, int consumers, long per_producer, Put put, Get get) {
+  int gate[2];
+  if (pipe(gate) != 0) die("pipe");
+  auto wait_at_gate = [&] {
+    close(gate[1]);
+    char c;
+    while (read(gate[0], &c, 1) < 0 && errno == EINTR) {
+    }
+  };
+  const long total = per_producer * producers;
+  std::vector<pid_t> kids;
+  for (int p = 0; p < producers; ++p) {
+    kids.push_back(fork_child([&] {
+      wait_at_gate();
+      for (long i = 0; i < per_producer; ++i)
+        put(i);
+    }));
+  }
+  for (int c = 0; c < consumers; ++c) {
+    const long share = total / consumers + (c < total % consumers ? 1 : 0);
+    kids.push_back(fork_child([&, share] {
+      wait_at_gate();
+      for (long i = 0; i < share; ++i)
+        get();
+    }));
+  }
+  close(gate[0]);
+  double t0 = now_s();
+  close(gate[1]);
+  for (pid_t kid : kids)
+    reap(kid);
+  return static_cast<double>(total) / (now_s() - t0);
 }
 
 // Microseconds per call of once(), over n calls after 20 untimed ones.

@@ -6,6 +6,7 @@
 //   queue_64b_1to1       message_queue of 64-byte messages, depth 1024            items/s
 //   queue_1mib_1to1      message_queue of 1 MiB messages, depth 8                 GB/s
 //   lock_counter_2proc   interprocess_mutex, 2 processes incrementing a counter   incr/s
+//   queue_4to4           message_queue of int, depth 1024, 4 producers -> 4 consumers items/s
 // The queues are named POSIX shared memory (/dev/shm/mpx-bench-<pid>-*), removed at exit;
 // the child opens them by name, as an unrelated process would.
 #include <boost/interprocess/ipc/message_queue.hpp>
@@ -101,6 +102,24 @@ void queue_1mib_1to1() {
   bench::result("queue_1mib_1to1", rate * (1u << 20) / 1e9, "GB/s");
 }
 
+// The children use the queue the parent created (its mapping is inherited across fork).
+void queue_4to4() {
+  QueueNames q{{queue_name("queue4")}};
+  bip::message_queue queue(bip::create_only, q.names[0].c_str(), 1024, sizeof(int));
+  auto put = [&](long i) {
+    int v = static_cast<int>(i);
+    queue.send(&v, sizeof v, 0);
+  };
+  auto get = [&] {
+    int v = 0;
+    std::size_t got = 0;
+    unsigned prio = 0;
+    queue.receive(&v, sizeof v, got, prio);
+  };
+  bench::many_to_many_rate(4, 4, 5000, put, get);
+  bench::result("queue_4to4", bench::many_to_many_rate(4, 4, 50000, put, get), "items/s");
+}
+
 struct Counter {
   bip::interprocess_mutex mutex;
   std::atomic<int> go{0};
@@ -149,7 +168,7 @@ int main(int argc, char** argv) {
   const Entry entries[] = {
       {"pipe_roundtrip_64b", pipe_roundtrip_64b}, {"queue_int_1to1", queue_int_1to1},
       {"queue_64b_1to1", queue_64b_1to1},         {"queue_1mib_1to1", queue_1mib_1to1},
-      {"lock_counter_2proc", lock_counter_2proc},
+      {"lock_counter_2proc", lock_counter_2proc}, {"queue_4to4", queue_4to4},
   };
   for (const Entry& e : entries) {
     if (which == e.name) {

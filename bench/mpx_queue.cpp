@@ -2,6 +2,7 @@
 //   queue_int_1to1    Queue<int>                                  items/s
 //   queue_64b_1to1    Queue<std::array<char, 64>> (a 64-byte record)  items/s
 //   queue_1mib_1to1   Queue<std::vector<std::byte>> of 1 MiB items    GB/s
+//   queue_4to4        Queue<int>, 4 producer processes -> 4 consumers  items/s
 // Queues have their default capacity (what a user gets from `mpx::Queue<T> q;`); the
 // 1 MiB workload also reports, as the extra figure capacity_16mib, a queue with a 16 MiB
 // ring (room for 8+ items; Boost's message_queue in the Boost column holds 8).
@@ -65,6 +66,22 @@ void queue_1mib_1to1(benchmark::State& state) {
   bench::report(state, rate * kItem / 1e9, "GB/s");
 }
 BENCHMARK(queue_1mib_1to1)->Iterations(1)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+// On 2 CPUs eight processes measure the queue under contention, not scaling.
+void queue_4to4(benchmark::State& state) {
+  mpx::Queue<int> q;
+  double rate = 0;
+  for (auto _ : state) {
+    bench::many_to_many_rate(
+        4, 4, 50000, [&](long i) { q.put(static_cast<int>(i)); },
+        [&] { benchmark::DoNotOptimize(q.get()); });
+    rate = bench::many_to_many_rate(
+        4, 4, 500000, [&](long i) { q.put(static_cast<int>(i)); },
+        [&] { benchmark::DoNotOptimize(q.get()); });
+  }
+  bench::report(state, rate, "items/s");
+}
+BENCHMARK(queue_4to4)->Iterations(1)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 }  // namespace
 

@@ -156,6 +156,45 @@ def queue_1mib_1to1():
     result("queue_1mib_1to1", rate * (1 << 20) / 1e9, "GB/s")
 
 
+def put_range(q, gate, n):
+    gate.wait()
+    for i in range(n):
+        q.put(i)
+
+
+def get_n(q, gate, n):
+    gate.wait()
+    for _ in range(n):
+        q.get()
+
+
+def many_to_many_rate(producers, consumers, per_producer):
+    """Items/s through one mp.Queue: every process waits at a barrier, the clock runs
+    from the barrier to the last consumer's exit (as bench_util.hpp's many_to_many_rate)."""
+    q, gate = mp.Queue(), mp.Barrier(producers + consumers + 1)
+    total = producers * per_producer
+    procs = [mp.Process(target=put_range, args=(q, gate, per_producer))
+             for _ in range(producers)]
+    procs += [mp.Process(target=get_n, args=(q, gate, total // consumers +
+                                              (1 if c < total % consumers else 0)))
+              for c in range(consumers)]
+    for p in procs:
+        p.start()
+    gate.wait()
+    t0 = now()
+    for p in procs[producers:]:
+        p.join()
+    t = now() - t0
+    for p in procs[:producers]:
+        p.join()
+    return total / t
+
+
+def queue_4to4():
+    many_to_many_rate(4, 4, 500)
+    result("queue_4to4", many_to_many_rate(4, 4, 10000), "items/s")
+
+
 def timed_per_task(run, n):
     run(max(n // 10, 10))  # warm-up: workers started and primed
     t0 = now()
@@ -282,7 +321,7 @@ def subprocess_pipe_256mib():
 
 WORKLOADS = {f.__name__: f for f in [
     process_start_join, process_start_join_spawn, process_start_join_forkserver,
-    pipe_roundtrip_64b, queue_int_1to1, queue_64b_1to1, queue_1mib_1to1,
+    pipe_roundtrip_64b, queue_int_1to1, queue_64b_1to1, queue_1mib_1to1, queue_4to4,
     pool_map_1m_auto, pool_map_chunk1_100k, apply_async_roundtrip, executor_submit_10k,
     lock_counter_2proc, cpu_primes_speedup, idle_worker_rss, subprocess_run_true,
     subprocess_pipe_256mib]}
