@@ -30,7 +30,8 @@ PUBLIC = {
              "detail/pool_frontend.hpp", "detail/pool_future.hpp", "detail/pool_iterator.hpp",
              "detail/pool_map.hpp",
              "detail/pool_progress.hpp", "detail/pool_task.hpp"],
-    "managers": ["managers.hpp", "detail/managers_proxy.hpp"],
+    "managers": ["managers.hpp", "detail/managers_proxy.hpp", "detail/managers_objects.hpp",
+                 "detail/managers_sync.hpp"],
     "mpi": ["mpi.hpp"],
 }
 UMBRELLA = "mpx.hpp"  # includes everything; users only

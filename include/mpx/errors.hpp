@@ -141,6 +141,25 @@ class RemoteError : public Error {
   pid_t pid_;
 };
 
+// A key not in a mapping (Python's KeyError), e.g. from a manager dict proxy.
+class KeyError : public Error {
+ public:
+  using Error::Error;
+};
+
+// An index out of range (Python's IndexError), e.g. from a manager list proxy.
+class IndexError : public Error {
+ public:
+  using Error::Error;
+};
+
+// A method or attribute that does not exist or is not exposed (Python's AttributeError),
+// e.g. a manager proxy calling a method its type does not expose.
+class AttributeError : public Error {
+ public:
+  using Error::Error;
+};
+
 // Bytes could not be decoded: truncated, malformed, or of another type than asked for.
 class DecodeError : public Error {
  public:

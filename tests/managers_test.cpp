@@ -1,0 +1,272 @@
+// Tests of mpx/managers.hpp: a SyncManager's server in a child process, its proxies in
+// this process and in children, register_ for user types and named objects, errors
+// coming back as mpx errors, and a killed client releasing what it held.
+#include "mpx/managers.hpp"
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <future>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "mpx/connection.hpp"
+#include "mpx/process.hpp"
+#include "support/child.hpp"
+#include "support/leak_check.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+using mpx_test::Child;
+
+TEST(Managers, DictAcrossProcesses) {
+  mpx::SyncManager manager;
+  manager.start();
+  EXPECT_GT(manager.pid(), 0);
+  auto d = manager.dict<std::string, int>();
+  d.setitem("a", 1);
+  Child child([d]() mutable {
+    d.setitem("b", d.getitem("a") + 1);
+    d.update({{"c", 3}});
+  });
+  ASSERT_EQ(child.join(), 0);
+  EXPECT_EQ(d.len(), 3u);
+  EXPECT_EQ(d.getitem("b"), 2);
+  EXPECT_EQ(d.get("zz"), std::nullopt);
+  EXPECT_EQ(d.get("zz", 7), 7);
+  EXPECT_TRUE(d.contains("c"));
+  EXPECT_EQ(d.keys(), (std::vector<std::string>{"a", "b", "c"}));
+  EXPECT_EQ(d.pop("a"), 1);
+  EXPECT_THROW(d.getitem("a"), mpx::KeyError);
+  EXPECT_THROW(d.delitem("a"), mpx::KeyError);
+  EXPECT_EQ(d.setdefault("x", 9), 9);
+  EXPECT_EQ(d.items().size(), 3u);
+  d.clear();
+  EXPECT_EQ(d.len(), 0u);
+  manager.shutdown();
+  EXPECT_THROW(d.len(), std::exception);  // the server is gone
+}
+
+TEST(Managers, ListValueArrayNamespace) {
+  mpx::SyncManager manager;
+  manager.start();
+  auto l = manager.list<int>({1, 2});
+  l.append(3);
+  l.extend({4, 5});
+  EXPECT_EQ(l.len(), 5u);
+  EXPECT_EQ(l.getitem(-1), 5);
+  l.setitem(0, 10);
+  EXPECT_EQ(l.pop(), 5);
+  l.insert(0, -1);
+  EXPECT_EQ(l.copy(), (std::vector<int>{-1, 10, 2, 3, 4}));
+  EXPECT_EQ(l.index(3), 3);
+  l.remove(3);
+  EXPECT_THROW(l.remove(42), mpx::ValueError);
+  EXPECT_THROW(l.getitem(10), mpx::IndexError);
+
+  auto v = manager.Value<double>(1.5);
+  EXPECT_EQ(v.get(), 1.5);
+  v.set(2.5);
+  EXPECT_EQ(v.get(), 2.5);
+
+  auto a = manager.Array<int>(4);
+  a.setitem(2, 7);
+  EXPECT_EQ(a.tolist(), (std::vector<int>{0, 0, 7, 0}));
+  EXPECT_THROW(a.setitem(4, 1), mpx::IndexError);
+
+  auto ns = manager.Namespace();
+  ns.set("x", 42);
+  ns.set<std::string>("name", "mpx");
+  EXPECT_EQ(ns.get<int>("x"), 42);
+  EXPECT_EQ(ns.get<std::string>("name"), "mpx");
+  EXPECT_THROW(ns.get<std::string>("x"), mpx::DecodeError);
+  EXPECT_THROW(ns.get<int>("nope"), mpx::AttributeError);
+  EXPECT_EQ(ns.names(), (std::vector<std::string>{"name", "x"}));
+}
+
+TEST(Managers, QueueBetweenProcesses) {
+  mpx::SyncManager manager;
+  manager.start();
+  auto q = manager.Queue<int>(2);
+  Child producer([q]() mutable {
+    for (int i = 0; i < 100; ++i)
+      q.put(i);
+  });
+  long sum = 0;
+  for (int i = 0; i < 100; ++i)
+    sum += q.get(true, 30s);
+  EXPECT_EQ(sum, 4950);
+  EXPECT_EQ(producer.join(), 0);
+  EXPECT_THROW(q.get_nowait(), mpx::Empty);
+  const auto start = Clock::now();
+  EXPECT_THROW(q.get(true, 200ms), mpx::Empty);
+  EXPECT_GE(Clock::now() - start, 150ms);
+  q.put(1);
+  q.put(2);
+  EXPECT_TRUE(q.full());
+  EXPECT_THROW(q.put_nowait(3), mpx::Full);
+  // JoinableQueue: join() returns once every item is done.
+  auto jq = manager.JoinableQueue<int>();
+  jq.put(1);
+  Child worker([jq]() mutable {
+    (void)jq.get();
+    jq.task_done();
+  });
+  jq.join();
+  EXPECT_EQ(worker.join(), 0);
+  EXPECT_THROW(jq.task_done(), mpx::ValueError);
+}
+
+TEST(Managers, LockEventSemaphoreConditionBarrier) {
+  mpx::SyncManager manager;
+  manager.start();
+  auto lock = manager.Lock();
+  EXPECT_TRUE(lock.acquire());
+  auto other = lock;  // another connection: another owner
+  EXPECT_FALSE(other.acquire(false));
+  EXPECT_FALSE(other.acquire(true, 100ms));
+  lock.release();
+  EXPECT_TRUE(other.acquire(false));
+  other.release();
+  EXPECT_THROW(other.release(), mpx::ValueError);
+  { std::lock_guard guard(lock); }
+
+  auto rlock = manager.RLock();
+  EXPECT_TRUE(rlock.acquire());
+  EXPECT_TRUE(rlock.acquire());
+  rlock.release();
+  rlock.release();
+
+  auto sem = manager.BoundedSemaphore(2);
+  EXPECT_TRUE(sem.acquire());
+  EXPECT_TRUE(sem.acquire());
+  EXPECT_FALSE(sem.acquire(false));
+  sem.release();
+  sem.release();
+  EXPECT_THROW(sem.release(), mpx::ValueError);
+
+  auto event = manager.Event();
+  EXPECT_FALSE(event.wait(50ms));
+  Child setter([event]() mutable { event.set(); });
+  EXPECT_TRUE(event.wait(30s));
+  EXPECT_TRUE(event.is_set());
+  EXPECT_EQ(setter.join(), 0);
+
+  auto cond = manager.Condition();
+  auto flag = manager.Value<int>(0);
+  Child notifier([cond, flag]() mutable {
+    std::lock_guard guard(cond);
+    flag.set(1);
+    cond.notify_all();
+  });
+  {
+    std::lock_guard guard(cond);
+    const auto start = Clock::now();
+    while (flag.get() == 0 && Clock::now() - start < 30s)
+      cond.wait(1s);
+    EXPECT_EQ(flag.get(), 1);
+  }
+  EXPECT_EQ(notifier.join(), 0);
+
+  auto barrier = manager.Barrier(2);
+  Child party([barrier]() mutable { (void)barrier.wait(30s); });
+  const auto index = barrier.wait(30s);
+  EXPECT_TRUE(index == 0 || index == 1);
+  EXPECT_EQ(party.join(), 0);
+  EXPECT_THROW(barrier.wait(100ms), mpx::BrokenBarrierError);
+  EXPECT_TRUE(barrier.broken());
+}
+
+TEST(Managers, AKilledClientReleasesItsLockAndReferences) {
+  mpx::SyncManager manager;
+  manager.start();
+  auto lock = manager.Lock();
+  auto [ready_r, ready_w] = mpx::Pipe(false);
+  mpx::Process holder([lock, &ready_w]() mutable {
+    lock.acquire();
+    ready_w.send(1);
+    ::pause();  // held until killed
+  });
+  holder.start();
+  ready_w.close();
+  ASSERT_EQ(ready_r.recv<int>(), 1);
+  EXPECT_FALSE(lock.acquire(false));
+  holder.kill();
+  holder.join();
+  EXPECT_TRUE(lock.acquire(true, 30s));  // released by the server when the client dropped
+  lock.release();
+}
+
+struct Counter {
+  explicit Counter(int start) : n(start) {}
+  int add(int k) { return n += k; }
+  int get() const { return n; }
+  void secret() {}
+  int n;
+};
+
+TEST(Managers, RegisteredUserTypeExposesOnlyItsMethods) {
+  mpx::BaseManager::register_type<Counter, int>(
+      "Counter", {{"add", mpx::expose(&Counter::add)}, {"get", mpx::expose(&Counter::get)}});
+  mpx::SyncManager manager;
+  manager.start();
+  mpx::BaseProxy c = manager.create("Counter", 10);
+  EXPECT_EQ(c.call<int>("add", 5), 15);
+  EXPECT_EQ(c.call<int>("get"), 15);
+  EXPECT_THROW(c.call("secret"), mpx::AttributeError);
+  EXPECT_THROW(c.call<int>("add", std::string("x")), mpx::RemoteError);  // wrong argument type
+  EXPECT_THROW(manager.create("NoSuchType"), mpx::KeyError);
+}
+
+TEST(Managers, NamedObjectsAndConnect) {
+  mpx::BaseManager server_side("127.0.0.1:0", std::string("secret"));
+  server_side.register_<mpx::QueueProxy<int>>("tasks");
+  server_side.start();
+  // Another manager object, as in another program: connect by address and key.
+  mpx::BaseManager client("" + server_side.address(), std::string("secret"));
+  client.connect();
+  auto q1 = client.get<mpx::QueueProxy<int>>("tasks");
+  auto q2 = server_side.get<mpx::QueueProxy<int>>("tasks");
+  q1.put(5);
+  EXPECT_EQ(q2.get(true, 30s), 5);  // the same object
+  EXPECT_THROW(client.get<mpx::QueueProxy<int>>("nope"), mpx::KeyError);
+  EXPECT_THROW(client.get<mpx::QueueProxy<double>>("tasks"), mpx::ValueError);
+  mpx::BaseManager wrong(server_side.address(), std::string("wrong"));
+  EXPECT_THROW(wrong.connect(), mpx::AuthenticationError);
+}
+
+TEST(Managers, ProxyTravelsThroughAPipe) {
+  mpx::SyncManager manager;
+  manager.start();
+  auto d = manager.dict<int, int>();
+  auto [a, b] = mpx::Pipe();
+  Child child([&b]() {
+    auto got = b.recv<mpx::DictProxy<int, int>>();
+    got.setitem(1, 100);
+    b.send(0);
+  });
+  a.send(d);
+  EXPECT_EQ(a.recv<int>(), 0);
+  EXPECT_EQ(d.getitem(1), 100);
+  EXPECT_EQ(child.join(), 0);
+}
+
+TEST(Managers, ServeForeverInThisProcess) {
+  mpx::SyncManager manager("127.0.0.1:0", std::string("k"));
+  mpx::ManagerServer server = manager.get_server();
+  std::thread serving([&] { server.serve_forever(); });
+  mpx::SyncManager client(server.address(), std::string("k"));
+  client.connect();
+  auto v = client.Value<int>(3);
+  EXPECT_EQ(v.get(), 3);
+  EXPECT_EQ(server.counts().first, 1u);
+  server.stop();
+  serving.join();
+}
+
+}  // namespace
