@@ -7,16 +7,15 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <condition_variable>
 #include <filesystem>
 #include <future>
-#include <mutex>
 #include <string>
 #include <thread>
 
 #include "mpx/listener.hpp"
 #include "mpx/subprocess.hpp"
 #include "support/leak_check.hpp"
+#include "support/watchdog.hpp"
 
 namespace {
 
@@ -64,30 +63,6 @@ std::string text(const mpx::Bytes& b) {
 std::span<const std::byte> span_of(const std::string& s) {
   return std::as_bytes(std::span<const char>(s.data(), s.size()));
 }
-
-// Kills `pid` if the test has not finished within `limit` (so nothing can hang).
-class Watchdog {
- public:
-  Watchdog(pid_t pid, std::chrono::seconds limit)
-      : thread_([this, pid, limit] {
-          std::unique_lock lock(mu_);
-          if (!cv_.wait_for(lock, limit, [this] { return done_; })) ::kill(pid, SIGKILL);
-        }) {}
-  ~Watchdog() {
-    {
-      std::lock_guard lock(mu_);
-      done_ = true;
-    }
-    cv_.notify_all();
-    thread_.join();
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool done_ = false;
-  std::thread thread_;
-};
 
 // Runs Python's Client against `listener`; the mpx side answers one message. Returns
 // Python's output; `server_error` gets what accept() threw ("" when nothing).
@@ -148,7 +123,7 @@ TEST(ListenerPython, MpxClientToPythonListener) {
   for (std::string where :
        {std::string("tcp:127.0.0.1:0"), "unix:/tmp/" + mpx_test::unique_name("py") + ".sock"}) {
     auto [python, address] = python_listener(where, "shared key");
-    Watchdog watchdog(python.pid(), 30s);
+    mpx_test::Watchdog watchdog(30s, "python3", [pid = python.pid()] { ::kill(pid, SIGKILL); });
     ASSERT_FALSE(address.empty());
     {
       mpx::Connection c = mpx::Client(address, "", std::string("shared key"));
@@ -163,7 +138,7 @@ TEST(ListenerPython, MpxClientToPythonListener) {
 TEST(ListenerPython, MpxClientWithAWrongKeyFailsOnBothSides) {
   if (!have_python()) GTEST_SKIP() << "no " << kPython << ": CPython interop not tested";
   auto [python, address] = python_listener("tcp:127.0.0.1:0", "right");
-  Watchdog watchdog(python.pid(), 30s);
+  mpx_test::Watchdog watchdog(30s, "python3", [pid = python.pid()] { ::kill(pid, SIGKILL); });
   EXPECT_THROW((void)mpx::Client(address, "", std::string("wrong")), mpx::AuthenticationError);
   const std::string out = python.communicate().first;
   EXPECT_EQ(out.rfind("AuthenticationError", 0), 0u) << out;
@@ -177,7 +152,7 @@ TEST(ListenerPython, UnauthenticatedBytesBothWays) {
   EXPECT_EQ(python_client(listener, "tcp:" + listener.address(), "", server_error),
             "got mpx: from python\n");
   auto [python, address] = python_listener("tcp:127.0.0.1:0", "");
-  Watchdog watchdog(python.pid(), 30s);
+  mpx_test::Watchdog watchdog(30s, "python3", [pid = python.pid()] { ::kill(pid, SIGKILL); });
   {
     mpx::Connection c = mpx::Client(address);
     c.send_bytes(span_of(std::string(100000, 'z')));

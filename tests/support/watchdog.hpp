@@ -3,12 +3,15 @@
 // instead of stalling until ctest's timeout.
 //
 //   mpx_test::Watchdog dog(10s, "join() after close() and get()");
+// With `on_expire`, that runs instead of the abort (say, killing a child program that
+// hangs, so that the test fails and still reaps it).
 #pragma once
 
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -17,10 +20,12 @@ namespace mpx_test {
 
 class Watchdog {
  public:
-  Watchdog(std::chrono::milliseconds limit, std::string what)
-      : what_(std::move(what)), thread_([this, limit] {
+  Watchdog(std::chrono::milliseconds limit, std::string what,
+           std::function<void()> on_expire = nullptr)
+      : what_(std::move(what)), thread_([this, limit, on_expire] {
           std::unique_lock lock(mutex_);
           if (cv_.wait_for(lock, limit, [this] { return done_; })) return;
+          if (on_expire) return on_expire();
           std::fprintf(stderr, "watchdog: %s still running after %lld ms\n", what_.c_str(),
                        static_cast<long long>(limit.count()));
           std::fflush(stderr);
