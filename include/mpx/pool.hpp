@@ -10,7 +10,10 @@
 // the pool forks when it is built, before it starts its own thread); every worker, and
 // every replacement, is forked by the zygote. A worker that dies (signal, exit, OOM
 // kill) fails exactly the task it was running with WorkerLost; its other queued tasks
-// go to other workers and a new worker takes its place. Each worker holds a short queue
+// go to other workers and a new worker takes its place (workers that keep dying before
+// they finish a task, or forks that fail, are retried after a delay doubling from 10 ms
+// to 1 s; queued tasks fail with BrokenPool, naming the errno, only once no worker
+// could exist for 5 s). Each worker holds a short queue
 // of tasks (a deep one while tasks take microseconds); once nothing else waits, an idle
 // worker takes over a task queued behind another worker's running one, so that no task
 // waits behind a long one while a worker idles. With options.timeout, a task
@@ -41,8 +44,9 @@
 //   `with Pool() as p:` terminates it. Call terminate() to drop pending work.
 // - terminate() ends unfinished tasks as cancelled: their get() throws CancelledError
 //   (Python's would block forever).
-// - A failing initializer makes the pool broken (tasks and submits fail with
-//   BrokenPool) instead of restarting workers forever.
+// - A failing initializer (one that throws, or kills three workers in a row) makes
+//   the pool broken (tasks and submits fail with BrokenPool) instead of restarting
+//   workers forever. Workers killed from outside never break it.
 // - imap reads its input lazily, so an endless range works: it runs ahead of its
 //   consumer by 4 chunks per worker + 4, or by up to 256 items per worker while that
 //   stays within about 64 MiB of encoded input and results. An lvalue input must

@@ -165,6 +165,8 @@ bool ProcessImpl::match(Frame& f, std::vector<Delivery>& out, int64_t now) {
       if (s.assigned.empty() || s.assigned.front().id != f.header.task_id) return false;
       Assigned a = std::move(s.assigned.front());
       s.last_result_ns = now;
+      s.worked = true;
+      s.failures = 0;
       record_task_time(f.header.entry);
       s.assigned.pop_front();
       recycle_args(a.task.args);

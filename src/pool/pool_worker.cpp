@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <iostream>
 #include <new>
@@ -63,9 +64,11 @@ class WorkerLoop {
     ::mallopt(M_MMAP_THRESHOLD, 8 << 20);
     ::mallopt(M_TRIM_THRESHOLD, 16 << 20);
     if (options.initializer) {
+      slot_.in_init.store(1, std::memory_order_seq_cst);
       try {
         ByteVector ignored;
         options.initializer(options.initargs, ignored);
+        slot_.in_init.store(0, std::memory_order_seq_cst);
       } catch (...) {
         ByteVector body;
         encode_exception(std::current_exception(), body);
@@ -418,7 +421,9 @@ struct Child {
     if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
     if (n != static_cast<ssize_t>(sizeof m)) stop();  // the pool is gone (or closed us)
     if (m.kind == kZygoteSpawn) {
-      pid_t pid = ::fork();
+      // Through the syscall seam: tests make it fail (tests/pool_faults_test.cpp).
+      pid_t pid = sys::call_raw("fork (a pool worker)", [] { return ::fork(); });
+      const int fork_errno = errno;
       if (pid == 0) {
         ::prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (::getppid() != self) ::_exit(1);
@@ -428,15 +433,16 @@ struct Child {
         WorkerLoop(shared, m.slot).run(options);
       }
       if (pid < 0) {
-        send_message(sock, {kZygoteSpawned, m.slot, -1, 0});
+        send_message(sock, {kZygoteSpawned, m.slot, -1, fork_errno});
         continue;
       }
       int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
       if (pidfd < 0) {  // cannot watch it: do not keep it
+        const int err = errno;
         ::kill(pid, SIGKILL);
         int status;
         ::waitpid(pid, &status, 0);
-        send_message(sock, {kZygoteSpawned, m.slot, -1, 0});
+        send_message(sock, {kZygoteSpawned, m.slot, -1, -err});
         continue;
       }
       children.push_back({pid, pidfd, m.slot});

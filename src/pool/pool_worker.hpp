@@ -59,6 +59,9 @@ struct WorkerSlot {
   std::atomic<int32_t> cpu{-1};
   // Where it last fell asleep (-1: never): where the kernel likely wakes it; a hint.
   std::atomic<int32_t> sleep_cpu{-1};
+  // 1 while the worker runs the pool's initializer: a death then counts toward the
+  // guard against an initializer that keeps killing its workers (restarts.cpp).
+  std::atomic<uint32_t> in_init{0};
   // The parent has bytes for the inbox that did not fit: the worker rings the
   // supervisor once it made room.
   alignas(64) std::atomic<uint32_t> writer_waiting{0};
@@ -77,6 +80,7 @@ struct WorkerSlot {
     last_seq.store(0);
     cpu.store(-1);
     sleep_cpu.store(-1);
+    in_init.store(0);
     writer_waiting.store(0);
     inbox.reset();
     outbox.reset();
@@ -181,7 +185,8 @@ class WorkerShared {
 enum ZygoteKind : uint32_t {
   kZygoteSpawn = 1,  // supervisor -> zygote: fork a worker for slot
   kZygoteKill,       // supervisor -> zygote: SIGKILL the worker pid of slot
-  kZygoteSpawned,    // zygote -> supervisor: slot's worker is pid (pid <= 0: fork failed)
+  kZygoteSpawned,    // zygote -> supervisor: slot's worker is pid (pid <= 0: fork failed,
+                     // status: fork's errno, or -errno of pidfd_open)
   kZygoteExited,     // zygote -> supervisor: slot's worker pid ended with status
   kZygoteStop,       // supervisor -> zygote: kill the workers, reap them, exit
 };

@@ -2,6 +2,8 @@
 // forked before the supervisor thread exists) and the submitting side.
 #include <sys/eventfd.h>
 
+#include <system_error>
+
 #include "pool/process_engine.hpp"
 #include "sys/syscall.hpp"
 
@@ -18,11 +20,22 @@ ProcessImpl::ProcessImpl(EngineOptions opts) : Impl(std::move(opts)) {
   reads_.resize(options.workers);
   // The zygote is forked now, before the supervisor thread exists.
   zygote_ = start_zygote(*pool_, options);
-  start_workers();
+  try {
+    start_workers();
+    // Through the syscall seam, so that tests can make it fail (pool_faults_test.cpp).
+    if (int err = sys::injected_failure("pthread_create"))
+      throw std::system_error(err, std::system_category());
+    supervisor_ = std::thread([this] { supervise(); });
+  } catch (const std::system_error& e) {
+    stop_zygote();
+    throw std::system_error(e.code(), "pthread_create (the pool's supervisor thread)");
+  } catch (...) {
+    stop_zygote();
+    throw;
+  }
   shared_collector->attach(this);
   process_collector_ = shared_collector;
   collector = std::move(shared_collector);
-  supervisor_ = std::thread([this] { supervise(); });
 }
 
 ProcessImpl::~ProcessImpl() {

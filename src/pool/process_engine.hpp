@@ -173,8 +173,14 @@ class ProcessImpl final : public Engine::Impl {
     std::deque<Outgoing> out;
     std::size_t out_offset = 0;
     bool stop_sent = false;  // it was asked to leave (kFrameStop)
-    bool written = false;    // assign() wrote a frame that wake_assigned() has not rung for
-    bool wake = false;       // wake_assigned(): it sleeps and must be woken
+    // Restarts (restarts.cpp): when the next worker is due (0: none waits), how many
+    // workers in a row died or failed to fork here before finishing a task, and whether
+    // the present one finished one.
+    int64_t restart_ns = 0;
+    unsigned failures = 0;
+    bool worked = false;
+    bool written = false;  // assign() wrote a frame that wake_assigned() has not rung for
+    bool wake = false;     // wake_assigned(): it sleeps and must be woken
   };
   // The frame being read from a worker's outbox (under read_mutex_).
   struct ReadState {
@@ -291,10 +297,22 @@ class ProcessImpl final : public Engine::Impl {
   void zygote_gone();
   bool read_zygote();
   void worker_exited(std::size_t i, pid_t pid, int status);
+  void restart_later(std::size_t i, int64_t now);
+  void start_due_workers();
+  void fail_if_no_worker();
+  int next_restart_ms();
   void start_workers();
   void wait_zygote(int timeout_ms);
   void let_workers_leave();
+  void stop_zygote();
   void shutdown();
+  // Restarts back off: a worker that died or failed to fork before finishing a task is
+  // replaced at once the first time, then after 10 ms, doubling up to 1 s, so that a
+  // crash loop (an outside killer, an initializer that crashes, fork failing) does not
+  // spin. Queued tasks fail only when no worker could exist for kNoWorkerNs.
+  static constexpr int64_t kBackoffNs = 10'000'000;
+  static constexpr int64_t kMaxBackoffNs = 1'000'000'000;
+  static constexpr int64_t kNoWorkerNs = 5'000'000'000;
   // How long close() + join() wait for idle workers to flush and exit before the zygote
   // kills them.
   static constexpr int64_t kLeaveGraceNs = 10'000'000'000;
@@ -314,7 +332,10 @@ class ProcessImpl final : public Engine::Impl {
   // Written under `mutex`, read anywhere. Unknown at first: shallow queues.
   std::atomic<int64_t> avg_task_ns_{kShortTaskNs};
   bool zygote_lost_ = false;
-  bool leaving_ = false;  // the workers are told to leave: none is started again
+  bool leaving_ = false;                   // the workers are told to leave: none is started again
+  int64_t no_worker_since_ns_ = 0;         // no worker alive, and a fork failed, since (0: not so)
+  int fork_error_ = 0;                     // the last failed fork's (ZygoteMessage::status)
+  std::atomic<bool> restarts_due_{false};  // start_due_workers() has work (or may)
   // Under read_mutex_ (taken before `mutex`):
   std::timed_mutex read_mutex_;
   std::atomic<std::thread::id> reader_{};  // the thread that holds read_mutex_ (in collect())

@@ -6,7 +6,9 @@
 #include <sys/socket.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <string>
+#include <system_error>
 
 #include "pool/process_engine.hpp"
 #include "sys/syscall.hpp"
@@ -15,6 +17,8 @@ namespace mpx::detail {
 
 // Lock held.
 void ProcessImpl::spawn(std::size_t i) {
+  slots_[i].restart_ns = 0;
+  if (terminating || broken || leaving_) return;
   slots_[i].spawning = true;
   send_zygote({kZygoteSpawn, static_cast<uint32_t>(i), 0, 0});
 }
@@ -47,12 +51,19 @@ bool ProcessImpl::read_zygote() {
     if (m.kind == kZygoteSpawned) {
       std::unique_lock lock(mutex);
       SlotState& s = slots_[m.slot];
-      if (m.pid <= 0) {  // fork failed
+      if (m.pid <= 0) {  // fork failed: again later; the live workers go on
         s.spawning = false;
-        set_broken(std::make_exception_ptr(BrokenPool("the zygote could not fork a worker")));
+        fork_error_ = m.status;
+        if (no_worker_since_ns_ == 0 && std::none_of(slots_.begin(), slots_.end(),
+                                                     [](const SlotState& t) { return t.pid > 0; }))
+          no_worker_since_ns_ = monotonic_ns();
+        restarts_due_.store(true, std::memory_order_relaxed);
+        restart_later(m.slot, monotonic_ns());
         continue;
       }
+      no_worker_since_ns_ = 0;
       s.pid = m.pid;
+      s.worked = false;
       s.spawning = false;
       s.init_ok = false;
       s.given = 0;
@@ -99,6 +110,7 @@ void ProcessImpl::worker_exited(std::size_t i, pid_t pid, int status) {
         } else {
           error = std::make_exception_ptr(WorkerLost(pid, status));
         }
+        s.worked = true;  // its task's doing: no crash loop
         done.push_back({std::move(a.task.sink), a.task.tag, 0, {}, error});
       }
       // Tasks it had not started go back to the front of the queue, in order.
@@ -107,21 +119,112 @@ void ProcessImpl::worker_exited(std::size_t i, pid_t pid, int status) {
       pending_count.store(pending.size(), std::memory_order_relaxed);
       s.assigned.clear();
     }
-    bool died_in_init = !s.init_ok;
+    // Only a death inside the initializer counts toward breaking the pool: one killed
+    // from outside is replaced (its task fails with WorkerLost), with restart_later()'s
+    // backoff.
+    const bool died_in_init =
+        options.initializer && slot.in_init.load(std::memory_order_acquire) != 0;
     s.pid = 0;
     drop_outgoing(s);
     reads_[i] = ReadState{};
     slot.reset();
     if (died_in_init && ++init_failures_ >= 3 && !broken) {
       set_broken(std::make_exception_ptr(
-          BrokenPool(std::string("workers keep dying before finishing their initializer (last: ") +
+          BrokenPool(std::string("workers keep dying in their initializer (last: ") +
                      WorkerLost(pid, status).what() + ")")));
     }
-    if (!terminating && !broken && !leaving_) spawn(i);
+    if (s.worked) {
+      s.failures = 0;
+      spawn(i);
+    } else {
+      restart_later(i, now);
+    }
     fill(lock, true);  // its queued tasks to the other workers
   }
   for (auto& d : done)
     d.run();
+}
+
+// Replaces worker i, which died or failed to fork before finishing a task: at once the
+// first time, then after a delay that doubles with each such failure in a row (lock
+// held).
+void ProcessImpl::restart_later(std::size_t i, int64_t now) {
+  SlotState& s = slots_[i];
+  const unsigned n = s.failures++;
+  if (n == 0) {
+    spawn(i);
+    return;
+  }
+  const int64_t delay = kBackoffNs << std::min(n - 1, 7u);
+  s.restart_ns = now + std::min(delay, kMaxBackoffNs);
+  restarts_due_.store(true, std::memory_order_relaxed);
+}
+
+// Starts the workers whose restart is due, and fails queued tasks if no worker can
+// exist (the supervisor's loop, when restart_later() or a failed fork raised
+// restarts_due_).
+void ProcessImpl::start_due_workers() {
+  if (!restarts_due_.load(std::memory_order_relaxed)) return;
+  std::lock_guard lock(mutex);
+  const int64_t now = monotonic_ns();
+  bool waiting = no_worker_since_ns_ != 0;
+  for (std::size_t i = 0; i < slots_.size(); ++i) {
+    SlotState& s = slots_[i];
+    if (s.restart_ns != 0 && now >= s.restart_ns) spawn(i);
+    waiting = waiting || s.restart_ns != 0;
+  }
+  fail_if_no_worker();
+  if (!waiting) restarts_due_.store(false, std::memory_order_relaxed);
+}
+
+// Milliseconds until the next restart is due (-1: none), or until queued tasks fail for
+// want of any worker (lock held).
+int ProcessImpl::next_restart_ms() {
+  int64_t best = -1;
+  auto consider = [&](int64_t at) {
+    if (at != 0 && (best < 0 || at < best)) best = at;
+  };
+  for (const auto& s : slots_)
+    consider(s.restart_ns);
+  if (no_worker_since_ns_ != 0) consider(no_worker_since_ns_ + kNoWorkerNs);
+  if (best < 0) return -1;
+  const int64_t left = std::max<int64_t>(best - monotonic_ns(), 0);
+  return static_cast<int>((left + 999'999) / 1'000'000);
+}
+
+// No worker could exist for kNoWorkerNs (forks keep failing): the queued tasks fail
+// rather than wait for ever; later ones too while it lasts (lock held on entry and exit).
+void ProcessImpl::fail_if_no_worker() {
+  if (no_worker_since_ns_ == 0 || pending.empty() ||
+      monotonic_ns() - no_worker_since_ns_ < kNoWorkerNs)
+    return;
+  const int err = fork_error_ < 0 ? -fork_error_ : fork_error_;
+  const std::string what =
+      std::string("no worker could be started for ") + std::to_string(kNoWorkerNs / 1'000'000'000) +
+      " s: " + (fork_error_ < 0 ? "pidfd_open" : "fork") +
+      " failed: " + std::system_category().message(err) + " (errno " + std::to_string(err) + ")";
+  std::vector<Task> failed(std::make_move_iterator(pending.begin()),
+                           std::make_move_iterator(pending.end()));
+  pending.clear();
+  pending_count.store(0, std::memory_order_relaxed);
+  const auto error = std::make_exception_ptr(BrokenPool(what));
+  for (auto& t : failed)
+    if (t.sink) handoff_.push_back({std::move(t.sink), t.tag, 0, {}, error});
+  handoffs_.store(handoff_.size(), std::memory_order_release);
+}
+
+// The zygote kills and reaps its workers, then exits; it is reaped here. Stop is
+// explicit: other processes forked later (another pool's zygote) may hold a copy of our
+// end of the socket, so its closing is no signal. (EOF is how the zygote learns that the
+// pool's process died.)
+void ProcessImpl::stop_zygote() {
+  {
+    std::lock_guard lock(mutex);
+    send_zygote({kZygoteStop, 0, 0, 0});
+  }
+  zygote_.socket.reset();
+  int status = 0;
+  sys::call_raw("waitpid", [&] { return ::waitpid(zygote_.pid, &status, 0); });
 }
 
 // Starts every worker and waits until each is forked (from the constructor, before the
@@ -199,16 +302,7 @@ void ProcessImpl::shutdown() {
     graceful = !terminating && !broken && !zygote_lost_;
   }
   if (graceful) let_workers_leave();
-  // Stop is explicit: other processes forked later (another pool's zygote) may hold
-  // a copy of our end of the socket, so its closing is no signal. (EOF is how the
-  // zygote learns that the pool's process died.)
-  {
-    std::lock_guard lock(mutex);
-    send_zygote({kZygoteStop, 0, 0, 0});
-  }
-  zygote_.socket.reset();
-  int status = 0;
-  sys::call_raw("waitpid", [&] { return ::waitpid(zygote_.pid, &status, 0); });
+  stop_zygote();
   std::lock_guard lock(mutex);
   for (auto& s : slots_)
     s.pid = 0;

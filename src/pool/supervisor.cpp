@@ -29,6 +29,7 @@ void ProcessImpl::supervise() {
       progress |= dispatch();
     woken = false;
     check_timeouts();
+    start_due_workers();
     if (finished()) break;
     if (progress) continue;
     // Sleeps at once: nobody waits on this thread. It used to poll for 30 us first, for
@@ -166,6 +167,8 @@ void ProcessImpl::sleep() {
       ready = ready || idle_closed;
     }
     timeout_ms = next_timeout_ms();
+    const int restart_ms = next_restart_ms();
+    if (restart_ms >= 0 && (timeout_ms < 0 || restart_ms < timeout_ms)) timeout_ms = restart_ms;
   }
   if (!ready) {
     pollfd fds[2] = {{doorbell_.get(), POLLIN, 0}, {zygote_.socket.get(), POLLIN, 0}};
