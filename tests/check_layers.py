@@ -18,7 +18,7 @@ LAYERS = ["sys", "codec", "shm", "sync", "ipc", "process", "pool", "managers", "
 # Public headers (include/mpx/...) by layer.
 PUBLIC = {
     "sys": ["errors.hpp", "detail/deadline.hpp", "detail/waiter.hpp", "detail/bound_call.hpp",
-            "detail/function_id.hpp"],
+            "detail/function_id.hpp", "detail/handoff_trait.hpp"],
     "codec": ["codec.hpp", "detail/codec_impl.hpp", "detail/codec_wire.hpp",
               "detail/codec_cereal.hpp", "detail/scratch.hpp"],
     "shm": ["shared_memory.hpp"],

@@ -19,6 +19,8 @@
 #include <vector>
 
 #include "mpx/errors.hpp"
+#include "mpx/queues.hpp"
+#include "mpx/shared_memory.hpp"
 #include "sys/fd.hpp"
 
 namespace {
@@ -153,6 +155,76 @@ TEST_P(StartMethods, ManyAtOnceFromManyThreads) {
   EXPECT_EQ(good.load(), 20);
 }
 
+// mpx objects handed to the child: they work both ways.
+void double_items(mpx::Queue<int> in, mpx::Queue<std::string> out) {
+  for (;;) {
+    const int x = in.get();
+    if (x < 0) return;
+    out.put(std::to_string(2 * x));
+  }
+}
+void answer_joinable(mpx::JoinableQueue<int> q, mpx::SimpleQueue<int> back) {
+  back.put(q.get() + 1);
+  q.task_done();
+}
+void fill(mpx::SharedMemory shm, char c) {
+  auto buf = shm.buf();
+  std::memset(buf.data(), c, buf.size());
+}
+
+TEST_P(StartMethods, QueuesReachTheChildAndWorkBothWays) {
+  mpx::Queue<int> in;
+  mpx::Queue<std::string> out;
+  mpx::Process p = ctx().Process(double_items, in, out);
+  p.start();
+  for (int i = 0; i < 100; ++i)
+    in.put(i);
+  in.put(-1);
+  for (int i = 0; i < 100; ++i)
+    ASSERT_EQ(out.get(30s), std::to_string(2 * i));
+  p.join(60s);
+  EXPECT_EQ(p.exitcode(), 0);
+
+  mpx::JoinableQueue<int> q;
+  mpx::SimpleQueue<int> back;
+  mpx::Process r = ctx().Process(answer_joinable, q, back);
+  r.start();
+  q.put(41);
+  q.join();  // returns once the child called task_done
+  EXPECT_EQ(back.get(), 42);
+  r.join();
+  EXPECT_EQ(r.exitcode(), 0);
+}
+
+TEST_P(StartMethods, SharedMemoryReachesTheChild) {
+  mpx::SharedMemory anonymous(4096);
+  EXPECT_EQ(run(GetParam(), ctx().Process(fill, std::move(anonymous), 'a')), 0);
+  mpx::SharedMemory shm(8192);
+  const int fd = ::dup(shm.fd());
+  EXPECT_EQ(run(GetParam(), ctx().Process(fill, std::move(shm), 'z')), 0);
+  mpx::SharedMemory again = mpx::SharedMemory::from_fd(fd);
+  ::close(fd);
+  EXPECT_EQ(static_cast<char>(again.buf()[0]), 'z');
+  EXPECT_EQ(static_cast<char>(again.buf()[8191]), 'z');
+}
+
+// A child killed while it holds handed-off objects leaves nothing behind (the leak check
+// of tests/support counts fds, children and /dev/shm entries after each test).
+TEST_P(StartMethods, KilledChildWithHandedOffObjectsLeavesNothing) {
+  // A named queue (its /dev/shm entry must be gone after the test) and an anonymous one.
+  auto in = mpx::Queue<int>::create("mpx-test-spawn-" + std::to_string(::getpid()));
+  mpx::Queue<std::string> out;
+  mpx::Process p = ctx().Process(double_items, in, out);
+  p.start();
+  in.put(5);
+  EXPECT_EQ(out.get(30s), "10");
+  p.kill();
+  p.join();
+  EXPECT_EQ(p.exitcode(), -SIGKILL);
+  in.put(6);  // the queue still works for this process
+  EXPECT_EQ(in.get(), 6);
+}
+
 INSTANTIATE_TEST_SUITE_P(All, StartMethods,
                          ::testing::Values(StartMethod::fork, StartMethod::spawn,
                                            StartMethod::forkserver),
@@ -169,6 +241,13 @@ TEST_P(NotForked, CapturingTargetIsRefusedAtStart) {
   } catch (const mpx::ValueError& e) {
     EXPECT_NE(std::string(e.what()).find("portable callable"), std::string::npos) << e.what();
   }
+}
+
+TEST_P(NotForked, ObjectsSharedByForkOnlyAreRefusedAtStart) {
+  mpx::Lock lock;
+  mpx::Process p(
+      mpx::ProcessOptions{.context = GetParam()}, [](mpx::Lock) {}, lock);
+  EXPECT_THROW(p.start(), mpx::ValueError);
 }
 
 // A lock another thread holds at start() (a std::mutex, and malloc's, by a thread that

@@ -19,6 +19,14 @@
 // run of it) and lives until that process exits; it is single-threaded and forks each
 // child on request. A process forked from its starter starts its own.
 //
+// mpx objects among a spawn or forkserver target's arguments: a Queue, JoinableQueue,
+// SimpleQueue or SharedMemory arrives working in the child (its memfd or shared memory
+// object travels by SCM_RIGHTS; the child's handle shares the parent's). A Lock, RLock,
+// Semaphore, Condition, Event, Barrier, Value, Array or Pipe end lives in an anonymous
+// shared mapping that only fork passes on: giving one is a compile-time error through a
+// Context, a ValueError at start() through ProcessOptions (put it in a SharedMemory, or
+// use fork, meanwhile).
+//
 // Thread safety: all functions may be called from any thread.
 #pragma once
 

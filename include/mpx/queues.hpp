@@ -31,6 +31,7 @@
 
 #include "mpx/codec.hpp"
 #include "mpx/detail/deadline.hpp"
+#include "mpx/detail/handoff_trait.hpp"
 #include "mpx/detail/scratch.hpp"
 #include "mpx/errors.hpp"
 
@@ -50,6 +51,10 @@ class QueueCore {
   static QueueCore create(const std::string& name, std::size_t maxsize, std::size_t capacity);
   // Opens a named queue; throws FileNotFoundError.
   static QueueCore open(const std::string& name);
+  // The queue behind `fd` (fd(), received by a child that is not a fork); takes the fd.
+  static QueueCore adopt_fd(int fd);
+  // The memfd or shared memory object behind the queue, kept open (for adopt_fd).
+  int fd() const;
 
   // false: timed out. count_task: JoinableQueue's put.
   bool put(Parts parts, const Deadline& deadline, bool count_task);
@@ -90,8 +95,14 @@ std::optional<T> get_value(QueueCore& core, const Deadline& deadline) {
 // A FIFO queue of T between processes and threads (multiprocessing.Queue).
 //   mpx::Queue<int> q(10);  q.put(1);  int v = q.get();
 template <class T>
+class JoinableQueue;
+
+template <class T>
 class Queue {
  public:
+  friend struct detail::Handoff<Queue<T>>;
+  friend struct detail::Handoff<JoinableQueue<T>>;
+
   // maxsize: most items held at once (0: unbounded but for memory). capacity: bytes of
   // the ring (rounded up to a power of two; default 1 MiB); an item larger than the ring
   // still passes, streamed through it.
@@ -222,6 +233,7 @@ class JoinableQueue : public Queue<T> {
   }
 
  private:
+  friend struct detail::Handoff<JoinableQueue<T>>;
   explicit JoinableQueue(detail::QueueCore core) noexcept : Queue<T>(std::move(core), true) {}
 };
 
@@ -229,6 +241,7 @@ class JoinableQueue : public Queue<T> {
 template <class T>
 class SimpleQueue {
  public:
+  friend struct detail::Handoff<SimpleQueue<T>>;
   // capacity: ring bytes (default 1 MiB); larger items stream through.
   explicit SimpleQueue(std::size_t capacity = 0)
       : core_(0, capacity == 0 ? detail::QueueCore::kDefaultCapacity : capacity) {}
@@ -242,7 +255,32 @@ class SimpleQueue {
   bool closed() const noexcept { return core_.closed(); }
 
  private:
+  explicit SimpleQueue(detail::QueueCore core) noexcept : core_(std::move(core)) {}
   detail::QueueCore core_;
 };
+
+// Queues handed to a spawn or forkserver child (mpx/context.hpp): the memfd (or shared
+// memory object) behind the ring travels, and the child's handle shares the ring.
+namespace detail {
+template <class T>
+struct Handoff<Queue<T>> {
+  static void save(const Queue<T>& q, HandoffWriter& w) { w.put_fd(q.core_.fd()); }
+  static Queue<T> load(HandoffReader& r) { return Queue<T>(QueueCore::adopt_fd(r.take_fd())); }
+};
+template <class T>
+struct Handoff<JoinableQueue<T>> {
+  static void save(const JoinableQueue<T>& q, HandoffWriter& w) { w.put_fd(q.core_.fd()); }
+  static JoinableQueue<T> load(HandoffReader& r) {
+    return JoinableQueue<T>(QueueCore::adopt_fd(r.take_fd()));
+  }
+};
+template <class T>
+struct Handoff<SimpleQueue<T>> {
+  static void save(const SimpleQueue<T>& q, HandoffWriter& w) { w.put_fd(q.core_.fd()); }
+  static SimpleQueue<T> load(HandoffReader& r) {
+    return SimpleQueue<T>(QueueCore::adopt_fd(r.take_fd()));
+  }
+};
+}  // namespace detail
 
 }  // namespace mpx

@@ -31,10 +31,14 @@
 // same object.
 #pragma once
 
+#include <unistd.h>
+
 #include <cstddef>
 #include <span>
 #include <string>
 #include <string_view>
+
+#include "mpx/detail/handoff_trait.hpp"
 
 namespace mpx {
 
@@ -98,5 +102,22 @@ class SharedMemory {
   std::size_t size_ = 0;
   bool tracked_ = false;
 };
+
+// A SharedMemory handed to a spawn or forkserver child (mpx/context.hpp): its fd
+// travels, and the child maps the same segment (from_fd; the name is not kept).
+namespace detail {
+template <>
+struct Handoff<SharedMemory> {
+  static void save(const SharedMemory& shm, HandoffWriter& w) { w.put_fd(shm.fd()); }
+  static SharedMemory load(HandoffReader& r) {
+    const int fd = r.take_fd();
+    struct Close {
+      int fd;
+      ~Close() { ::close(fd); }
+    } close_it{fd};
+    return SharedMemory::from_fd(fd);
+  }
+};
+}  // namespace detail
 
 }  // namespace mpx

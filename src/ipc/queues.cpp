@@ -19,6 +19,7 @@
 namespace mpx::detail {
 
 struct QueueCore::State {
+  sys::Fd fd;  // kept for a child that is not a fork (QueueCore::fd)
   sys::Mapping mapping;
   Ring ring;
   std::string name;  // set in the process that created a named queue: it unlinks
@@ -38,7 +39,10 @@ struct QueueCore::State {
 
 QueueCore::QueueCore(std::size_t maxsize, std::size_t capacity) {
   const std::size_t cap = Ring::round_capacity(capacity);
-  auto state = std::make_shared<State>(sys::map_anonymous_shared(Ring::region_size(cap)));
+  const std::size_t size = Ring::region_size(cap);
+  sys::Fd fd = sys::memfd("mpx-queue", size);
+  auto state = std::make_shared<State>(sys::map_shared(fd.get(), size));
+  state->fd = std::move(fd);
   Ring::init(state->mapping.data(), cap, maxsize);
   state_ = std::move(state);
 }
@@ -64,6 +68,7 @@ QueueCore QueueCore::create(const std::string& name, std::size_t maxsize, std::s
     unregister_segment(path);
     throw;
   }
+  state->fd = std::move(fd);
   state->name = path;
   state->creator = ::getpid();
   Ring::init(state->mapping.data(), cap, maxsize);
@@ -92,6 +97,7 @@ QueueCore QueueCore::open(const std::string& name) {
       if (header->magic.load(std::memory_order_acquire) == kRingMagic) {
         if (Ring::region_size(static_cast<std::size_t>(header->capacity)) > size)
           throw Error("queue '" + name + "' is not an mpx queue");
+        state->fd = std::move(fd);
         return QueueCore(std::move(state));
       }
     }
@@ -99,6 +105,25 @@ QueueCore QueueCore::open(const std::string& name) {
       throw Error("queue '" + name + "' is not an mpx queue");
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
+}
+
+QueueCore QueueCore::adopt_fd(int raw) {
+  sys::Fd fd(raw);
+  struct stat st {};
+  sys::call("fstat", [&] { return ::fstat(fd.get(), &st); });
+  const auto size = static_cast<std::size_t>(st.st_size);
+  if (size < Ring::region_size(4096)) throw Error("the fd handed over is not an mpx queue");
+  auto state = std::make_shared<State>(sys::map_shared(fd.get(), size));
+  auto* header = static_cast<RingHeader*>(state->mapping.data());
+  if (header->magic.load(std::memory_order_acquire) != kRingMagic ||
+      Ring::region_size(static_cast<std::size_t>(header->capacity)) > size)
+    throw Error("the fd handed over is not an mpx queue");
+  state->fd = std::move(fd);
+  return QueueCore(std::move(state));
+}
+
+int QueueCore::fd() const {
+  return handle().fd.get();
 }
 
 QueueCore::State& QueueCore::handle() const {

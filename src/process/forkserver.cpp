@@ -33,50 +33,6 @@ namespace {
 
 constexpr int kClientFd = 3;
 
-// Sends `value` with up to two fds; false when the peer is gone.
-bool send_with_fds(int sock, const void* value, std::size_t size, const int* fds, int nfds) {
-  iovec iov{const_cast<void*>(value), size};
-  alignas(cmsghdr) char control[CMSG_SPACE(2 * sizeof(int))] = {};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  if (nfds > 0) {
-    msg.msg_control = control;
-    msg.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
-    cmsghdr* c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(nfds * sizeof(int));
-    std::memcpy(CMSG_DATA(c), fds, nfds * sizeof(int));
-  }
-  ssize_t n =
-      sys::call_raw("sendmsg(forkserver)", [&] { return ::sendmsg(sock, &msg, MSG_NOSIGNAL); });
-  return n == static_cast<ssize_t>(size);
-}
-
-// Receives `size` bytes and the fds sent with them (at most two); false at EOF.
-bool recv_with_fds(int sock, void* value, std::size_t size, std::vector<sys::Fd>& fds) {
-  iovec iov{value, size};
-  alignas(cmsghdr) char control[CMSG_SPACE(2 * sizeof(int))] = {};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof control;
-  ssize_t n =
-      sys::call_raw("recvmsg(forkserver)", [&] { return ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC); });
-  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-    const std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-    for (std::size_t i = 0; i < count; ++i) {
-      int fd;
-      std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
-      fds.emplace_back(fd);
-    }
-  }
-  return n == static_cast<ssize_t>(size);
-}
-
 struct Child {
   sys::Fd pidfd;
   sys::Fd status;  // the client's pipe
@@ -113,7 +69,7 @@ void serve_request(std::vector<sys::Fd>& fds, std::vector<Child>& children) {
     }
   }
   int fd = pidfd.get();
-  send_with_fds(kClientFd, &answer, sizeof answer, &fd, pidfd ? 1 : 0);
+  send_with_fds(kClientFd, &answer, sizeof answer, std::span<const int>(&fd, pidfd ? 1 : 0));
   if (pidfd) children.push_back({std::move(pidfd), std::move(fds[1])});
 }
 
@@ -207,7 +163,7 @@ StartedChild forkserver_start(sys::Fd& channel) {
     const char request = 'F';
     int answer = 0;
     std::vector<sys::Fd> pidfd;
-    if (!send_with_fds(c.sock.get(), &request, 1, fds, 2) ||
+    if (!send_with_fds(c.sock.get(), &request, 1, fds) ||
         !recv_with_fds(c.sock.get(), &answer, sizeof answer, pidfd)) {
       // The server died: start another, once.
       c.sock.reset();

@@ -6,6 +6,7 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -146,39 +147,87 @@ StartMethod default_start_method() {
   return s.method.value_or(StartMethod::fork);
 }
 
-bool send_frame(int fd, std::span<const std::byte> bytes) {
-  const std::uint64_t n = bytes.size();
-  auto put = [fd](const void* p, std::size_t len) {
-    const char* c = static_cast<const char*>(p);
-    while (len > 0) {
-      ssize_t w = sys::call_raw("send(frame)", [&] { return ::send(fd, c, len, MSG_NOSIGNAL); });
-      if (w < 0) {
-        if (errno == EPIPE || errno == ECONNRESET) return false;
-        sys::throw_errno("send(frame)");
-      }
-      c += w;
-      len -= static_cast<std::size_t>(w);
-    }
-    return true;
-  };
-  return put(&n, sizeof n) && put(bytes.data(), bytes.size());
+bool send_with_fds(int sock, const void* value, std::size_t size, std::span<const int> fds) {
+  if (fds.size() > kMaxFds) throw ValueError("mpx: more than 250 mpx objects handed to a child");
+  iovec iov{const_cast<void*>(value), size};
+  alignas(cmsghdr) char control[CMSG_SPACE(kMaxFds * sizeof(int))] = {};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  if (!fds.empty()) {
+    msg.msg_control = control;
+    msg.msg_controllen = CMSG_SPACE(fds.size() * sizeof(int));
+    cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(fds.size() * sizeof(int));
+    std::memcpy(CMSG_DATA(c), fds.data(), fds.size() * sizeof(int));
+  }
+  ssize_t n = sys::call_raw("sendmsg", [&] { return ::sendmsg(sock, &msg, MSG_NOSIGNAL); });
+  if (n < 0 && errno != EPIPE && errno != ECONNRESET) sys::throw_errno("sendmsg");
+  return n == static_cast<ssize_t>(size);
 }
 
-std::vector<std::byte> recv_frame(int fd) {
-  auto get = [fd](void* p, std::size_t len) {
-    char* c = static_cast<char*>(p);
-    while (len > 0) {
-      ssize_t r = sys::call("recv(frame)", [&] { return ::recv(fd, c, len, 0); });
-      if (r == 0) throw EOFError("mpx: the parent closed the channel before the child's order");
-      c += r;
-      len -= static_cast<std::size_t>(r);
+bool recv_with_fds(int sock, void* value, std::size_t size, std::vector<sys::Fd>& fds) {
+  iovec iov{value, size};
+  alignas(cmsghdr) char control[CMSG_SPACE(kMaxFds * sizeof(int))] = {};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  ssize_t n = sys::call_raw("recvmsg", [&] { return ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC); });
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    const std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (std::size_t i = 0; i < count; ++i) {
+      int fd;
+      std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+      fds.emplace_back(fd);
     }
-  };
+  }
+  if (n <= 0) return false;
+  // A stream may split the bytes: the rest follows without fds.
+  for (auto got = static_cast<std::size_t>(n); got < size;) {
+    ssize_t m = sys::call_raw(
+        "recv", [&] { return ::recv(sock, static_cast<char*>(value) + got, size - got, 0); });
+    if (m <= 0) return false;
+    got += static_cast<std::size_t>(m);
+  }
+  return true;
+}
+
+bool send_frame(int fd, std::span<const std::byte> bytes, std::span<const int> fds) {
+  const std::uint64_t n = bytes.size();
+  if (!send_with_fds(fd, &n, sizeof n, fds)) return false;
+  const char* c = reinterpret_cast<const char*>(bytes.data());
+  for (std::size_t len = bytes.size(); len > 0;) {
+    ssize_t w = sys::call_raw("send(frame)", [&] { return ::send(fd, c, len, MSG_NOSIGNAL); });
+    if (w < 0) {
+      if (errno == EPIPE || errno == ECONNRESET) return false;
+      sys::throw_errno("send(frame)");
+    }
+    c += w;
+    len -= static_cast<std::size_t>(w);
+  }
+  return true;
+}
+
+std::vector<std::byte> recv_frame(int fd, std::vector<sys::Fd>* fds) {
   std::uint64_t n = 0;
-  get(&n, sizeof n);
+  std::vector<sys::Fd> received;
+  if (!recv_with_fds(fd, &n, sizeof n, received))
+    throw EOFError("mpx: the parent closed the channel before the child's order");
+  if (fds) *fds = std::move(received);
   if (n > (std::uint64_t{1} << 40)) throw DecodeError("mpx: malformed frame on a child's channel");
   std::vector<std::byte> bytes(static_cast<std::size_t>(n));
-  get(bytes.data(), bytes.size());
+  for (std::size_t got = 0; got < bytes.size();) {
+    ssize_t r = sys::call("recv(frame)", [&] {
+      return ::recv(fd, reinterpret_cast<char*>(bytes.data()) + got, bytes.size() - got, 0);
+    });
+    if (r == 0) throw EOFError("mpx: the parent closed the channel before the child's order");
+    got += static_cast<std::size_t>(r);
+  }
   return bytes;
 }
 
@@ -194,9 +243,9 @@ std::vector<std::byte> encode_order(const ChildOrder& o) {
 
 void run_order(int channel) {
   ChildOrder o;
-  std::string error;
+  std::vector<sys::Fd> fds;
   try {
-    auto t = mpx::decode<OrderTuple>(recv_frame(channel));
+    auto t = mpx::decode<OrderTuple>(recv_frame(channel, &fds));
     std::tie(o.self.name, o.self.daemon, o.self.identity, o.self.parent_name, o.self.parent_daemon,
              o.parent, o.entry, o.target) = std::move(t);
   } catch (const std::exception& e) {
@@ -204,11 +253,13 @@ void run_order(int channel) {
     ::_exit(1);
   }
   ::close(channel);
+  for (sys::Fd& fd : fds)
+    o.fds.push_back(fd.release());  // each taken by its object; the rest die with us
   become_child(o.self, o.parent);
   run_child_target(o.self.name, [&o] {
     if (o.entry == 0) return;
     auto entry = reinterpret_cast<SpawnEntry>(local_address(o.entry));
-    entry(o.target);
+    entry(o.target, o.fds);
   });
 }
 
@@ -282,12 +333,14 @@ StartedChild start_not_forked(const ChildIdentity& self, StartMethod method,
   ChildOrder order;
   order.self = self;
   order.parent = ::getpid();
-  if (target && !target->encode_for_spawn(order.entry, order.target)) {
+  if (target && !target->encode_for_spawn(order.entry, order.target, order.fds)) {
     throw ValueError(std::string("mpx: the target of a ") + name +
                      " Process cannot reach its child: it must be a portable callable (a "
                      "function pointer, a captureless lambda, an empty function object or one "
-                     "with serialize()) whose arguments have a codec. A capturing lambda can "
-                     "only be started by fork; pass the captured values as arguments instead");
+                     "with serialize()) whose arguments have a codec or are mpx objects that "
+                     "can travel (Queue, JoinableQueue, SimpleQueue, SharedMemory). A capturing "
+                     "lambda, or a Lock, Value or Pipe end made by its constructor, can only "
+                     "reach a child by fork; pass captured values as arguments instead");
   }
   const std::vector<std::byte> bytes = encode_order(order);
   StartedChild started;
@@ -305,7 +358,7 @@ StartedChild start_not_forked(const ChildIdentity& self, StartMethod method,
     // A child that died before reading it has its exit code already: nothing to report.
     if (!send_frame(channel.get(), encode_module_table())) return started;
   }
-  send_frame(channel.get(), bytes);
+  send_frame(channel.get(), bytes, order.fds);
   return started;
 }
 

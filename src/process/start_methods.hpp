@@ -70,10 +70,16 @@ std::optional<int> read_exit_status(int status_fd);
 // posix_spawn of the executable with argv {argv0, marker}, `channel` as its fd 3,
 // /dev/null as stdin, no other fd but stdout and stderr; on the forker when needed.
 pid_t spawn_executable(const char* marker, int channel);
-// One frame on a stream socket: its length (u64), then its bytes. send_frame returns
-// false when the peer is gone; recv_frame throws EOFError.
-bool send_frame(int fd, std::span<const std::byte> bytes);
-std::vector<std::byte> recv_frame(int fd);
+// `size` bytes with fds (SCM_RIGHTS, at most kMaxFds) on a Unix socket; false when the
+// peer is gone.
+inline constexpr std::size_t kMaxFds = 250;
+bool send_with_fds(int sock, const void* value, std::size_t size, std::span<const int> fds);
+// Receives `size` bytes and the fds sent with them (appended to `fds`); false at EOF.
+bool recv_with_fds(int sock, void* value, std::size_t size, std::vector<sys::Fd>& fds);
+// One frame on a stream socket: its length (u64) with the fds, then its bytes.
+// send_frame returns false when the peer is gone; recv_frame throws EOFError.
+bool send_frame(int fd, std::span<const std::byte> bytes, std::span<const int> fds = {});
+std::vector<std::byte> recv_frame(int fd, std::vector<sys::Fd>* fds = nullptr);
 
 // What a child that is not a fork receives: who it is, its parent's pid, its target.
 struct ChildOrder {
@@ -81,6 +87,7 @@ struct ChildOrder {
   pid_t parent = 0;
   std::uint64_t entry = 0;  // a SpawnEntry of the parent's, 0: no target
   std::vector<std::byte> target;
+  std::vector<int> fds;  // of the mpx objects among the arguments (the parent's)
 };
 std::vector<std::byte> encode_order(const ChildOrder& order);
 // In the child: reads its order from `channel`, becomes the Process, runs the target

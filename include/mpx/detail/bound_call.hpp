@@ -21,12 +21,15 @@ class BoundCall {
   // Calls the target once with its arguments as rvalues (as std::thread does); its
   // result, if any, is discarded.
   virtual void operator()() = 0;
-  // For a child that is not a fork: sets `entry` (a SpawnEntry, mpx/detail/handoff.hpp)
-  // and appends the target's and arguments' bytes to `out`. False when the target
-  // cannot travel (not a portable callable, or an argument with no codec).
-  virtual bool encode_for_spawn(std::uint64_t& entry, std::vector<std::byte>& out) const {
+  // For a child that is not a fork: sets `entry` (a SpawnEntry, mpx/detail/handoff.hpp),
+  // appends the target's and arguments' bytes to `out` and the fds of the mpx objects
+  // among the arguments to `fds`. False when the target cannot travel (not a portable
+  // callable, or an argument that has no codec and is no mpx object that can travel).
+  virtual bool encode_for_spawn(std::uint64_t& entry, std::vector<std::byte>& out,
+                                std::vector<int>& fds) const {
     static_cast<void>(entry);
     static_cast<void>(out);
+    static_cast<void>(fds);
     return false;
   }
 };

@@ -23,6 +23,7 @@
 #include "mpx/codec.hpp"
 #include "mpx/detail/bound_call.hpp"
 #include "mpx/detail/function_id.hpp"
+#include "mpx/detail/handoff_trait.hpp"
 #include "mpx/errors.hpp"
 
 namespace mpx::detail {
@@ -100,22 +101,55 @@ F decode_callable(std::span<const std::byte>& in) {
   }
 }
 
-// A spawned child's target: decodes the callable and its arguments from `in` and calls
-// it once.
-using SpawnEntry = void (*)(std::span<const std::byte> in);
+// An argument that can reach a child that is not a fork: a value with a codec, or an
+// mpx object that travels by its fds (Handoff, mpx/detail/handoff_trait.hpp).
+template <class T>
+concept Sendable = encodable_v<T> || HandedOff<T>;
+
+template <class T>
+void encode_arg(const T& value, std::vector<std::byte>& out, std::vector<int>& fds) {
+  if constexpr (HandedOff<T>) {
+    HandoffWriter w{out, fds};
+    Handoff<T>::save(value, w);
+  } else {
+    const std::size_t at = out.size();
+    put_u64(out, 0);
+    mpx::encode_append(value, out);
+    const std::uint64_t n = out.size() - at - sizeof(std::uint64_t);
+    std::memcpy(out.data() + at, &n, sizeof n);
+  }
+}
+
+template <class T>
+T decode_arg(std::span<const std::byte>& in, std::vector<int>& fds) {
+  if constexpr (HandedOff<T>) {
+    HandoffReader r{in, fds};
+    return Handoff<T>::load(r);
+  } else {
+    const std::uint64_t n = take_u64(in);
+    if (in.size() < n) throw DecodeError("truncated argument");
+    T value = mpx::decode<T>(in.first(static_cast<std::size_t>(n)));
+    in = in.subspan(static_cast<std::size_t>(n));
+    return value;
+  }
+}
+
+// A spawned child's target: decodes the callable and its arguments from `in` (taking the
+// fds of mpx objects from `fds`) and calls it once.
+using SpawnEntry = void (*)(std::span<const std::byte> in, std::vector<int>& fds);
 
 template <class F, class... Args>
-void spawn_entry(std::span<const std::byte> in) {
+void spawn_entry(std::span<const std::byte> in, std::vector<int>& fds) {
   F f = decode_callable<F>(in);
-  auto args = mpx::decode<std::tuple<Args...>>(in);
+  std::tuple<Args...> args{decode_arg<Args>(in, fds)...};  // in order: braced
   std::apply([&f](Args&... a) { static_cast<void>(std::invoke(std::move(f), std::move(a)...)); },
              args);
 }
 
 // Targets that can reach a child that is not a fork: a portable callable, and arguments
-// with a codec.
+// with a codec or mpx objects that can travel.
 template <class F, class... Args>
-concept SpawnableTarget = PortableCallable<F> &&(encodable_v<Args>&&...);
+concept SpawnableTarget = PortableCallable<F> &&(Sendable<Args>&&...);
 
 template <class F, class... Args>
 constexpr void require_spawnable() {
@@ -126,10 +160,13 @@ constexpr void require_spawnable() {
                 "lambda cannot be sent. Instead: pass the captured values as arguments; or put "
                 "them in a struct with operator() and serialize(); or, under fork only, use "
                 "mpx::Process, which takes any callable.");
-  static_assert((encodable_v<Args> && ...),
-                "mpx: an argument of a Context's Process has no codec, so it cannot reach a "
-                "spawn or forkserver child: give its type a cereal serialize() function or pass "
-                "a supported type (see mpx/codec.hpp).");
+  static_assert((Sendable<Args> && ...),
+                "mpx: an argument of a Context's Process cannot reach a spawn or forkserver "
+                "child: it has no codec and is no mpx object that can travel (Queue, "
+                "JoinableQueue, SimpleQueue, SharedMemory can; a Lock, Value, Pipe end... "
+                "created by its constructor is shared through fork only). Give its type a "
+                "cereal serialize() function, pass a supported type (mpx/codec.hpp), or use "
+                "the fork start method.");
 }
 
 // A Process target that can also travel to a spawned child.
@@ -137,10 +174,11 @@ template <class F, class... Args>
 class SpawnableCallOf final : public BoundCallOf<F, Args...> {
  public:
   using BoundCallOf<F, Args...>::BoundCallOf;
-  bool encode_for_spawn(std::uint64_t& entry, std::vector<std::byte>& out) const override {
+  bool encode_for_spawn(std::uint64_t& entry, std::vector<std::byte>& out,
+                        std::vector<int>& fds) const override {
     entry = reinterpret_cast<std::uint64_t>(&spawn_entry<F, Args...>);
     encode_callable(this->f_, out);
-    mpx::encode_append(this->args_, out);
+    std::apply([&](const Args&... a) { (encode_arg(a, out, fds), ...); }, this->args_);
     return true;
   }
 };
