@@ -1,5 +1,5 @@
 // A capturing lambda given to a Context's Process (it cannot reach a spawned child).
-// expect-error: mpx: a Context's Process \(spawn or forkserver start method\) can only send portable callables
+// expect-error: mpx: a Context's Process \(spawn or forkserver start method\) can only
 #include "mpx/context.hpp"
 
 int main() {
