@@ -9,6 +9,9 @@ np=$1
 shift
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export OMPI_MCA_rmaps_base_oversubscribe=1
+# Sanitizer builds: Open MPI's own leaks at init are not ours (lsan.supp says which).
+export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}fast_unwind_on_malloc=0"
+export LSAN_OPTIONS="${LSAN_OPTIONS:+$LSAN_OPTIONS:}suppressions=$(dirname "$0")/lsan.supp:print_suppressions=0"
 marker="mpx-mpi-test-$$-$RANDOM"
 MPX_MPI_TEST=$marker timeout -k 5 150 mpirun -x MPX_MPI_TEST -np "$np" "$@"
 rc=$?
