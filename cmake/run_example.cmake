@@ -1,6 +1,7 @@
 # Runs an example and checks it: exit status 0, and every `// expect: <regex>` line of its
 # source matches its output. Usage: cmake -DPROGRAM=... -DSOURCE=... -P run_example.cmake
-execute_process(COMMAND ${PROGRAM} OUTPUT_VARIABLE output ERROR_VARIABLE errors
+# (-DLAUNCHER=a -DLAUNCHER_ARG=b: runs `a b PROGRAM`, e.g. tests/mpi/run.sh 3 PROGRAM).
+execute_process(COMMAND ${LAUNCHER} ${LAUNCHER_ARG} ${PROGRAM} OUTPUT_VARIABLE output ERROR_VARIABLE errors
                 RESULT_VARIABLE status TIMEOUT 110)
 message("${output}${errors}")
 if(NOT status STREQUAL "0")
