@@ -5,9 +5,9 @@
 // The front end queues tasks in the engine's `pending` as for a local pool; the thread
 // takes as many as the ranks have credit for, sends each rank its share in one message,
 // and completes the tasks' sinks from the ranks' kResults. A rank's credit is how many
-// of its tasks may be in flight: at least two per worker, more while its tasks come back
-// in under kTargetLatency (tiny tasks then travel in batches), fewer when they take
-// longer, so that a slow rank holds few tasks and the fast ones take the rest.
+// of its tasks may be in flight: four per worker at first, never under two, more while they come
+// back in under kTargetLatencyNs (tiny tasks then travel in batches), fewer when they take longer,
+// so that a slow rank holds few tasks and the fast ones take the rest.
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
@@ -29,7 +29,7 @@ using mpx::detail::EngineOptions;
 using mpx::detail::Task;
 using mpx::detail::TaskSink;
 
-constexpr double kTargetLatencyNs = 2e6;
+constexpr double kTargetLatencyNs = 10e6;
 constexpr std::size_t kMaxCredit = 8192;
 
 struct RankState {
@@ -163,8 +163,9 @@ MpiEngine::MpiEngine(EngineOptions opts, std::size_t workers, RankOptions where)
   if (where.driver_runs_tasks || n == 1) {
     EngineOptions o = this->options;
     o.workers = per_rank;
-    local = std::make_unique<Server>(std::move(o), g_driver->idle());
-    ranks.push_back({0, local->workers(), 0, 2 * local->workers(), {}, true, false});
+    local = std::make_unique<Server>(std::move(o), g_driver->idle(),
+                                     reinterpret_cast<std::uint64_t>(&run_batch));
+    ranks.push_back({0, local->workers(), 0, 4 * local->workers(), {}, true, false});
     ++opened;
   }
   for (int r = 1; r < n; ++r)
@@ -249,7 +250,10 @@ void Driver::run() {
     if (did) {
       idle_.busy();
     } else {
-      idle_.wait();
+      bool active = false;
+      for (auto* p : pools_)
+        active = active || !p->in_flight.empty();
+      idle_.wait(active);
     }
   }
 }
@@ -264,6 +268,7 @@ void Driver::start(MpiEngine& p) {
     put(m, p.options.timeout ? static_cast<std::uint64_t>(p.options.timeout->count()) : kNoTimeout);
     put(m, reinterpret_cast<std::uint64_t>(p.options.initializer));
     put(m, p.options.initargs);
+    put(m, reinterpret_cast<std::uint64_t>(&run_batch));
     sender_.send(r.rank, kOpen, std::move(m));
   }
   p.open_sent = true;
@@ -289,7 +294,7 @@ void Driver::handle(Message& m) {
     ++p->acks;
   } else if (m.kind == kOpened) {
     rank.workers = static_cast<std::size_t>(r.u64());
-    rank.limit = 2 * rank.workers;
+    rank.limit = 4 * rank.workers;
     rank.opened = true;
     if (rank.workers == 0) {
       auto why = r.bytes();

@@ -1,6 +1,6 @@
 // The MPI job: init (the same binary on every rank, or a clear error), the sends and
-// receives of the one communication thread, the local pool a rank serves a driver's
-// pool in (Server), and the loop of every rank but the driver (serve).
+// receives of the one communication thread, and the loop of every rank but the driver
+// (serve), which runs each of the driver's pools in a Server (src/mpi/server.cpp).
 #include <mpi.h>
 #include <signal.h>
 #include <unistd.h>
@@ -160,111 +160,6 @@ std::optional<Message> poll_message() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Server: outcomes become kResults records, under one lock, and wake the thread.
-class Server::Sink final : public mpx::detail::TaskSink {
- public:
-  explicit Sink(Idle& idle) : idle_(idle) {}
-  bool task_running(std::size_t) noexcept override { return true; }
-  void task_result(std::size_t tag, std::span<const std::byte> result) noexcept override {
-    add(tag, kOk, result);
-  }
-  void task_results(std::span<const mpx::detail::TaskResult> results) noexcept override {
-    try {
-      std::lock_guard lock(mutex_);
-      for (const auto& r : results)
-        record(r.tag, kOk, r.bytes);
-    } catch (...) {
-      std::terminate();  // out of memory for a result: nothing sensible is left
-    }
-    idle_.poke();
-  }
-  void task_failed(std::size_t tag, std::exception_ptr error) noexcept override {
-    ByteVector bytes;
-    Status status = kFailed;
-    try {
-      try {
-        std::rethrow_exception(error);
-      } catch (const WorkerLost& e) {
-        status = kLost;
-        put(bytes, static_cast<std::uint64_t>(e.pid()));
-        put(bytes, static_cast<std::uint64_t>(static_cast<std::int64_t>(e.exitcode())));
-      } catch (const BrokenPool& e) {
-        status = kBroken;
-        const std::string what = e.what();
-        bytes.assign(reinterpret_cast<const std::byte*>(what.data()),
-                     reinterpret_cast<const std::byte*>(what.data() + what.size()));
-      } catch (...) {
-        mpx::detail::encode_exception(error, bytes);
-      }
-    } catch (...) {
-    }
-    add(tag, status, bytes);
-  }
-  void task_abandoned(std::size_t tag) noexcept override { add(tag, kAbandoned, {}); }
-  bool take(ByteVector& out) {
-    std::lock_guard lock(mutex_);
-    if (records_.empty()) return false;
-    out.insert(out.end(), records_.begin(), records_.end());
-    records_.clear();
-    return true;
-  }
-
- private:
-  void add(std::size_t tag, Status status, std::span<const std::byte> bytes) noexcept {
-    try {
-      std::lock_guard lock(mutex_);
-      record(tag, status, bytes);
-    } catch (...) {
-      std::terminate();
-    }
-    idle_.poke();
-  }
-  void record(std::size_t tag, Status status, std::span<const std::byte> bytes) {
-    put(records_, tag);
-    put(records_, status);
-    put(records_, bytes);
-  }
-  Idle& idle_;
-  std::mutex mutex_;
-  ByteVector records_;
-};
-
-Server::Server(mpx::detail::EngineOptions options, Idle& idle)
-    : sink_(std::make_shared<Sink>(idle)), engine_([&] {
-        options.processes = true;
-        return std::move(options);
-      }()) {}
-
-Server::~Server() = default;
-
-void Server::add(std::uint64_t id, std::uint64_t entry, ByteVector args) {
-  mpx::detail::Task t;
-  t.sink = sink_;
-  t.tag = static_cast<std::size_t>(id);
-  t.entry = reinterpret_cast<mpx::detail::Entry>(entry);
-  t.args = std::move(args);
-  batch_.push_back(std::move(t));
-}
-
-void Server::flush() {
-  if (!batch_.empty()) engine_.submit(batch_);
-}
-
-void Server::submit(Reader& records) {
-  while (!records.done()) {
-    const std::uint64_t id = records.u64();
-    const std::uint64_t entry = records.u64();
-    auto args = records.bytes();
-    add(id, entry, ByteVector(args.begin(), args.end()));
-  }
-  flush();
-}
-
-bool Server::take_results(ByteVector& out) {
-  return sink_->take(out);
-}
-
-// ---------------------------------------------------------------------------------------
 void serve() {
   Idle idle;
   Sender sender;
@@ -304,11 +199,12 @@ void serve() {
         if (timeout != kNoTimeout) o.timeout = std::chrono::nanoseconds(timeout);
         const std::uint64_t init = r.u64();
         auto initargs = r.bytes();
+        const std::uint64_t batch_entry = r.u64();
         try {
           if (init)
             o.initializer = reinterpret_cast<mpx::detail::Entry>(mpx::detail::local_address(init));
           o.initargs.assign(initargs.begin(), initargs.end());
-          auto s = std::make_unique<Server>(std::move(o), idle);
+          auto s = std::make_unique<Server>(std::move(o), idle, batch_entry);
           reply(kOpened, id, std::uint64_t{s->workers()}, std::span<const std::byte>());
           servers[id] = std::move(s);
         } catch (const std::exception& e) {
@@ -337,7 +233,10 @@ void serve() {
     if (did) {
       idle.busy();
     } else {
-      idle.wait();
+      bool active = false;
+      for (auto& [id, s] : servers)
+        active = active || s->busy();
+      idle.wait(active);
     }
   }
 }

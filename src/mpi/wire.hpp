@@ -4,7 +4,8 @@
 //
 // Every message carries its kind as its MPI tag and starts with the pool's id (u64):
 //   driver -> rank  kOpen      workers, maxtasksperchild, timeout ns (or kNoTimeout),
-//                              initializer address (0: none), its arguments
+//                              initializer address (0: none), its arguments,
+//                              run_batch's address
 //                   kTasks     records {task id, entry address, size, args}
 //                   kClose     close the rank's pool once its tasks are done
 //                   kTerminate stop it now (its tasks end abandoned)
@@ -87,9 +88,10 @@ class Reader {
   std::span<const std::byte> in_;
 };
 
-// Sleeps while nothing happens, a little longer each time (up to a millisecond), and
-// wakes at once when poked: the communication thread polls MPI, which has no way to
-// wake a thread, and a rank that waits in MPI burns a core.
+// Sleeps while nothing happens, a little longer each time, and wakes at once when
+// poked: the communication thread polls MPI, which has no way to wake a thread, and a
+// rank that waits in MPI burns a core. While tasks are out (`active`) a message is due
+// soon: the pause stays under 100 us; otherwise it grows to a millisecond.
 class Idle {
  public:
   void poke() noexcept {
@@ -99,21 +101,22 @@ class Idle {
   }
   // After a round that did something.
   void busy() noexcept { rounds_ = 0; }
-  void wait() {
+  void wait(bool active) {
     ++rounds_;
     if (poked_.exchange(false, std::memory_order_acq_rel)) return;
     if (rounds_ < kSpins) return;
-    const auto pause = std::chrono::microseconds(rounds_ < kSpins + 8 ? 20 << (rounds_ - kSpins)
-                                                                      : kMaxPauseMicros);
+    const int most = active ? kActivePauseMicros : kIdlePauseMicros;
+    const unsigned step = std::min(rounds_ - kSpins, 8u);
+    const auto pause = std::chrono::microseconds(std::min(10 << step, most));
     std::unique_lock lock(mutex_);
-    cv_.wait_for(lock, std::min(pause, std::chrono::microseconds(kMaxPauseMicros)),
-                 [&] { return poked_.load(std::memory_order_acquire); });
+    cv_.wait_for(lock, pause, [&] { return poked_.load(std::memory_order_acquire); });
     poked_.store(false, std::memory_order_release);
   }
 
  private:
   static constexpr unsigned kSpins = 64;
-  static constexpr int kMaxPauseMicros = 1000;
+  static constexpr int kActivePauseMicros = 100;
+  static constexpr int kIdlePauseMicros = 1000;
   std::atomic<bool> poked_{false};
   unsigned rounds_ = 0;
   std::mutex mutex_;
@@ -149,12 +152,14 @@ struct Message {
 std::optional<Message> poll_message();
 
 // Where a rank (or the driver, when it runs tasks) runs one driver pool's tasks: a local
-// process pool whose outcomes queue here until the communication thread sends them.
+// process pool whose outcomes queue here until the communication thread sends them
+// (src/mpi/server.cpp; tiny tasks go to workers in batches).
 class Server {
  public:
   // `options.initializer` is already this process's address; task entries are not
-  // (the workers translate them).
-  Server(mpx::detail::EngineOptions options, Idle& idle);
+  // (the workers translate them), nor is `batch_entry`, run_batch's address as the
+  // driver sent it.
+  Server(mpx::detail::EngineOptions options, Idle& idle, std::uint64_t batch_entry);
   ~Server();
   std::size_t workers() const noexcept { return engine_.workers(); }
   // Decodes a kTasks message's records (after the pool id) and queues them.
@@ -164,16 +169,24 @@ class Server {
   void flush();
   // Outcomes since the last call, as kResults records (appended to `out`).
   bool take_results(ByteVector& out);
+  // Whether tasks given to it have no outcome yet.
+  bool busy() const noexcept;
   void close() { engine_.close(); }
   void terminate() { engine_.terminate(); }
   void join() { engine_.join(); }
 
  private:
   class Sink;
+  struct Queued;
+  mpx::detail::Task single(Queued& q);
+  std::uint64_t batch_entry_;  // 0: no batches
   std::shared_ptr<Sink> sink_;
   mpx::detail::Engine engine_;
-  std::vector<mpx::detail::Task> batch_;
+  std::vector<Queued> queued_;
 };
+
+// A batch of tasks in one worker call: records {entry, args} in, {status, bytes} out.
+void run_batch(std::span<const std::byte> args, ByteVector& out);
 
 // The job (src/mpi/job.cpp).
 int my_rank() noexcept;

@@ -138,6 +138,31 @@ TEST(MpiPool, ACrashAHangAndAThrowFailAlone) {
   EXPECT_EQ(pool.apply(square, 12), 144);  // the ranks' pools replaced their workers
 }
 
+// Tiny tasks run in batches on a busy rank; a crash or an exception in one still fails
+// that task alone (a batch whose worker died runs again task by task).
+int crash_at_1500(int x) {
+  if (x == 1500) ::raise(SIGSEGV);
+  if (x == 1700) throw std::out_of_range("1700");
+  return x + 1;
+}
+
+TEST(MpiPool, TinyTasksFailAloneInBatches) {
+  mpx::mpi::Pool pool(2);
+  std::vector<mpx::Future<int>> futures;
+  for (int i = 0; i < 4000; ++i)
+    futures.push_back(pool.apply_async(crash_at_1500, i));
+  for (int i = 0; i < 4000; ++i) {
+    auto& f = futures[static_cast<std::size_t>(i)];
+    if (i == 1500) {
+      EXPECT_THROW(f.get(), mpx::WorkerLost);
+    } else if (i == 1700) {
+      EXPECT_THROW(f.get(), std::out_of_range);
+    } else {
+      ASSERT_EQ(f.get(), i + 1);
+    }
+  }
+}
+
 TEST(MpiPool, InitializerRunsInEveryWorkerOfEveryRank) {
   mpx::PoolOptions options;
   options.initializer(remember, 42);
