@@ -512,6 +512,15 @@ TEST(ConnectionTest, AReaderThatRemainsInAnotherProcessKeepsTheWriterGoing) {
   EXPECT_EQ(reader.recv<int>(), 6);
 }
 
+TEST(ConnectionTest, AStringLiteralOrCStringIsSentAsAString) {
+  auto [a, b] = mpx::Pipe();
+  a.send("hello");
+  const char* text = "world";
+  a.send(text);
+  EXPECT_EQ(b.recv<std::string>(), "hello");
+  EXPECT_EQ(b.recv<std::string>(), "world");
+}
+
 TEST(WaitTest, ReturnsTheReadyConnectionsInOrder) {
   auto [a1, b1] = mpx::Pipe();
   auto [a2, b2] = mpx::Pipe();

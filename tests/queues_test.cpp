@@ -122,6 +122,19 @@ TEST(QueueTest, QsizeEmptyAndFullAreExact) {
   EXPECT_EQ(unbounded.qsize(), 100u);
 }
 
+TEST(QueueTest, AQueueOfStringsTakesStringLiterals) {
+  mpx::Queue<std::string> q;
+  q.put("hello");
+  q.put_nowait("there");
+  EXPECT_TRUE(q.try_put("again"));
+  mpx::SimpleQueue<std::string> simple;
+  simple.put("simple");
+  EXPECT_EQ(q.get(), "hello");
+  EXPECT_EQ(q.get(), "there");
+  EXPECT_EQ(q.get(), "again");
+  EXPECT_EQ(simple.get(), "simple");
+}
+
 TEST(QueueTest, CloseMakesPutAndGetThrowInThisProcess) {
   mpx::Queue<int> q;
   q.put(1);

@@ -158,6 +158,24 @@ TEST(ArrayTest, WithLockSeesTheWholeArrayAndChildrenShareIt) {
   EXPECT_EQ(a[99], 99);
 }
 
+TEST(ArrayTest, AtChecksItsIndexAndCountsNegativeOnesFromTheEnd) {
+  mpx::Array<int> a{10, 20, 30};
+  EXPECT_EQ(a.at(0), 10);
+  EXPECT_EQ(a.at(2), 30);
+  EXPECT_EQ(a.at(-1), 30);
+  EXPECT_EQ(a.at(-3), 10);
+  a.at(-2) = 21;
+  EXPECT_EQ(a[1], 21);
+  EXPECT_THROW(a.at(3), mpx::IndexError);
+  EXPECT_THROW(a.at(-4), mpx::IndexError);
+  mpx::RawArray<int> raw(2);
+  EXPECT_EQ(raw.at(-1), 0);
+  EXPECT_THROW(raw.at(2), mpx::IndexError);
+  mpx::Array<int> none(0);
+  EXPECT_THROW(none.at(0), mpx::IndexError);
+  EXPECT_THROW(none.at(-1), mpx::IndexError);
+}
+
 TEST(ArrayTest, WithoutALockGetLockThrows) {
   mpx::Array<char> a(4, false);
   EXPECT_THROW(a.get_lock(), mpx::InvalidStateError);

@@ -26,6 +26,7 @@
 #include <cstddef>
 #include <memory>
 #include <span>
+#include <string>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -69,6 +70,9 @@ class Connection {
   void send(const T& value) {
     detail::with_message(value, [&](detail::Parts parts) { send_parts(parts); });
   }
+  // A string literal or C string goes as a std::string (Python's str): the receiver
+  // calls recv<std::string>(). conn.send("hello") works as in Python.
+  void send(const char* text) { send(std::string(text)); }
 
   // Receives one message sent by send(T). Blocks like recv_bytes.
   // Throws: DecodeError when the message is not a T (it is consumed); EOFError;

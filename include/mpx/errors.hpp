@@ -147,7 +147,8 @@ class KeyError : public Error {
   using Error::Error;
 };
 
-// An index out of range (Python's IndexError), e.g. from a manager list proxy.
+// An index out of range (Python's IndexError), e.g. from a manager list proxy or
+// Array::at.
 class IndexError : public Error {
  public:
   using Error::Error;

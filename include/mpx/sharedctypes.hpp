@@ -30,6 +30,7 @@
 #include <optional>
 #include <ranges>
 #include <span>
+#include <string>
 #include <type_traits>
 
 #include "mpx/errors.hpp"
@@ -171,7 +172,17 @@ class RawArray {
       : RawArray(std::span<const T>(init.begin(), init.size())) {}
 
   std::size_t size() const noexcept { return size_; }
+  // Unchecked, as std::vector's.
   T& operator[](std::size_t i) const noexcept { return data_.get()[i]; }
+  // Checked, as Python indexes: a negative i counts from the end (at(-1) is the last).
+  // Throws mpx::IndexError when i is outside [-size(), size()).
+  T& at(std::ptrdiff_t i) const {
+    const auto n = static_cast<std::ptrdiff_t>(size_);
+    if (i < -n || i >= n)
+      throw IndexError("Array index " + std::to_string(i) + " out of range (size " +
+                       std::to_string(size_) + ")");
+    return data_.get()[i < 0 ? i + n : i];
+  }
   T* data() const noexcept { return data_.get(); }
   std::span<T> span() const noexcept { return {data_.get(), size_}; }
   T* begin() const noexcept { return data_.get(); }
@@ -202,7 +213,9 @@ class Array {
   }
 
   std::size_t size() const noexcept { return raw_.size(); }
+  // Unchecked; at(i) checks (negative i from the end; mpx::IndexError), as RawArray.
   T& operator[](std::size_t i) const noexcept { return raw_[i]; }
+  T& at(std::ptrdiff_t i) const { return raw_.at(i); }
   T* data() const noexcept { return raw_.data(); }
   std::span<T> span() const noexcept { return raw_.span(); }
   T* begin() const noexcept { return raw_.begin(); }
