@@ -308,7 +308,7 @@ class BasicExecutor {
  public:
   // max_workers 0: cpu_count().
   explicit BasicExecutor(std::size_t max_workers = 0, PoolOptions options = {})
-      : pool_(max_workers, std::move(options)) {}
+      : pool_(typename BasicPool<K>::OnDemand{}, max_workers, std::move(options)) {}
   // Workers elsewhere (mpx/mpi.hpp); as BasicPool's.
   template <class Make>
   BasicExecutor(std::size_t max_workers, PoolOptions options, Make make)
@@ -355,7 +355,11 @@ class BasicExecutor {
   }
 
   // Frees the workers. wait: block until the pending futures are done and the
-  // workers exited. cancel_futures: cancel the futures that have not started.
+  // workers exited. cancel_futures: cancel the futures that have not started, Python's
+  // rule: a task a worker already has runs. A process executor hands each worker up to
+  // two tasks (many while tasks take microseconds) as they are submitted, from its
+  // first submit on (its workers exist once it is built), so a fresh executor cancels
+  // what a warm one would; a thread executor's threads take one task each.
   // Later submit() calls throw InvalidStateError. Calling it twice is harmless.
   void shutdown(bool wait = true, bool cancel_futures = false) {
     if (cancel_futures) pool_.engine().cancel_pending();
@@ -393,7 +397,10 @@ class BasicExecutor {
 
 }  // namespace detail
 
-// concurrent.futures.ThreadPoolExecutor: any callable; workers are threads.
+// concurrent.futures.ThreadPoolExecutor: any callable; workers are threads, started as
+// in Python: on demand, a new one only when no idle thread can take a task, up to
+// max_workers (a map starts them all). A failing initializer prints "Exception in
+// initializer:" and the error on stderr, and breaks the executor (BrokenPool).
 //
 //   mpx::ThreadPoolExecutor ex(8);
 //   auto f = ex.submit([&](int x) { return fetch(x); }, 3);
@@ -402,7 +409,9 @@ using ThreadPoolExecutor = detail::BasicExecutor<detail::WorkerKind::kThread>;
 
 // concurrent.futures.ProcessPoolExecutor: portable callables (see mpx::Pool); workers
 // are processes forked from the executor's zygote. A crashing task fails alone with
-// WorkerLost: unlike Python's, the executor never becomes broken by a crash.
+// WorkerLost: unlike Python's, the executor never becomes broken by a crash. Its
+// workers are all started when it is built (Python's start on demand). A failing
+// initializer prints "Exception in initializer:" and the error on the worker's stderr.
 //
 //   mpx::ProcessPoolExecutor ex(4);
 //   for (int r : ex.map(square, std::vector{1, 2, 3})) use(r);

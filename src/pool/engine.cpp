@@ -104,6 +104,7 @@ void Engine::submit(std::shared_ptr<Feeder> feeder) {
     impl_->check_open();
     impl_->feeders.push_back(std::move(feeder));
     impl_->feeder_count.store(impl_->feeders.size(), std::memory_order_relaxed);
+    impl_->feeding();
     impl_->pending_count.fetch_add(1, std::memory_order_relaxed);  // a hint to wake up
   }
   impl_->wake();

@@ -32,6 +32,8 @@ struct Engine::Impl {
   // Waits for the workers to stop (after close or terminate).
   virtual void join_workers() = 0;
   virtual std::vector<pid_t> pids() const { return {}; }
+  // A feeder was queued (lock held).
+  virtual void feeding() {}
   // Tasks were queued (lock held on entry, released on return).
   virtual void submitted(std::unique_lock<std::mutex>& lock) {
     lock.unlock();

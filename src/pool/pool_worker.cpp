@@ -70,6 +70,7 @@ class WorkerLoop {
         options.initializer(options.initargs, ignored);
         slot_.in_init.store(0, std::memory_order_seq_cst);
       } catch (...) {
+        report_initializer_failure(std::current_exception());
         ByteVector body;
         encode_exception(std::current_exception(), body);
         send(kFrameInitError, 0, body);

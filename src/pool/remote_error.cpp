@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cxxabi.h>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -71,6 +72,20 @@ std::string get_string(std::span<const std::byte>& in) {
 }
 
 }  // namespace
+
+void report_initializer_failure(std::exception_ptr error) noexcept {
+  std::string type = "unknown exception";
+  std::string message;
+  try {
+    std::rethrow_exception(error);
+  } catch (const std::exception& e) {
+    type = demangle(typeid(e).name());
+    message = e.what();
+  } catch (...) {
+  }
+  std::fprintf(stderr, "Exception in initializer:\n%s: %s\n", type.c_str(), message.c_str());
+  std::fflush(stderr);
+}
 
 void encode_exception(std::exception_ptr error, ByteVector& out) {
   uint32_t code = kRemote;

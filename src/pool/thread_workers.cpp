@@ -15,8 +15,10 @@ class ThreadImpl final : public Engine::Impl {
  public:
   explicit ThreadImpl(EngineOptions opts) : Impl(std::move(opts)) {
     threads_.reserve(options.workers);
-    for (std::size_t i = 0; i < options.workers; ++i)
-      threads_.emplace_back([this] { loop(); });
+    if (options.on_demand) return;
+    std::lock_guard lock(mutex);
+    while (threads_.size() < options.workers)
+      start_thread();
   }
   ~ThreadImpl() override {
     for (auto& t : threads_)
@@ -31,14 +33,34 @@ class ThreadImpl final : public Engine::Impl {
     for (auto& t : threads_)
       if (t.joinable()) t.join();
   }
+  // On demand: a thread for each queued task that no idle (or starting) thread can
+  // take, up to the limit, as Python's ThreadPoolExecutor._adjust_thread_count.
+  void submitted(std::unique_lock<std::mutex>& lock) override {
+    while (options.on_demand && threads_.size() < options.workers && available_ < pending.size())
+      start_thread();
+    lock.unlock();
+    wake();
+  }
+  // A lazy map: Python's submits all of its items, starting threads up to the limit.
+  void feeding() override {
+    while (threads_.size() < options.workers)
+      start_thread();
+  }
 
  private:
+  // Lock held (threads_ only grows under the lock, and not once the pool is closed).
+  void start_thread() {
+    threads_.emplace_back([this] { loop(); });
+    ++available_;
+  }
+
   void loop() {
     if (options.thread_initializer) {
       try {
         options.thread_initializer();
       } catch (...) {
         auto error = std::current_exception();
+        report_initializer_failure(error);
         std::vector<std::shared_ptr<Feeder>> dropped_feeders;
         std::vector<Task> dropped;
         {
@@ -57,14 +79,17 @@ class ThreadImpl final : public Engine::Impl {
     for (;;) {
       if (terminating) return;
       if (auto task = pop(lock)) {
+        --available_;
         lock.unlock();
         if (task->sink && !task->sink->task_running(task->tag)) {
           lock.lock();
+          ++available_;
           continue;
         }
         (*task->run)();
         task.reset();
         lock.lock();
+        ++available_;
         continue;
       }
       if (closed || broken) return;
@@ -91,6 +116,7 @@ class ThreadImpl final : public Engine::Impl {
 
   std::condition_variable cv_;
   std::vector<std::thread> threads_;
+  std::size_t available_ = 0;  // threads started and not running a task (lock held)
 };
 
 }  // namespace

@@ -184,6 +184,10 @@ class BasicPool {
 
   explicit BasicPool(std::size_t processes = 0, PoolOptions options = {})
       : engine_(make_options(processes, std::move(options))) {}
+  // The executors: thread workers start as tasks come (EngineOptions::on_demand).
+  struct OnDemand {};
+  BasicPool(OnDemand, std::size_t processes, PoolOptions options)
+      : engine_(on_demand(make_options(processes, std::move(options)))) {}
   // Workers elsewhere (mpx/mpi.hpp): make(EngineOptions) returns the engine's Impl.
   template <class Make>
   BasicPool(std::size_t processes, PoolOptions options, Make make)
@@ -362,6 +366,10 @@ class BasicPool {
   }
 
  private:
+  static EngineOptions on_demand(EngineOptions o) {
+    o.on_demand = true;
+    return o;
+  }
   static EngineOptions make_options(std::size_t workers, PoolOptions options) {
     EngineOptions o;
     o.workers = workers;

@@ -164,6 +164,9 @@ struct EngineOptions {
   std::function<void()> thread_initializer;
   std::size_t maxtasksperchild = 0;                 // 0: unlimited (process workers only)
   std::optional<std::chrono::nanoseconds> timeout;  // per task (process workers only)
+  // Thread workers: started as tasks come, a new one only when no idle one can take a
+  // task (ThreadPoolExecutor, as Python's); otherwise all at once (ThreadPool).
+  bool on_demand = false;
 };
 
 // The one engine. Thread-safe.
@@ -225,5 +228,8 @@ std::size_t cpu_count() noexcept;
 // Encodes/decodes a caught exception for the trip back from a worker process.
 void encode_exception(std::exception_ptr error, ByteVector& out);
 std::exception_ptr decode_exception(std::span<const std::byte> bytes);
+// Prints "Exception in initializer:" and the error on stderr, as Python's executors log
+// a failing initializer (from the worker that ran it).
+void report_initializer_failure(std::exception_ptr error) noexcept;
 
 }  // namespace mpx::detail
