@@ -21,6 +21,8 @@
 #include "mpx/errors.hpp"
 #include "mpx/queues.hpp"
 #include "mpx/shared_memory.hpp"
+#include "mpx/sharedctypes.hpp"
+#include "mpx/synchronize.hpp"
 #include "sys/fd.hpp"
 
 namespace {
@@ -225,6 +227,57 @@ TEST_P(StartMethods, KilledChildWithHandedOffObjectsLeavesNothing) {
   EXPECT_EQ(in.get(), 6);
 }
 
+// Locks, events, semaphores and values made by the context reach the child.
+void add_under_lock(mpx::Value<long> v, mpx::Lock lock, mpx::Event done, mpx::Semaphore sem,
+                    int n) {
+  for (int i = 0; i < n; ++i)
+    v.with_lock([](long& x) { ++x; });
+  { std::lock_guard hold(lock); }
+  sem.release();
+  done.set();
+}
+void hold_lock_and_wait(mpx::RLock lock, mpx::Event held) {
+  lock.acquire();
+  held.set();
+  for (;;)
+    ::pause();
+}
+
+TEST_P(StartMethods, ContextsSyncObjectsReachTheChild) {
+  auto v = ctx().Value<long>(0);
+  auto lock = ctx().Lock();
+  auto done = ctx().Event();
+  auto sem = ctx().Semaphore(0);
+  mpx::Process p = ctx().Process(add_under_lock, v, lock, done, sem, 1000);
+  {
+    std::lock_guard hold(lock);  // the child waits for it before it signals
+    p.start();
+    for (int i = 0; i < 1000; ++i)
+      v.with_lock([](long& x) { ++x; });
+    EXPECT_FALSE(done.is_set());
+  }
+  EXPECT_TRUE(done.wait(60s));
+  EXPECT_TRUE(sem.acquire(60s));
+  p.join();
+  EXPECT_EQ(p.exitcode(), 0);
+  EXPECT_EQ(v.value(), 2000);
+}
+
+// Robust across processes that are not forks: a child killed holding the lock hands it
+// to the next acquirer with OwnerDied.
+TEST_P(StartMethods, KilledChildHoldingAContextsLockLeavesItRecoverable) {
+  auto lock = ctx().RLock();
+  auto held = ctx().Event();
+  mpx::Process p = ctx().Process(hold_lock_and_wait, lock, held);
+  p.start();
+  ASSERT_TRUE(held.wait(60s));
+  EXPECT_FALSE(lock.try_acquire());
+  p.kill();
+  p.join();
+  EXPECT_THROW(lock.acquire(), mpx::OwnerDied);
+  lock.release();
+}
+
 INSTANTIATE_TEST_SUITE_P(All, StartMethods,
                          ::testing::Values(StartMethod::fork, StartMethod::spawn,
                                            StartMethod::forkserver),
@@ -244,10 +297,20 @@ TEST_P(NotForked, CapturingTargetIsRefusedAtStart) {
 }
 
 TEST_P(NotForked, ObjectsSharedByForkOnlyAreRefusedAtStart) {
-  mpx::Lock lock;
+  mpx::Lock lock;  // by its constructor: an anonymous mapping, passed on by fork only
   mpx::Process p(
       mpx::ProcessOptions{.context = GetParam()}, [](mpx::Lock) {}, lock);
-  EXPECT_THROW(p.start(), mpx::ValueError);
+  try {
+    p.start();
+    FAIL() << "a Lock made by its constructor reached a child that is not a fork";
+  } catch (const mpx::ValueError& e) {
+    EXPECT_NE(std::string(e.what()).find("make it with that context's factory"), std::string::npos)
+        << e.what();
+  }
+  mpx::Barrier barrier(2);  // cannot travel at all
+  mpx::Process q(
+      mpx::ProcessOptions{.context = GetParam()}, [](mpx::Barrier) {}, barrier);
+  EXPECT_THROW(q.start(), mpx::ValueError);
 }
 
 // A lock another thread holds at start() (a std::mutex, and malloc's, by a thread that

@@ -21,11 +21,13 @@
 //
 // mpx objects among a spawn or forkserver target's arguments: a Queue, JoinableQueue,
 // SimpleQueue or SharedMemory arrives working in the child (its memfd or shared memory
-// object travels by SCM_RIGHTS; the child's handle shares the parent's). A Lock, RLock,
-// Semaphore, Condition, Event, Barrier, Value, Array or Pipe end lives in an anonymous
-// shared mapping that only fork passes on: giving one is a compile-time error through a
-// Context, a ValueError at start() through ProcessOptions (put it in a SharedMemory, or
-// use fork, meanwhile).
+// object travels by SCM_RIGHTS; the child's handle shares the parent's). So do a Lock,
+// RLock, Semaphore, BoundedSemaphore, Event or Value made by a spawn or forkserver
+// Context (ctx.Lock(), ctx.Value<int>(0)), as in Python; made by their constructors
+// they live in an anonymous mapping that only fork passes on, and start() throws
+// ValueError saying so. A Condition, Barrier, Array or Pipe end cannot reach such a
+// child in this release: a compile-time error through a Context, a ValueError at
+// start() through ProcessOptions.
 //
 // Thread safety: all functions may be called from any thread.
 #pragma once
@@ -77,7 +79,9 @@ class Context {
     return mpx::Process(std::move(options), std::forward<F>(target), std::forward<Args>(args)...);
   }
 
-  // The objects of the module, as they are (they do not depend on the start method).
+  // The objects of the module. Under spawn and forkserver, the locks, semaphores, events
+  // and values keep the memfd of their shared page open, so that they can be handed to
+  // a child (one fd each; made by their constructors they have none).
   template <class T, class... A>
   mpx::Queue<T> Queue(A&&... a) const {
     return mpx::Queue<T>(std::forward<A>(a)...);
@@ -93,37 +97,57 @@ class Context {
   std::pair<Connection, Connection> Pipe(bool duplex = true) const { return mpx::Pipe(duplex); }
   template <class... A>
   mpx::Lock Lock(A&&... a) const {
+    const Shareable keep(method_);
     return mpx::Lock(std::forward<A>(a)...);
   }
   template <class... A>
   mpx::RLock RLock(A&&... a) const {
+    const Shareable keep(method_);
     return mpx::RLock(std::forward<A>(a)...);
   }
-  mpx::Semaphore Semaphore(int value = 1) const { return mpx::Semaphore(value); }
+  mpx::Semaphore Semaphore(int value = 1) const {
+    const Shareable keep(method_);
+    return mpx::Semaphore(value);
+  }
   mpx::BoundedSemaphore BoundedSemaphore(int value = 1) const {
+    const Shareable keep(method_);
     return mpx::BoundedSemaphore(value);
   }
   template <class... A>
   mpx::Condition Condition(A&&... a) const {
+    const Shareable keep(method_);
     return mpx::Condition(std::forward<A>(a)...);
   }
-  mpx::Event Event() const { return mpx::Event(); }
+  mpx::Event Event() const {
+    const Shareable keep(method_);
+    return mpx::Event();
+  }
   template <class... A>
   mpx::Barrier Barrier(A&&... a) const {
+    const Shareable keep(method_);
     return mpx::Barrier(std::forward<A>(a)...);
   }
   template <class T, class... A>
   mpx::Value<T> Value(A&&... a) const {
+    const Shareable keep(method_);
     return mpx::Value<T>(std::forward<A>(a)...);
   }
   template <class T, class... A>
   mpx::Array<T> Array(A&&... a) const {
+    const Shareable keep(method_);
     return mpx::Array<T>(std::forward<A>(a)...);
   }
 
   friend bool operator==(const Context&, const Context&) = default;
 
  private:
+  // Under spawn and forkserver, the shared pages made while it lives keep their memfds.
+  struct Shareable {
+    explicit Shareable(StartMethod m) {
+      if (m != StartMethod::fork) keep.emplace();
+    }
+    std::optional<detail::KeepBlockFds> keep;
+  };
   StartMethod method_;
 };
 

@@ -143,12 +143,40 @@ class Value {
   T& get_obj() const noexcept { return *data_; }
 
  private:
+  friend struct detail::Handoff<Value>;
+  Value(std::shared_ptr<T> data, std::optional<LockT> lock)
+      : data_(std::move(data)), lock_(std::move(lock)) {}
+
   std::shared_ptr<T> data_;
   std::optional<LockT> lock_;
 };
 
 template <class T>
 Value(T) -> Value<T>;
+
+// A Value handed to a spawn or forkserver child (mpx/context.hpp): the memfds of its
+// value's page and of its lock travel. Only a Value made by a spawn or forkserver
+// Context's Value() has them; others are shared through fork only (ValueError).
+namespace detail {
+template <class T, class LockT>
+struct Handoff<Value<T, LockT>> {
+  static void save(const Value<T, LockT>& v, HandoffWriter& w) {
+    w.put_fd(handoff_block_fd(v.data_.get(), "mpx::Value"));
+    const bool locked = v.lock_.has_value();
+    w.put(&locked, sizeof locked);
+    if (locked) Handoff<LockT>::save(*v.lock_, w);
+  }
+  static Value<T, LockT> load(HandoffReader& r) {
+    std::shared_ptr<void> block = adopt_shared_block(r.take_fd());
+    std::shared_ptr<T> data(block, static_cast<T*>(block.get()));
+    bool locked = false;
+    r.get(&locked, sizeof locked);
+    std::optional<LockT> lock;
+    if (locked) lock.emplace(Handoff<LockT>::load(r));
+    return Value<T, LockT>(std::move(data), std::move(lock));
+  }
+};
+}  // namespace detail
 template <class T>
 Value(T, bool) -> Value<T>;
 template <class T>

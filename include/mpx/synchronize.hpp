@@ -42,6 +42,7 @@
 
 #include <chrono>
 #include <climits>
+#include <concepts>
 #include <cstddef>
 #include <functional>
 #include <memory>
@@ -49,6 +50,7 @@
 #include <variant>
 
 #include "mpx/detail/deadline.hpp"
+#include "mpx/detail/handoff_trait.hpp"
 #include "mpx/errors.hpp"
 
 namespace mpx {
@@ -69,8 +71,25 @@ struct ConditionState;
 struct BarrierState;
 
 // A zero-filled MAP_SHARED|MAP_ANONYMOUS mapping of `size` bytes, unmapped when the last
-// shared_ptr in this process goes away. Throws std::system_error.
+// shared_ptr in this process goes away. Throws std::system_error. While a KeepBlockFds
+// lives on the calling thread, a memfd's mapping instead, the memfd kept open with it
+// (for a child that is not a fork: the factories of a spawn or forkserver Context).
 std::shared_ptr<void> allocate_shared_block(std::size_t size);
+class KeepBlockFds {
+ public:
+  KeepBlockFds() noexcept;
+  ~KeepBlockFds();
+  KeepBlockFds(const KeepBlockFds&) = delete;
+  KeepBlockFds& operator=(const KeepBlockFds&) = delete;
+};
+// The memfd of the block that starts at `block` when it has one, else -1.
+int shared_block_fd(const void* block) noexcept;
+// For Handoff::save: shared_block_fd(block), or ValueError naming `type` when the block
+// has no memfd (made by a constructor, outside a spawn or forkserver Context).
+int handoff_block_fd(const void* block, const char* type);
+// Maps the block behind `fd` (a memfd received from a parent; taken, kept open).
+std::shared_ptr<void> adopt_shared_block(int fd);
+struct SyncAccess;  // synchronize.cpp
 }  // namespace detail
 
 // A non-recursive, robust, process-shared mutual exclusion lock (multiprocessing.Lock).
@@ -128,6 +147,9 @@ class Lock {
   void acquire_failed_try(int rc) const;
   [[noreturn]] void release_failed(int rc) const;
 
+  friend struct detail::SyncAccess;
+  explicit Lock(std::shared_ptr<detail::LockState> state) noexcept;
+
   std::shared_ptr<detail::LockState> state_;
   pthread_mutex_t* native_;  // the mutex inside *state_
 };
@@ -173,6 +195,8 @@ class RLock {
   void acquire_restore(unsigned count) const;
 
  private:
+  friend struct detail::SyncAccess;
+  explicit RLock(std::shared_ptr<detail::RLockState> state) noexcept : state_(std::move(state)) {}
   std::shared_ptr<detail::RLockState> state_;
 };
 
@@ -206,8 +230,11 @@ class Semaphore {
 
  protected:
   Semaphore(int value, bool bounded);
+  explicit Semaphore(std::shared_ptr<detail::SemaphoreState> state) noexcept
+      : state_(std::move(state)) {}
 
  private:
+  friend struct detail::SyncAccess;
   std::shared_ptr<detail::SemaphoreState> state_;
 };
 
@@ -216,6 +243,11 @@ class Semaphore {
 class BoundedSemaphore : public Semaphore {
  public:
   explicit BoundedSemaphore(int value = 1) : Semaphore(value, true) {}
+
+ private:
+  friend struct detail::SyncAccess;
+  explicit BoundedSemaphore(std::shared_ptr<detail::SemaphoreState> state) noexcept
+      : Semaphore(std::move(state)) {}
 };
 
 // A flag that threads and processes can wait for (multiprocessing.Event).
@@ -236,6 +268,8 @@ class Event {
   bool wait_until(const detail::Deadline& deadline) const;
 
  private:
+  friend struct detail::SyncAccess;
+  explicit Event(std::shared_ptr<detail::EventState> state) noexcept : state_(std::move(state)) {}
   std::shared_ptr<detail::EventState> state_;
 };
 
@@ -355,5 +389,23 @@ class Barrier {
   std::function<void()> action_;
   std::optional<std::chrono::duration<double>> timeout_;
 };
+
+// Locks, semaphores and events handed to a spawn or forkserver child (mpx/context.hpp):
+// the memfd of their shared page travels. Only those made by a spawn or forkserver
+// Context's factories have one; others are shared through fork only (ValueError).
+namespace detail {
+int handoff_fd(const Lock& x);
+int handoff_fd(const RLock& x);
+int handoff_fd(const Semaphore& x);
+int handoff_fd(const Event& x);
+template <class T>
+T adopt_handed_off(int fd);
+template <class T>
+requires(std::same_as<T, Lock> || std::same_as<T, RLock> || std::same_as<T, Semaphore> ||
+         std::same_as<T, BoundedSemaphore> || std::same_as<T, Event>) struct Handoff<T> {
+  static void save(const T& x, HandoffWriter& w) { w.put_fd(handoff_fd(x)); }
+  static T load(HandoffReader& r) { return adopt_handed_off<T>(r.take_fd()); }
+};
+}  // namespace detail
 
 }  // namespace mpx

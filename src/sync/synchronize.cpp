@@ -22,9 +22,29 @@ namespace mpx {
 
 namespace detail {
 
-std::shared_ptr<void> allocate_shared_block(std::size_t size) {
-  auto* mapping = new sys::Mapping(sys::map_anonymous_shared(size));
-  return std::shared_ptr<void>(mapping->data(), [mapping](void*) { delete mapping; });
+struct SyncAccess {
+  template <class T>
+  static const void* block(const T& x) {
+    return x.state_.get();
+  }
+  template <class T, class State>
+  static T adopt(int fd) {
+    std::shared_ptr<void> b = adopt_shared_block(fd);
+    return T(std::shared_ptr<State>(b, static_cast<State*>(b.get())));
+  }
+};
+
+int handoff_fd(const Lock& x) {
+  return handoff_block_fd(SyncAccess::block(x), "mpx::Lock");
+}
+int handoff_fd(const RLock& x) {
+  return handoff_block_fd(SyncAccess::block(x), "mpx::RLock");
+}
+int handoff_fd(const Semaphore& x) {
+  return handoff_block_fd(SyncAccess::block(x), "mpx::Semaphore");
+}
+int handoff_fd(const Event& x) {
+  return handoff_block_fd(SyncAccess::block(x), "mpx::Event");
 }
 
 namespace {
@@ -135,6 +155,30 @@ void sleep_until(const Deadline& deadline) {
 }  // namespace
 
 // ---------------------------------------------------------------------------- Lock
+
+template <>
+Lock detail::adopt_handed_off<Lock>(int fd) {
+  return detail::SyncAccess::adopt<Lock, detail::LockState>(fd);
+}
+template <>
+RLock detail::adopt_handed_off<RLock>(int fd) {
+  return detail::SyncAccess::adopt<RLock, detail::RLockState>(fd);
+}
+template <>
+Semaphore detail::adopt_handed_off<Semaphore>(int fd) {
+  return detail::SyncAccess::adopt<Semaphore, detail::SemaphoreState>(fd);
+}
+template <>
+BoundedSemaphore detail::adopt_handed_off<BoundedSemaphore>(int fd) {
+  return detail::SyncAccess::adopt<BoundedSemaphore, detail::SemaphoreState>(fd);
+}
+template <>
+Event detail::adopt_handed_off<Event>(int fd) {
+  return detail::SyncAccess::adopt<Event, detail::EventState>(fd);
+}
+
+Lock::Lock(std::shared_ptr<detail::LockState> state) noexcept
+    : state_(std::move(state)), native_(state_->mutex.native_handle()) {}
 
 Lock::Lock(OwnerDeath on_owner_death)
     : state_(detail::make_shared_state<detail::LockState>(on_owner_death)),

@@ -162,11 +162,11 @@ constexpr void require_spawnable() {
                 "mpx::Process, which takes any callable.");
   static_assert((Sendable<Args> && ...),
                 "mpx: an argument of a Context's Process cannot reach a spawn or forkserver "
-                "child: it has no codec and is no mpx object that can travel (Queue, "
-                "JoinableQueue, SimpleQueue, SharedMemory can; a Lock, Value, Pipe end... "
-                "created by its constructor is shared through fork only). Give its type a "
-                "cereal serialize() function, pass a supported type (mpx/codec.hpp), or use "
-                "the fork start method.");
+                "child: it has no codec and is no mpx object that can travel (queues, "
+                "SharedMemory, and the Context's Lock, RLock, Semaphore, Event and Value can; "
+                "a Condition, Barrier, Array or Pipe end cannot). Give its type a cereal "
+                "serialize() function, pass a supported type (mpx/codec.hpp), or use the "
+                "fork start method.");
 }
 
 // A Process target that can also travel to a spawned child.
