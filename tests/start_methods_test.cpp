@@ -12,7 +12,10 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <mutex>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -66,8 +69,8 @@ struct AddTo {
   void operator()(int x) const { mpx::exit(base + x); }
 };
 
-// The forkserver lives as long as this binary: started before the first test, so that
-// the leak check does not count its socket against whichever test used it first.
+// The forkserver lives as long as this binary: started before the first test (the leak
+// check leaves its socket and the server alone).
 class StartTheForkserver : public ::testing::Environment {
  public:
   void SetUp() override {
@@ -391,6 +394,39 @@ TEST(ForkHazard, ForkedChildDeadlocksOnALockAnotherThreadHeld) {
   EXPECT_TRUE(p.is_alive());  // stuck on the lock copied held
   p.kill();
   p.join();
+}
+
+// The forkserver's pid, found among this process's children by its name.
+pid_t forkserver_pid() {
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    const std::string name = entry.path().filename();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream stat(entry.path() / "stat");
+    std::string line;
+    if (!std::getline(stat, line) || line.find("(mpx-forkserver)") == std::string::npos) continue;
+    std::istringstream rest(line.substr(line.rfind(')') + 1));
+    char state = '?';
+    long ppid = 0;
+    rest >> state >> ppid;
+    if (ppid == ::getpid() && state != 'Z') return static_cast<pid_t>(std::stol(name));
+  }
+  return 0;
+}
+
+// A forkserver that died is replaced by the next start; its children died with it.
+TEST(Forkserver, ADeadServerIsRestartedByTheNextStart) {
+  auto ctx = mpx::get_context("forkserver");
+  mpx::Process running = ctx.Process(sleep_forever);
+  running.start();
+  const pid_t server = forkserver_pid();
+  ASSERT_GT(server, 0);
+  ASSERT_EQ(::kill(server, SIGKILL), 0);
+  running.join(60s);
+  EXPECT_FALSE(running.is_alive());  // killed with its server (PR_SET_PDEATHSIG)
+  EXPECT_EQ(run(StartMethod::forkserver, ctx.Process(exit_with, 4)), 4);
+  const pid_t replacement = forkserver_pid();
+  EXPECT_GT(replacement, 0);
+  EXPECT_NE(replacement, server);
 }
 
 TEST(Contexts, NamesAndTheProgramsStartMethod) {

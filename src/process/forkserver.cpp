@@ -149,6 +149,12 @@ void forkserver_main() {
   }
 }
 
+int forkserver_client_fd() {
+  Client& c = client();
+  std::lock_guard lock(c.mu);
+  return c.owner == ::getpid() ? c.sock.get() : -1;
+}
+
 StartedChild forkserver_start(sys::Fd& channel) {
   Client& c = client();
   std::lock_guard lock(c.mu);

@@ -99,6 +99,9 @@ std::vector<std::byte> encode_order(const ChildOrder& order);
 // A forkserver child: asks the server (started on first use, restarted when it died) to
 // fork a child that reads its order from the socket returned in `channel`.
 StartedChild forkserver_start(sys::Fd& channel);
+// This process's socket to its forkserver, or -1 (for the tests' leak check: the server
+// lives as long as the process).
+int forkserver_client_fd();
 // The server's loop, in the process that mpx::init recognised as the forkserver; the
 // client's socket is fd 3. Never returns.
 [[noreturn]] void forkserver_main();
