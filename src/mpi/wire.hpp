@@ -91,7 +91,8 @@ class Reader {
 // Sleeps while nothing happens, a little longer each time, and wakes at once when
 // poked: the communication thread polls MPI, which has no way to wake a thread, and a
 // rank that waits in MPI burns a core. While tasks are out (`active`) a message is due
-// soon: the pause stays under 100 us; otherwise it grows to a millisecond.
+// soon: the pause stays under 100 us for the first 20 ms without one; otherwise (and
+// for long tasks, after that) it grows to a millisecond.
 class Idle {
  public:
   void poke() noexcept {
@@ -100,25 +101,33 @@ class Idle {
     cv_.notify_one();
   }
   // After a round that did something.
-  void busy() noexcept { rounds_ = 0; }
+  void busy() noexcept {
+    rounds_ = 0;
+    slept_us_ = 0;
+  }
   void wait(bool active) {
     ++rounds_;
     if (poked_.exchange(false, std::memory_order_acq_rel)) return;
     if (rounds_ < kSpins) return;
-    const int most = active ? kActivePauseMicros : kIdlePauseMicros;
+    const bool soon = active && slept_us_ < kActiveMicros;
+    const int most = soon ? kActivePauseMicros : kIdlePauseMicros;
     const unsigned step = std::min(rounds_ - kSpins, 8u);
-    const auto pause = std::chrono::microseconds(std::min(10 << step, most));
+    const int pause = std::min(10 << step, most);
+    slept_us_ += pause;
     std::unique_lock lock(mutex_);
-    cv_.wait_for(lock, pause, [&] { return poked_.load(std::memory_order_acquire); });
+    cv_.wait_for(lock, std::chrono::microseconds(pause),
+                 [&] { return poked_.load(std::memory_order_acquire); });
     poked_.store(false, std::memory_order_release);
   }
 
  private:
   static constexpr unsigned kSpins = 64;
   static constexpr int kActivePauseMicros = 100;
+  static constexpr int kActiveMicros = 20000;
   static constexpr int kIdlePauseMicros = 1000;
   std::atomic<bool> poked_{false};
   unsigned rounds_ = 0;
+  int slept_us_ = 0;
   std::mutex mutex_;
   std::condition_variable cv_;
 };
