@@ -128,7 +128,9 @@ void answer_challenge(SocketStream& stream, const std::string& authkey, const De
     if (name.empty()) {
       send_text(stream, as_view(mac));
     } else {
-      send_text(stream, "{" + std::string(name) + "}" + std::string(as_view(mac)));
+      std::string answer(1, '{');  // appends, not "{" + s: GCC 12's -Wrestrict misfires
+      answer.append(name).append(1, '}').append(as_view(mac));
+      send_text(stream, answer);
     }
     if (as_view(recv_small(stream, deadline)) != kWelcome)
       throw AuthenticationError("digest sent was rejected");
