@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "mpx/connection.hpp"
+#include "mpx/listener.hpp"
 #include "mpx/process.hpp"
 #include "support/child.hpp"
 #include "support/leak_check.hpp"
@@ -238,6 +239,19 @@ TEST(Managers, NamedObjectsAndConnect) {
   EXPECT_THROW(client.get<mpx::QueueProxy<double>>("tasks"), mpx::ValueError);
   mpx::BaseManager wrong(server_side.address(), std::string("wrong"));
   EXPECT_THROW(wrong.connect(), mpx::AuthenticationError);
+}
+
+TEST(Managers, SilentPeersDoNotStallOthers) {
+  mpx::SyncManager manager("127.0.0.1:0");
+  manager.start();
+  // Ten peers that connect and never answer the challenge (no authkey on their side).
+  std::vector<mpx::Connection> silent;
+  for (int i = 0; i < 10; ++i)
+    silent.push_back(mpx::Client(manager.address()));
+  const auto start = Clock::now();
+  auto v = manager.Value<int>(7);
+  EXPECT_EQ(v.get(), 7);
+  EXPECT_LT(Clock::now() - start, 5s);  // not after their 10 s handshake timeouts
 }
 
 TEST(Managers, ProxyTravelsThroughAPipe) {

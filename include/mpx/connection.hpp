@@ -46,6 +46,8 @@ std::vector<Waitable> wait_objects(const std::vector<Waitable>& objects, const D
 class SocketStream;
 // A Listener/Client connection over a connected socket (src/ipc/socket_stream.hpp).
 Connection socket_connection(std::unique_ptr<SocketStream> stream);
+// The socket of a Listener/Client connection; nullptr for a Pipe end or a closed one.
+SocketStream* socket_stream(Connection& connection) noexcept;
 }  // namespace detail
 
 // One end of a Pipe(), or a connection made by Listener::accept()/Client()
@@ -138,6 +140,7 @@ class Connection {
  private:
   friend std::pair<Connection, Connection> Pipe(bool duplex, std::size_t capacity);
   friend Connection detail::socket_connection(std::unique_ptr<detail::SocketStream> stream);
+  friend detail::SocketStream* detail::socket_stream(Connection& connection) noexcept;
   friend std::vector<detail::Waitable> detail::wait_objects(
       const std::vector<detail::Waitable>& objects, const detail::Deadline& deadline);
   explicit Connection(std::unique_ptr<Impl> impl) noexcept;

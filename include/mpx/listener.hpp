@@ -99,6 +99,14 @@ class Listener {
 Connection Client(const std::string& address, const std::string& family = "",
                   const std::optional<std::string>& authkey = std::nullopt);
 
+namespace detail {
+// The server's side of the authkey handshake on a connection accepted by a Listener
+// without a key (so that a server can run it in another thread than its accept loop).
+// Throws AuthenticationError as accept() does.
+void authenticate_accepted(Connection& connection, const std::string& authkey,
+                           std::chrono::milliseconds timeout);
+}  // namespace detail
+
 // The family Python would use for `address` ("AF_UNIX", "AF_INET", "AF_INET6").
 std::string address_type(const std::string& address);
 

@@ -103,6 +103,10 @@ void hang_up_read_ends() noexcept {
   }
 }
 
+SocketStream* socket_stream(Connection& connection) noexcept {
+  return connection.impl_ ? connection.impl_->stream.get() : nullptr;
+}
+
 Connection socket_connection(std::unique_ptr<SocketStream> stream) {
   auto impl = std::make_unique<Connection::Impl>();
   impl->stream = std::move(stream);

@@ -89,7 +89,8 @@ std::string format(const SockAddr& a) {
   if (a.family == AF_INET6) {
     const auto* in6 = reinterpret_cast<const sockaddr_in6*>(&a.storage);
     ::inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
-    return "[" + std::string(host) + "]:" + std::to_string(ntohs(in6->sin6_port));
+    std::string out(1, '[');  // appends, not "[" + s: GCC 12's -Wrestrict misfires
+    return out.append(host).append("]:").append(std::to_string(ntohs(in6->sin6_port)));
   }
   const auto* un = reinterpret_cast<const sockaddr_un*>(&a.storage);
   const std::size_t n =
@@ -237,6 +238,15 @@ Connection Listener::accept() {
     detail::answer_challenge(*stream, *authkey_, deadline);
   }
   return detail::socket_connection(std::move(stream));
+}
+
+void detail::authenticate_accepted(Connection& connection, const std::string& authkey,
+                                   std::chrono::milliseconds timeout) {
+  detail::SocketStream* stream = detail::socket_stream(connection);
+  if (!stream) throw InvalidStateError("not a Listener connection");
+  const auto deadline = detail::Deadline::after(timeout);
+  detail::deliver_challenge(*stream, authkey, deadline);
+  detail::answer_challenge(*stream, authkey, deadline);
 }
 
 Connection Client(const std::string& address, const std::string& family,

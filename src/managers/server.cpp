@@ -48,8 +48,12 @@ std::string error_type(const std::exception& e) {
 
 }  // namespace
 
+// Connections served at once; more are closed at accept (each costs a thread).
+constexpr std::size_t kMaxClients = 1024;
+
 struct ServerState {
   Listener listener;
+  std::string authkey;
   NamedObjects named;
   sys::Fd stop_read, stop_write;  // a byte on stop_write wakes serve_forever
   std::atomic<bool> stopping{false};
@@ -155,6 +159,13 @@ struct ServerState {
   }
 
   void serve_client(Connection& connection, std::uint64_t client) {
+    // The handshake runs here, not in the accept loop: a silent peer costs its own
+    // thread for the handshake timeout, never the other clients' connections.
+    try {
+      detail::authenticate_accepted(connection, authkey, ListenerLimits{}.handshake_timeout);
+    } catch (const std::exception&) {
+      return;
+    }
     std::map<std::uint64_t, long> held;
     const int fd = connection.fileno();
     CallContext ctx;
@@ -215,7 +226,8 @@ using detail::ServerState;
 ManagerServer::ManagerServer(std::string address, std::string family, std::string authkey,
                              detail::NamedObjects named)
     : state_(std::make_shared<ServerState>()) {
-  state_->listener = Listener(std::move(address), std::move(family), 64, std::move(authkey));
+  state_->listener = Listener(std::move(address), std::move(family), 64);
+  state_->authkey = std::move(authkey);
   state_->named = std::move(named);
   auto [r, w] = sys::make_pipe();
   state_->stop_read = std::move(r);
@@ -259,6 +271,7 @@ void ManagerServer::serve_forever() {
       continue;  // ECONNABORTED and the like
     }
     std::lock_guard lock(s.mu);
+    if (s.clients.size() >= detail::kMaxClients) continue;  // closes it
     detail::ClientThread& c = s.clients.emplace_back();
     c.fd = connection.fileno();
     const std::uint64_t id = s.next_client++;
