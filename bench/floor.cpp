@@ -21,12 +21,18 @@
 //   subprocess_run_true  posix_spawn("/bin/true") + waitpid                      us/op
 //   subprocess_pipe_256mib  256 MiB through cat: posix_spawn with two pipes, a poll(2)
 //                        loop of non-blocking 1 MiB writes and reads into a buffer  GB/s
+//   listener_roundtrip_64b  64 B ping-pong over a Unix socketpair, blocking
+//                        send/recv                                          us/roundtrip
+//   listener_roundtrip_64b_tcp  64 B ping-pong over TCP loopback (TCP_NODELAY)  us/roundtrip
 //   memcpy_1mib          (reference) memcpy of 1 MiB blocks between 256 MiB buffers GB/s
 #include <fcntl.h>
 #include <linux/futex.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <spawn.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 
 #include <algorithm>
@@ -440,6 +446,70 @@ void subprocess_pipe_256mib() {
   bench::result("subprocess_pipe_256mib", through_cat(input), "GB/s");
 }
 
+// Blocking 64-byte ping-pong between this process and a forked child over sockets a, b.
+void socket_pingpong(const char* name, int a, int b) {
+  constexpr long kWarm = 2000, kN = 20000;
+  auto exact = [](int fd, char* p, bool send) {
+    for (std::size_t done = 0; done < 64;) {
+      ssize_t n =
+          send ? ::send(fd, p + done, 64 - done, MSG_NOSIGNAL) : ::recv(fd, p + done, 64 - done, 0);
+      if (n <= 0) bench::die("socket ping-pong failed");
+      done += static_cast<std::size_t>(n);
+    }
+  };
+  pid_t child = bench::fork_child([&] {
+    ::close(a);
+    std::array<char, 64> buf{};
+    for (long i = 0; i < kWarm + kN; ++i) {
+      exact(b, buf.data(), false);
+      exact(b, buf.data(), true);
+    }
+  });
+  ::close(b);
+  std::array<char, 64> out{}, in{};
+  out.fill('x');
+  auto round_trip = [&] {
+    exact(a, out.data(), true);
+    exact(a, in.data(), false);
+  };
+  for (long i = 0; i < kWarm; ++i)
+    round_trip();
+  double t0 = now_s();
+  for (long i = 0; i < kN; ++i)
+    round_trip();
+  double t = now_s() - t0;
+  ::close(a);
+  bench::reap(child);
+  if (in != out) bench::die("ping-pong corrupted the message");
+  bench::result(name, t / kN * 1e6, "us/roundtrip");
+}
+
+void listener_roundtrip_64b() {
+  int fds[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM, 0, fds) != 0) bench::die("socketpair");
+  socket_pingpong("listener_roundtrip_64b", fds[0], fds[1]);
+}
+
+void listener_roundtrip_64b_tcp() {
+  int listener = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in in{};
+  in.sin_family = AF_INET;
+  in.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof in;
+  if (::bind(listener, reinterpret_cast<sockaddr*>(&in), sizeof in) != 0 ||
+      ::listen(listener, 1) != 0 ||
+      ::getsockname(listener, reinterpret_cast<sockaddr*>(&in), &len) != 0)
+    bench::die("tcp listen");
+  int a = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (::connect(a, reinterpret_cast<sockaddr*>(&in), sizeof in) != 0) bench::die("tcp connect");
+  int b = ::accept(listener, nullptr, nullptr);
+  ::close(listener);
+  const int one = 1;
+  ::setsockopt(a, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  ::setsockopt(b, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  socket_pingpong("listener_roundtrip_64b_tcp", a, b);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -463,6 +533,8 @@ int main(int argc, char** argv) {
       {"idle_worker_rss", idle_worker_rss},
       {"subprocess_run_true", subprocess_run_true},
       {"subprocess_pipe_256mib", subprocess_pipe_256mib},
+      {"listener_roundtrip_64b", listener_roundtrip_64b},
+      {"listener_roundtrip_64b_tcp", listener_roundtrip_64b_tcp},
       {"memcpy_1mib", memcpy_1mib},  // a reference, not a workload of bench/compare
   };
   for (const Entry& e : entries) {

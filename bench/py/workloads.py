@@ -309,12 +309,78 @@ def subprocess_pipe_256mib():
     result("subprocess_pipe_256mib", through_cat(data), "GB/s")
 
 
+def listener_echo(address):
+    from multiprocessing.connection import Client
+    echo(Client(address))
+
+
+def listener_rt(name, address):
+    from multiprocessing.connection import Listener
+    listener = Listener(address)
+    p = mp.Process(target=listener_echo, args=(listener.address,))
+    p.start()
+    a = listener.accept()
+    msg = b"x" * 64
+    for _ in range(300):
+        a.send_bytes(msg)
+        a.recv_bytes()
+    n = 3000
+    t0 = now()
+    for _ in range(n):
+        a.send_bytes(msg)
+        back = a.recv_bytes()
+    t = now() - t0
+    a.send_bytes(b"")
+    p.join()
+    listener.close()
+    assert back == msg
+    result(name, t / n * 1e6, "us/roundtrip")
+
+
+def listener_roundtrip_64b():
+    listener_rt("listener_roundtrip_64b", None)
+
+
+def listener_roundtrip_64b_tcp():
+    listener_rt("listener_roundtrip_64b_tcp", ("127.0.0.1", 0))
+
+
+def manager_dict_get():
+    with mp.Manager() as m:
+        d = m.dict()
+        d["k"] = 1
+        for _ in range(300):
+            d.get("k")
+        n = 3000
+        t0 = now()
+        for _ in range(n):
+            d.get("k")
+        result("manager_dict_get", (now() - t0) / n * 1e6, "us/op")
+
+
+def manager_queue_1to1():
+    with mp.Manager() as m:
+        q = m.Queue()
+        warm, count = 200, 3000
+        p = mp.Process(target=produce, args=(q, 1, warm + count))
+        p.start()
+        for _ in range(warm):
+            q.get()
+        t0 = now()
+        for _ in range(count):
+            q.get()
+        t = now() - t0
+        p.join()
+        result("manager_queue_1to1", count / t, "items/s")
+
+
 WORKLOADS = {f.__name__: f for f in [
     process_start_join, process_start_join_spawn, process_start_join_forkserver,
     pipe_roundtrip_64b, queue_int_1to1, queue_64b_1to1, queue_1mib_1to1, queue_4to4,
     pool_map_1m_auto, pool_map_chunk1_100k, apply_async_roundtrip, executor_submit_10k,
     lock_counter_2proc, cpu_primes_speedup, idle_worker_rss, subprocess_run_true,
-    subprocess_pipe_256mib]}
+    subprocess_pipe_256mib, listener_roundtrip_64b, listener_roundtrip_64b_tcp,
+    manager_dict_get, manager_queue_1to1]}
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in WORKLOADS:
