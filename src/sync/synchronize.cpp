@@ -86,6 +86,9 @@ struct SemaphoreState {
 struct EventState {
   WaitWord word;
   std::atomic<uint32_t> flag{0};
+  // Bumped by every set(): a waiter that sees it move was waiting when set() was called
+  // and returns true even if clear() came at once (Python's guarantee).
+  std::atomic<uint32_t> generation{0};
 };
 
 // One waiter of a Condition. Written only under the Condition's lock, except that the
@@ -369,6 +372,7 @@ bool Event::is_set() const noexcept {
 
 void Event::set() const {
   state_->flag.store(1, std::memory_order_release);
+  state_->generation.fetch_add(1, std::memory_order_acq_rel);
   detail::notify(state_->word);
 }
 
@@ -381,8 +385,15 @@ bool Event::wait() const {
 }
 
 bool Event::wait_until(const Deadline& deadline) const {
+  detail::EventState& st = *state_;
+  const uint32_t generation = st.generation.load(std::memory_order_acquire);
   return detail::wait_until(
-      state_->word, [this] { return is_set(); }, deadline);
+      st.word,
+      [&] {
+        return st.flag.load(std::memory_order_acquire) != 0 ||
+               st.generation.load(std::memory_order_acquire) != generation;
+      },
+      deadline);
 }
 
 // ---------------------------------------------------------------------------- Condition
