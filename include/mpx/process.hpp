@@ -4,6 +4,21 @@
 //   p.start();
 //   p.join();  // p.exitcode() == 0
 //
+// Or subclass it, as Python's `class Worker(Process): def run(self)`:
+//
+//   struct Worker : mpx::Process {
+//     int n;
+//     explicit Worker(int value) : mpx::Process(mpx::ProcessOptions{.name = "w"}), n(value) {}
+//     void run() override { std::printf("worker got %d\n", n); }  // runs in the child
+//   };
+//   Worker w(7);
+//   w.start();
+//   w.join();
+//
+// The child calls run() on its copy of the object, as it was at start() (fork start
+// method only: a subclass cannot travel to a spawned child). The default run() calls
+// the target.
+//
 // Start methods (mpx/context.hpp; ProcessOptions::context, set_start_method):
 //  - fork (the default): the child is a copy of the parent, so any callable works,
 //    capturing lambdas included; it sees the parent's memory as it was at start().
@@ -108,7 +123,12 @@ class Process {
   Process(const Process&) = delete;
   Process& operator=(const Process&) = delete;
   // Reaps the child if it has finished; a running child is left running (see the top).
-  ~Process();
+  virtual ~Process();
+
+  // What the child runs (Python: run()). This one calls the target (once: it is dropped
+  // after); override it in a subclass (see the top). Calling it directly runs the target
+  // in the caller, as in Python.
+  virtual void run();
 
   // Starts the child by the start method, which runs the target. Flushes stdout/stderr
   // first (as Python does) so that buffered output is not printed twice.
@@ -116,8 +136,8 @@ class Process {
   // Throws: InvalidStateError if started before, closed, or this object was created by
   // another process; std::system_error("fork"/"pidfd_open") if the OS refuses. Under
   // spawn or forkserver: ValueError when the target cannot travel (not a portable
-  // callable, or an argument with no codec), InvalidStateError when main() did not call
-  // mpx::init().
+  // callable, or an argument with no codec, or a subclass), InvalidStateError when
+  // main() did not call mpx::init().
   // OS resources: a child process and a pidfd (sentinel()), released by close() or
   // the destructor once the child has been reaped.
   void start();

@@ -5,6 +5,21 @@
 //   t.start();
 //   t.join();
 //
+// Or subclass it, as Python's `class Worker(Thread): def run(self)`:
+//
+//   struct Counter : mpx::Thread {
+//     int count = 0;
+//     Counter() : mpx::Thread(mpx::ThreadOptions{.name = "counter"}) {}
+//     void run() override { count = 42; }  // runs on the new thread
+//   };
+//   Counter w;
+//   w.start();
+//   w.join();
+//
+// The thread calls run() on the object itself: a subclass object must stay alive, and
+// in place (not moved from), until its thread has ended (join() it first), as Python
+// keeps it alive by reference. The default run() calls the target.
+//
 // Lifetime, as in Python:
 //  - A Thread destroyed while it runs keeps running (its state is shared with the
 //    running thread); a non-daemon one is joined at the normal exit of the process
@@ -83,8 +98,13 @@ class Thread {
   Thread& operator=(Thread&&) noexcept;
   Thread(const Thread&) = delete;
   Thread& operator=(const Thread&) = delete;
-  // Never waits: a running thread goes on (see the top).
-  ~Thread();
+  // Never waits: a running thread goes on (see the top; a subclass must be joined first).
+  virtual ~Thread();
+
+  // What the thread runs (Python: run()). This one calls the target (once: it is
+  // dropped after); override it in a subclass (see the top). Calling it directly runs
+  // the target in the caller, as in Python.
+  virtual void run();
 
   // Starts the thread.
   // Throws: InvalidStateError if started before; std::system_error if the OS refuses.

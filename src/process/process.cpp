@@ -26,6 +26,7 @@
 #include <mutex>
 #include <new>
 #include <thread>
+#include <typeinfo>
 #if defined(__GLIBCXX__)
 #include <ext/stdio_sync_filebuf.h>
 #endif
@@ -57,6 +58,7 @@ struct ProcessState {
   std::optional<StartMethod> method;
   std::optional<int> returncode;
   std::unique_ptr<BoundCall> target;
+  Process* runner = nullptr;  // a subclass: the child calls runner->run() (its copy)
 };
 
 }  // namespace detail
@@ -373,7 +375,11 @@ namespace {
   }
 
   detail::run_child_target(st.name, [&st] {
-    if (st.target) (*st.target)();
+    if (st.runner) {
+      st.runner->run();  // the child's copy of the object, as it was at fork
+    } else if (st.target) {
+      (*st.target)();
+    }
   });
 }
 
@@ -467,6 +473,12 @@ void Process::start() {
     Children::install_handlers(exit_handler);
     flush_std_streams();
     const StartMethod method = st.method ? *st.method : detail::default_start_method();
+    // A subclass (Python's `class Worker(Process): def run(self)`) runs its run().
+    st.runner = typeid(*this) == typeid(Process) ? nullptr : this;
+    if (st.runner && method != StartMethod::fork)
+      throw ValueError(
+          "mpx: a Process subclass runs its run() only under the fork start "
+          "method (the object cannot travel to a spawned child)");
     detail::StartedChild started;
     if (method == StartMethod::fork) {
       const pid_t parent_pid = ::getpid();
@@ -513,6 +525,15 @@ void Process::start() {
     st.phase = Phase::kInitial;
     throw;
   }
+}
+
+void Process::run() {
+  std::unique_ptr<detail::BoundCall> target;
+  {
+    std::lock_guard lock(checked("run").mu);
+    target = std::move(state_->target);  // as Python's run(): the target runs once
+  }
+  if (target) (*target)();
 }
 
 void Process::join() {

@@ -33,6 +33,7 @@ struct ThreadState {
   bool daemon = false;
   Kind kind = Kind::kStarted;
   std::unique_ptr<BoundCall> target;
+  Thread* runner = nullptr;  // a subclass: the thread calls runner->run()
   std::atomic<uint32_t> phase{kInitial};
   std::atomic<unsigned long> ident{0};
   std::atomic<pid_t> native_id{0};
@@ -184,14 +185,20 @@ void thread_main(std::shared_ptr<ThreadState> st) {
   st->native_id.store(static_cast<pid_t>(::syscall(SYS_gettid)), std::memory_order_release);
   detail::notify(st->word);
   std::unique_ptr<detail::BoundCall> target;
+  Thread* runner;
   {
     std::lock_guard lock(st->mu);
-    target = std::move(st->target);
+    runner = st->runner;
+    if (!runner) target = std::move(st->target);
     t_daemon = st->daemon;
   }
   t_self.state = st;
   try {
-    if (target) (*target)();
+    if (runner) {
+      runner->run();
+    } else if (target) {
+      (*target)();
+    }
   } catch (...) {
     const Thread self = current_thread();  // st's handle
     excepthook(
@@ -276,6 +283,13 @@ void Thread::start() {
   uint32_t expected = ThreadState::kInitial;
   if (!st.phase.compare_exchange_strong(expected, ThreadState::kStarted))
     throw InvalidStateError("threads can only be started once");
+  {
+    // A subclass (Python's `class Worker(Thread): def run(self)`) runs its run(); a
+    // Timer is mpx's own and keeps to its target.
+    std::lock_guard lock(st.mu);
+    const std::type_info& type = typeid(*this);
+    st.runner = type == typeid(Thread) || type == typeid(Timer) ? nullptr : this;
+  }
   install_handlers();
   {
     ThreadRegistry& r = thread_registry();
@@ -295,6 +309,15 @@ void Thread::start() {
     st.phase.store(ThreadState::kInitial);
     throw;
   }
+}
+
+void Thread::run() {
+  std::unique_ptr<detail::BoundCall> target;
+  {
+    std::lock_guard lock(checked("run").mu);
+    target = std::move(state_->target);  // as Python's run(): the target runs once
+  }
+  if (target) (*target)();
 }
 
 void Thread::join() {
