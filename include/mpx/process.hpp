@@ -85,12 +85,12 @@ enum class StartMethod { fork, spawn, forkserver };
 struct ProcessOptions {
   // Empty: "Process-N", N counting the processes created by this process (in a child,
   // "Process-1:N" and so on, as Python names them).
-  std::string name;
+  std::string name{};
   // Empty: inherit current_process().daemon() (false in the main process).
-  std::optional<bool> daemon;
+  std::optional<bool> daemon{};
   // The start method (a Context converts to one); empty: get_start_method()'s, read at
   // start().
-  std::optional<StartMethod> context;
+  std::optional<StartMethod> context{};
 };
 
 namespace detail {

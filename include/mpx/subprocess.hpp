@@ -91,43 +91,43 @@ class Args {
 struct RunOptions {
   // Each standard stream of the child: empty (inherit this process's), PIPE, DEVNULL, an
   // fd of this process, or (stderr only) STDOUT.
-  std::optional<int> stdin;
+  std::optional<int> stdin{};
   // (run) Written to the child's stdin, which becomes a pipe; then stdin is closed.
-  std::optional<std::string> input;
-  std::optional<int> stdout;
-  std::optional<int> stderr;
+  std::optional<std::string> input{};
+  std::optional<int> stdout{};
+  std::optional<int> stderr{};
   // stdout and stderr = PIPE, both captured.
   bool capture_output = false;
   // Run the command through /bin/sh -c (args: the command, then $0, $1...).
   bool shell = false;
   // The child's working directory (resolved in the parent: errors name it).
-  std::optional<std::filesystem::path> cwd;
+  std::optional<std::filesystem::path> cwd{};
   // (run) Kill the child (SIGKILL) and throw TimeoutExpired after this long.
-  std::optional<std::chrono::duration<double>> timeout;
+  std::optional<std::chrono::duration<double>> timeout{};
   // (run) Throw CalledProcessError when the return code is not 0.
   bool check = false;
   // Text mode: the output must be UTF-8 (DecodeError otherwise) and "\r\n" and "\r"
   // become "\n" (Python's universal newlines). Output is a std::string either way.
   bool text = false;
   // The child's whole environment; empty: this process's (see environ()).
-  std::optional<std::map<std::string, std::string>> env;
+  std::optional<std::map<std::string, std::string>> env{};
   // The program to run instead of args[0] (args[0] stays the child's argv[0]); with
   // shell, the shell to run instead of /bin/sh.
-  std::optional<std::string> executable;
+  std::optional<std::string> executable{};
   // Close every fd but 0, 1, 2 and pass_fds in the child (Python's default).
   bool close_fds = true;
   // Fds kept open in the child under their own numbers (implies close_fds).
-  std::vector<int> pass_fds;
+  std::vector<int> pass_fds{};
   // SIGPIPE and SIGXFSZ at their default action in the child.
   bool restore_signals = true;
   // setsid() in the child: a new session and process group, no controlling terminal.
   bool start_new_session = false;
   // setpgid(0, group) in the child (0: a new group led by the child).
-  std::optional<pid_t> process_group;
+  std::optional<pid_t> process_group{};
   // umask(value) in the child (needs the fork path, see the top).
-  std::optional<mode_t> umask;
+  std::optional<mode_t> umask{};
   // F_SETPIPE_SZ on the pipes made for PIPE.
-  std::optional<int> pipesize;
+  std::optional<int> pipesize{};
 };
 using PopenOptions = RunOptions;
 

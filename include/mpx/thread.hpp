@@ -65,9 +65,9 @@ namespace mpx {
 // Optional settings of a Thread (Python: Thread(name=..., daemon=...)).
 struct ThreadOptions {
   // Empty: "Thread-N", N counting the Threads created in this process.
-  std::string name;
+  std::string name{};
   // Empty: the daemon flag of the creating thread (false for the main thread).
-  std::optional<bool> daemon;
+  std::optional<bool> daemon{};
 };
 
 namespace detail {

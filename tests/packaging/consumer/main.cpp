@@ -1,4 +1,5 @@
-// The README's example, built against an installed mpx by tests/packaging/run.sh.
+// The README's example, built against an installed mpx by tests/packaging/run.sh with
+// -Wall -Wextra -Werror: the documented option spellings must compile cleanly.
 #include <mpx/mpx.hpp>
 
 #include <cstdio>
@@ -10,11 +11,16 @@ int square(int x) {
 
 int main() {
   mpx::Queue<int> q;
-  mpx::Process p([&] { q.put(42); });  // child process (fork)
+  mpx::Process p(mpx::ProcessOptions{.name = "w"}, [&] { q.put(42); });  // child (fork)
   p.start();
   int answer = q.get();
   p.join();
+  mpx::Thread t(mpx::ThreadOptions{.name = "t"}, [] {});
+  t.start();
+  t.join();
+  auto run = mpx::subprocess::RunOptions{.capture_output = true};
   mpx::Pool pool(2);
   auto squares = pool.map(square, std::views::iota(0, 5));
-  std::printf("consumer ok: %d %d %d\n", answer, squares[4], *p.exitcode());
+  std::printf("consumer ok: %d %d %d %d\n", answer, squares[4], *p.exitcode(),
+              run.capture_output ? 1 : 0);
 }
