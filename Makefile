@@ -9,7 +9,7 @@ BUILD_PKGS := build-essential cmake pkg-config libcereal-dev libgtest-dev libgmo
 FUZZ_PKGS  := clang libclang-rt-14-dev
 BENCH_PKGS := libboost-dev python3-matplotlib python3-mpi4py
 
-.PHONY: all deps deps-fuzz deps-bench configure-release build demo test test-asan fuzz bench format clean
+.PHONY: all deps deps-fuzz deps-bench configure-release build demo test test-asan test-tsan fuzz bench format clean
 
 all: build
 
@@ -54,6 +54,17 @@ test-asan: deps
 	cd build/asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ctest --output-on-failure -j $(JOBS) --timeout 600
+
+# ThreadSanitizer over the tests labelled `concurrency` (CMakeLists.txt): the whole suite
+# under TSan is too slow for CI's 2 cores. Any report fails the test (exit code 66);
+# tests/tsan.supp lists the explained ones, each with its reason.
+test-tsan: deps
+	cmake -S . -B build/tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMPX_SANITIZE=thread \
+	  -DMPX_BUILD_BENCH=OFF -DMPX_BUILD_DEMO=OFF -DMPX_BUILD_EXAMPLES=OFF $(WERROR) $(CMAKE_FLAGS)
+	cmake --build build/tsan -j $(JOBS) --target concurrency_tests
+	cd build/tsan && \
+	  TSAN_OPTIONS=suppressions=$(CURDIR)/tests/tsan.supp:die_after_fork=0:second_deadlock_stack=1 \
+	  ctest -L concurrency --output-on-failure -j $(JOBS) --timeout 600
 
 FUZZ_SECONDS ?= 60
 fuzz: deps deps-fuzz
