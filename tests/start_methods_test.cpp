@@ -266,6 +266,30 @@ TEST_P(StartMethods, ContextsSyncObjectsReachTheChild) {
   EXPECT_EQ(v.value(), 2000);
 }
 
+// A condition and an array made by the context: the child fills the array and notifies.
+void fill_and_notify(mpx::Array<int> a, mpx::Condition cv, mpx::RawValue<int> ready) {
+  std::lock_guard hold(cv);
+  for (std::size_t i = 0; i < a.size(); ++i)
+    a[i] = static_cast<int>(i * i);
+  *ready = 1;
+  cv.notify_all();
+}
+
+TEST_P(StartMethods, ContextsConditionAndArrayReachTheChild) {
+  auto a = ctx().Array<int>(100);
+  auto cv = ctx().Condition();
+  auto ready = ctx().RawValue<int>(0);
+  mpx::Process p = ctx().Process(fill_and_notify, a, cv, ready);
+  {
+    std::unique_lock hold(cv);
+    p.start();
+    EXPECT_TRUE(cv.wait_for([&] { return *ready == 1; }, 60s));
+  }
+  p.join();
+  EXPECT_EQ(p.exitcode(), 0);
+  EXPECT_EQ(a[99], 99 * 99);
+}
+
 // Robust across processes that are not forks: a child killed holding the lock hands it
 // to the next acquirer with OwnerDied.
 TEST_P(StartMethods, KilledChildHoldingAContextsLockLeavesItRecoverable) {

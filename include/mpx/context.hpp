@@ -22,12 +22,12 @@
 // mpx objects among a spawn or forkserver target's arguments: a Queue, JoinableQueue,
 // SimpleQueue or SharedMemory arrives working in the child (its memfd or shared memory
 // object travels by SCM_RIGHTS; the child's handle shares the parent's). So do a Lock,
-// RLock, Semaphore, BoundedSemaphore, Event or Value made by a spawn or forkserver
-// Context (ctx.Lock(), ctx.Value<int>(0)), as in Python; made by their constructors
-// they live in an anonymous mapping that only fork passes on, and start() throws
-// ValueError saying so. A Condition, Barrier, Array or Pipe end cannot reach such a
-// child in this release: a compile-time error through a Context, a ValueError at
-// start() through ProcessOptions.
+// RLock, Semaphore, BoundedSemaphore, Event, Condition, Value, Array, RawValue or
+// RawArray made by a spawn or forkserver Context (ctx.Lock(), ctx.Value<int>(0)), as in
+// Python; made by their constructors they live in an anonymous mapping that only fork
+// passes on, and start() throws ValueError saying so. A Barrier (its action is this
+// process's) or a Pipe end cannot reach such a child in this release: a compile-time
+// error through a Context, a ValueError at start() through ProcessOptions.
 //
 // Thread safety: all functions may be called from any thread.
 #pragma once
@@ -136,6 +136,16 @@ class Context {
   mpx::Array<T> Array(A&&... a) const {
     const Shareable keep(method_);
     return mpx::Array<T>(std::forward<A>(a)...);
+  }
+  template <class T, class... A>
+  mpx::RawValue<T> RawValue(A&&... a) const {
+    const Shareable keep(method_);
+    return mpx::RawValue<T>(std::forward<A>(a)...);
+  }
+  template <class T, class... A>
+  mpx::RawArray<T> RawArray(A&&... a) const {
+    const Shareable keep(method_);
+    return mpx::RawArray<T>(std::forward<A>(a)...);
   }
 
   friend bool operator==(const Context&, const Context&) = default;

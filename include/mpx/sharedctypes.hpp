@@ -86,6 +86,8 @@ class RawValue {
   T* get() const noexcept { return data_.get(); }
 
  private:
+  friend struct detail::Handoff<RawValue>;
+  explicit RawValue(std::shared_ptr<T> data) noexcept : data_(std::move(data)) {}
   std::shared_ptr<T> data_;
 };
 
@@ -154,29 +156,6 @@ class Value {
 template <class T>
 Value(T) -> Value<T>;
 
-// A Value handed to a spawn or forkserver child (mpx/context.hpp): the memfds of its
-// value's page and of its lock travel. Only a Value made by a spawn or forkserver
-// Context's Value() has them; others are shared through fork only (ValueError).
-namespace detail {
-template <class T, class LockT>
-struct Handoff<Value<T, LockT>> {
-  static void save(const Value<T, LockT>& v, HandoffWriter& w) {
-    w.put_fd(handoff_block_fd(v.data_.get(), "mpx::Value"));
-    const bool locked = v.lock_.has_value();
-    w.put(&locked, sizeof locked);
-    if (locked) Handoff<LockT>::save(*v.lock_, w);
-  }
-  static Value<T, LockT> load(HandoffReader& r) {
-    std::shared_ptr<void> block = adopt_shared_block(r.take_fd());
-    std::shared_ptr<T> data(block, static_cast<T*>(block.get()));
-    bool locked = false;
-    r.get(&locked, sizeof locked);
-    std::optional<LockT> lock;
-    if (locked) lock.emplace(Handoff<LockT>::load(r));
-    return Value<T, LockT>(std::move(data), std::move(lock));
-  }
-};
-}  // namespace detail
 template <class T>
 Value(T, bool) -> Value<T>;
 template <class T>
@@ -217,6 +196,8 @@ class RawArray {
   T* end() const noexcept { return data_.get() + size_; }
 
  private:
+  friend struct detail::Handoff<RawArray>;
+  RawArray(std::shared_ptr<T> data, std::size_t n) noexcept : data_(std::move(data)), size_(n) {}
   std::shared_ptr<T> data_;
   std::size_t size_;
 };
@@ -271,8 +252,80 @@ class Array {
   const RawArray<T>& get_obj() const noexcept { return raw_; }
 
  private:
+  friend struct detail::Handoff<Array>;
+  Array(RawArray<T> raw, std::optional<LockT> lock)
+      : raw_(std::move(raw)), lock_(std::move(lock)) {}
   RawArray<T> raw_;
   std::optional<LockT> lock_;
 };
+
+// Values and arrays handed to a spawn or forkserver child (mpx/context.hpp): the memfds
+// of their pages and of their locks travel. Only those made by a spawn or forkserver
+// Context's factories have them; others are shared through fork only (ValueError).
+namespace detail {
+// The shared page of a value or array, and an optional lock.
+template <class T>
+std::shared_ptr<T> load_shared_data(HandoffReader& r) {
+  std::shared_ptr<void> block = adopt_shared_block(r.take_fd());
+  return std::shared_ptr<T>(block, static_cast<T*>(block.get()));
+}
+template <class LockT>
+void save_optional_lock(const std::optional<LockT>& lock, HandoffWriter& w) {
+  const bool locked = lock.has_value();
+  w.put(&locked, sizeof locked);
+  if (locked) Handoff<LockT>::save(*lock, w);
+}
+template <class LockT>
+std::optional<LockT> load_optional_lock(HandoffReader& r) {
+  bool locked = false;
+  r.get(&locked, sizeof locked);
+  std::optional<LockT> lock;
+  if (locked) lock.emplace(Handoff<LockT>::load(r));
+  return lock;
+}
+
+template <class T, class LockT>
+struct Handoff<Value<T, LockT>> {
+  static void save(const Value<T, LockT>& v, HandoffWriter& w) {
+    w.put_fd(handoff_block_fd(v.data_.get(), "mpx::Value"));
+    save_optional_lock(v.lock_, w);
+  }
+  static Value<T, LockT> load(HandoffReader& r) {
+    std::shared_ptr<T> data = load_shared_data<T>(r);
+    return Value<T, LockT>(std::move(data), load_optional_lock<LockT>(r));
+  }
+};
+template <class T>
+struct Handoff<RawValue<T>> {
+  static void save(const RawValue<T>& v, HandoffWriter& w) {
+    w.put_fd(handoff_block_fd(v.data_.get(), "mpx::RawValue"));
+  }
+  static RawValue<T> load(HandoffReader& r) { return RawValue<T>(load_shared_data<T>(r)); }
+};
+template <class T>
+struct Handoff<RawArray<T>> {
+  static void save(const RawArray<T>& a, HandoffWriter& w) {
+    w.put_fd(handoff_block_fd(a.data_.get(), "mpx::RawArray"));
+    w.put(&a.size_, sizeof a.size_);
+  }
+  static RawArray<T> load(HandoffReader& r) {
+    std::shared_ptr<T> data = load_shared_data<T>(r);
+    std::size_t n = 0;
+    r.get(&n, sizeof n);
+    return RawArray<T>(std::move(data), n);
+  }
+};
+template <class T, class LockT>
+struct Handoff<Array<T, LockT>> {
+  static void save(const Array<T, LockT>& a, HandoffWriter& w) {
+    Handoff<RawArray<T>>::save(a.raw_, w);
+    save_optional_lock(a.lock_, w);
+  }
+  static Array<T, LockT> load(HandoffReader& r) {
+    RawArray<T> raw = Handoff<RawArray<T>>::load(r);
+    return Array<T, LockT>(std::move(raw), load_optional_lock<LockT>(r));
+  }
+};
+}  // namespace detail
 
 }  // namespace mpx

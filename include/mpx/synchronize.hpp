@@ -341,6 +341,9 @@ class Condition {
   bool wait_until(const detail::Deadline& deadline) const;
 
  private:
+  friend struct detail::SyncAccess;
+  Condition(std::variant<Lock, RLock> lock, std::shared_ptr<detail::ConditionState> state) noexcept
+      : lock_(std::move(lock)), state_(std::move(state)) {}
   bool is_owned() const noexcept;
   std::variant<Lock, RLock> lock_;
   std::shared_ptr<detail::ConditionState> state_;
@@ -400,11 +403,32 @@ int handoff_fd(const Semaphore& x);
 int handoff_fd(const Event& x);
 template <class T>
 T adopt_handed_off(int fd);
+// A Condition's parts: its lock, and the fd of its state's page (ValueError without one).
+const std::variant<Lock, RLock>& condition_lock(const Condition& c) noexcept;
+int handoff_fd(const Condition& x);
+Condition adopt_condition(std::variant<Lock, RLock> lock, int fd);
 template <class T>
 requires(std::same_as<T, Lock> || std::same_as<T, RLock> || std::same_as<T, Semaphore> ||
          std::same_as<T, BoundedSemaphore> || std::same_as<T, Event>) struct Handoff<T> {
   static void save(const T& x, HandoffWriter& w) { w.put_fd(handoff_fd(x)); }
   static T load(HandoffReader& r) { return adopt_handed_off<T>(r.take_fd()); }
+};
+template <>
+struct Handoff<Condition> {
+  static void save(const Condition& c, HandoffWriter& w) {
+    w.put_fd(handoff_fd(c));
+    const auto& lock = condition_lock(c);
+    const unsigned char index = static_cast<unsigned char>(lock.index());
+    w.put(&index, 1);
+    std::visit([&w](const auto& l) { Handoff<std::decay_t<decltype(l)>>::save(l, w); }, lock);
+  }
+  static Condition load(HandoffReader& r) {
+    const int fd = r.take_fd();
+    unsigned char index = 0;
+    r.get(&index, 1);
+    if (index == 0) return adopt_condition(Handoff<Lock>::load(r), fd);
+    return adopt_condition(Handoff<RLock>::load(r), fd);
+  }
 };
 }  // namespace detail
 

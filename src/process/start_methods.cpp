@@ -338,9 +338,9 @@ StartedChild start_not_forked(const ChildIdentity& self, StartMethod method,
                      " Process cannot reach its child: it must be a portable callable (a "
                      "function pointer, a captureless lambda, an empty function object or one "
                      "with serialize()) whose arguments have a codec or are mpx objects that "
-                     "can travel (queues, SharedMemory, a Context's Lock, RLock, Semaphore, "
-                     "Event, Value). A capturing lambda, a Condition, Barrier, Array or Pipe "
-                     "end can only reach a child by fork; pass captured values as arguments");
+                     "can travel (queues, SharedMemory, a Context's locks, semaphores, events, "
+                     "conditions, values, arrays). A capturing lambda, a Barrier or a Pipe end "
+                     "can only reach a child by fork; pass captured values as arguments");
   }
   const std::vector<std::byte> bytes = encode_order(order);
   StartedChild started;

@@ -27,6 +27,11 @@ struct SyncAccess {
   static const void* block(const T& x) {
     return x.state_.get();
   }
+  static const std::variant<Lock, RLock>& lock(const Condition& c) noexcept { return c.lock_; }
+  static Condition condition(std::variant<Lock, RLock> lock,
+                             std::shared_ptr<ConditionState> state) {
+    return Condition(std::move(lock), std::move(state));
+  }
   template <class T, class State>
   static T adopt(int fd) {
     std::shared_ptr<void> b = adopt_shared_block(fd);
@@ -178,6 +183,18 @@ BoundedSemaphore detail::adopt_handed_off<BoundedSemaphore>(int fd) {
 template <>
 Event detail::adopt_handed_off<Event>(int fd) {
   return detail::SyncAccess::adopt<Event, detail::EventState>(fd);
+}
+
+const std::variant<Lock, RLock>& detail::condition_lock(const Condition& c) noexcept {
+  return detail::SyncAccess::lock(c);
+}
+int detail::handoff_fd(const Condition& x) {
+  return handoff_block_fd(detail::SyncAccess::block(x), "mpx::Condition");
+}
+Condition detail::adopt_condition(std::variant<Lock, RLock> lock, int fd) {
+  std::shared_ptr<void> b = adopt_shared_block(fd);
+  return detail::SyncAccess::condition(
+      std::move(lock), std::shared_ptr<ConditionState>(b, static_cast<ConditionState*>(b.get())));
 }
 
 Lock::Lock(std::shared_ptr<detail::LockState> state) noexcept
