@@ -1,7 +1,7 @@
 // bench/mpx_listener.cpp — mpx::Listener/Client and manager proxies.
 //   listener_roundtrip_64b      a 64-byte message there and back between two processes
-//                               over a Listener/Client connection, Unix socket address
-//                               (us/roundtrip)
+//                               over a Listener/Client connection, Unix socket address,
+//                               with an authkey (so: moved to shared memory) (us/roundtrip)
 //   listener_roundtrip_64b_tcp  the same over TCP loopback (us/roundtrip)
 //   manager_dict_get            a local SyncManager's DictProxy get(), one at a time
 //                               (us/op)
@@ -20,9 +20,9 @@ namespace {
 
 void listener_roundtrip(benchmark::State& state, const std::string& address) {
   constexpr long kWarm = 2000;
-  mpx::Listener listener(address);
+  mpx::Listener listener(address, "", 1, "bench key");
   pid_t pid = bench::fork_child([&listener] {
-    mpx::Connection c = mpx::Client(listener.address());
+    mpx::Connection c = mpx::Client(listener.address(), "", std::string("bench key"));
     std::array<std::byte, 64> buf{};
     try {
       for (;;) {

@@ -239,6 +239,46 @@ TEST(Listener, ClientInAnotherProcess) {
   EXPECT_EQ(child.join(), 0);
 }
 
+// The name of the socket behind a connection's fileno(): an accepted socket is named
+// after its listener; a shared-memory connection's bell socket has no name.
+std::string socket_name(const mpx::Connection& c) {
+  sockaddr_storage name{};
+  socklen_t len = sizeof name;
+  if (::getsockname(c.fileno(), reinterpret_cast<sockaddr*>(&name), &len) != 0) return "?";
+  if (name.ss_family != AF_UNIX) return "inet";
+  std::string path(reinterpret_cast<sockaddr_un*>(&name)->sun_path,
+                   len - offsetof(sockaddr_un, sun_path));
+  return path.empty() || path[0] == '\0' ? path : std::string(path.c_str());
+}
+
+TEST(Listener, LocalMpxPeersWithAKeyMoveToSharedMemory) {
+  mpx::Listener listener("", "AF_UNIX", 1, "key");
+  mpx_test::Child child([address = listener.address()] {
+    mpx::Connection c = mpx::Client(address, "", std::string("key"));
+    for (int i = 0; i < 1000; ++i)
+      c.send(c.recv<int>() + 1);
+  });
+  mpx::Connection c = listener.accept();
+  EXPECT_EQ(socket_name(c), "");  // a bell socket, not the accepted one
+  int v = 0;
+  for (int i = 0; i < 1000; ++i) {
+    c.send(v);
+    v = c.recv<int>();
+  }
+  EXPECT_EQ(v, 1000);
+  EXPECT_EQ(child.join(), 0);
+  EXPECT_THROW(c.recv<int>(), mpx::EOFError);  // as a Pipe's: the peer is gone
+  // Without a key, or over TCP, the connection stays a socket.
+  mpx::Listener open;
+  auto served = std::async(std::launch::async, [&] { return open.accept(); });
+  mpx::Connection client = mpx::Client(open.address());
+  EXPECT_EQ(socket_name(served.get()), open.address());
+  mpx::Listener tcp("127.0.0.1:0", "", 1, "key");
+  auto tcp_served = std::async(std::launch::async, [&] { return tcp.accept(); });
+  mpx::Connection tcp_client = mpx::Client(tcp.address(), "", std::string("key"));
+  EXPECT_EQ(socket_name(tcp_served.get()), "inet");
+}
+
 TEST(Listener, ConnectionRefusedAndMissingFile) {
   EXPECT_THROW((void)mpx::Client("/nonexistent/mpx.sock"), mpx::FileNotFoundError);
   int port;

@@ -48,6 +48,7 @@ class SocketStream;
 Connection socket_connection(std::unique_ptr<SocketStream> stream);
 // The socket of a Listener/Client connection; nullptr for a Pipe end or a closed one.
 SocketStream* socket_stream(Connection& connection) noexcept;
+struct ConnectionAccess;  // src/ipc/connection.cpp: makes connections from their parts
 }  // namespace detail
 
 // One end of a Pipe(), or a connection made by Listener::accept()/Client()
@@ -141,6 +142,7 @@ class Connection {
   friend std::pair<Connection, Connection> Pipe(bool duplex, std::size_t capacity);
   friend Connection detail::socket_connection(std::unique_ptr<detail::SocketStream> stream);
   friend detail::SocketStream* detail::socket_stream(Connection& connection) noexcept;
+  friend struct detail::ConnectionAccess;
   friend std::vector<detail::Waitable> detail::wait_objects(
       const std::vector<detail::Waitable>& objects, const detail::Deadline& deadline);
   explicit Connection(std::unique_ptr<Impl> impl) noexcept;

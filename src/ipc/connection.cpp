@@ -15,6 +15,7 @@
 
 #include "ipc/read_ends.hpp"
 #include "ipc/ring.hpp"
+#include "ipc/ring_upgrade.hpp"
 #include "ipc/socket_stream.hpp"
 #include "sys/fd.hpp"
 #include "sys/mapping.hpp"
@@ -127,6 +128,48 @@ std::pair<sys::Fd, sys::Fd> make_socketpair() {
 
 }  // namespace
 
+struct detail::ConnectionAccess {
+  static Connection make(std::unique_ptr<Connection::Impl> impl) noexcept {
+    return Connection(std::move(impl));
+  }
+};
+
+namespace {
+
+// One end over rings in `mapping`: receiving through `in` (with its bell socket), sending
+// through `out`; either may be absent (nullptr).
+Connection ring_end(const std::shared_ptr<sys::Mapping>& mapping, std::byte* in, sys::Fd in_socket,
+                    std::byte* out, sys::Fd out_socket) {
+  auto impl = std::make_unique<Connection::Impl>();
+  impl->mapping = mapping;
+  impl->in_socket = std::move(in_socket);
+  impl->out_socket = std::move(out_socket);
+  impl->in_bell.fd = impl->in_socket.get();
+  impl->out_bell.fd = impl->out_socket.get();
+  if (in) {
+    impl->in = detail::Ring(in, &impl->in_bell);
+    detail::remember_read_end(impl.get());
+    impl->has_in = true;
+  }
+  if (out) {
+    impl->out = detail::Ring(out, &impl->out_bell);
+    impl->has_out = true;
+  }
+  return detail::ConnectionAccess::make(std::move(impl));
+}
+
+}  // namespace
+
+Connection detail::ring_connection(int memfd, std::size_t capacity, int side, int in_socket,
+                                   int out_socket) {
+  sys::Fd memory(memfd);
+  sys::Fd in_s(in_socket), out_s(out_socket);
+  const std::size_t ring_bytes = detail::Ring::region_size(capacity);
+  auto mapping = std::make_shared<sys::Mapping>(sys::map_shared(memory.get(), 2 * ring_bytes));
+  std::byte* region[2] = {mapping->bytes(), mapping->bytes() + ring_bytes};
+  return ring_end(mapping, region[side], std::move(in_s), region[1 - side], std::move(out_s));
+}
+
 std::pair<Connection, Connection> Pipe(bool duplex, std::size_t capacity) {
   const std::size_t cap =
       detail::Ring::round_capacity(capacity == 0 ? detail::Ring::kDefaultPipeCapacity : capacity);
@@ -142,34 +185,16 @@ std::pair<Connection, Connection> Pipe(bool duplex, std::size_t capacity) {
   for (int i = 0; i < rings; ++i)
     pair[i] = make_socketpair();
 
-  auto make_end = [&](std::byte* in, sys::Fd in_socket, std::byte* out, sys::Fd out_socket) {
-    auto impl = std::make_unique<Connection::Impl>();
-    impl->mapping = mapping;
-    impl->in_socket = std::move(in_socket);
-    impl->out_socket = std::move(out_socket);
-    impl->in_bell.fd = impl->in_socket.get();
-    impl->out_bell.fd = impl->out_socket.get();
-    if (in) {
-      impl->in = detail::Ring(in, &impl->in_bell);
-      detail::remember_read_end(impl.get());
-      impl->has_in = true;
-    }
-    if (out) {
-      impl->out = detail::Ring(out, &impl->out_bell);
-      impl->has_out = true;
-    }
-    return Connection(std::move(impl));
-  };
   if (duplex) {
     // a receives through region[0] and sends through region[1]; b the other way round.
-    Connection a =
-        make_end(region[0], std::move(pair[0].first), region[1], std::move(pair[1].second));
-    Connection b =
-        make_end(region[1], std::move(pair[1].first), region[0], std::move(pair[0].second));
+    Connection a = ring_end(mapping, region[0], std::move(pair[0].first), region[1],
+                            std::move(pair[1].second));
+    Connection b = ring_end(mapping, region[1], std::move(pair[1].first), region[0],
+                            std::move(pair[0].second));
     return {std::move(a), std::move(b)};
   }
-  Connection reader = make_end(region[0], std::move(pair[0].first), nullptr, sys::Fd());
-  Connection writer = make_end(nullptr, sys::Fd(), region[0], std::move(pair[0].second));
+  Connection reader = ring_end(mapping, region[0], std::move(pair[0].first), nullptr, sys::Fd());
+  Connection writer = ring_end(mapping, nullptr, sys::Fd(), region[0], std::move(pair[0].second));
   return {std::move(reader), std::move(writer)};
 }
 

@@ -25,6 +25,8 @@ constexpr std::size_t kMessageLength = 40;    // random bytes of a modern challe
 constexpr std::size_t kLegacyChallenge = 20;  // an old Python's challenge
 constexpr std::size_t kLegacyDigest = 16;     // an old Python's HMAC-MD5 answer
 constexpr std::size_t kMaxHandshakeMessage = 256;
+// The first random bytes of a challenge from an mpx peer that can move to rings.
+constexpr std::string_view kRingTag = "mpx-ring";
 
 const EVP_MD* digest_by_python_name(std::string_view name) {
   if (name == "md5") return EVP_md5();
@@ -91,13 +93,15 @@ void guarded(const char* side, F&& f) {
 
 }  // namespace
 
-void deliver_challenge(SocketStream& stream, const std::string& authkey, const Deadline& deadline) {
+void deliver_challenge(SocketStream& stream, const std::string& authkey, const Deadline& deadline,
+                       bool advertise) {
   guarded("authentication (deliver_challenge)", [&] {
     unsigned char random[kMessageLength];
     if (RAND_bytes(random, sizeof random) != 1)
       throw AuthenticationError("no random bytes for the challenge (OpenSSL)");
     std::string message = "{sha256}";
     message.append(reinterpret_cast<const char*>(random), sizeof random);
+    if (advertise) message.replace(8, kRingTag.size(), kRingTag);
     send_text(stream, std::string(kChallenge) + message);
     const Bytes response = recv_small(stream, deadline);
     try {
@@ -115,7 +119,8 @@ void deliver_challenge(SocketStream& stream, const std::string& authkey, const D
   });
 }
 
-void answer_challenge(SocketStream& stream, const std::string& authkey, const Deadline& deadline) {
+bool answer_challenge(SocketStream& stream, const std::string& authkey, const Deadline& deadline) {
+  bool rings = false;
   guarded("authentication (answer_challenge)", [&] {
     const Bytes received = recv_small(stream, deadline);
     std::string_view message = as_view(received);
@@ -123,7 +128,8 @@ void answer_challenge(SocketStream& stream, const std::string& authkey, const De
       throw AuthenticationError("protocol error: expected a challenge");
     message.remove_prefix(kChallenge.size());
     if (message.size() < kLegacyChallenge) throw AuthenticationError("challenge too short");
-    const std::string_view name = digest_and_payload(message).first;
+    const auto [name, payload] = digest_and_payload(message);
+    rings = name == "sha256" && payload.substr(0, kRingTag.size()) == kRingTag;
     const Bytes mac = hmac(digest_by_python_name(name.empty() ? "md5" : name), authkey, message);
     if (name.empty()) {
       send_text(stream, as_view(mac));
@@ -135,6 +141,7 @@ void answer_challenge(SocketStream& stream, const std::string& authkey, const De
     if (as_view(recv_small(stream, deadline)) != kWelcome)
       throw AuthenticationError("digest sent was rejected");
   });
+  return rings;
 }
 
 }  // namespace mpx::detail

@@ -16,6 +16,7 @@
 #include <utility>
 
 #include "ipc/handshake.hpp"
+#include "ipc/ring_upgrade.hpp"
 #include "ipc/socket_stream.hpp"
 #include "sys/fd.hpp"
 #include "sys/syscall.hpp"
@@ -232,12 +233,9 @@ Connection Listener::accept() {
   last_accepted_ = format(peer);
   no_delay(fd, peer.family);
   auto stream = std::make_unique<detail::SocketStream>(std::move(fd), limits_.maxlength);
-  if (authkey_) {
-    const auto deadline = detail::Deadline::after(limits_.handshake_timeout);
-    detail::deliver_challenge(*stream, *authkey_, deadline);
-    detail::answer_challenge(*stream, *authkey_, deadline);
-  }
-  return detail::socket_connection(std::move(stream));
+  Connection connection = detail::socket_connection(std::move(stream));
+  if (authkey_) detail::authenticate_accepted(connection, *authkey_, limits_.handshake_timeout);
+  return connection;
 }
 
 void detail::authenticate_accepted(Connection& connection, const std::string& authkey,
@@ -245,8 +243,16 @@ void detail::authenticate_accepted(Connection& connection, const std::string& au
   detail::SocketStream* stream = detail::socket_stream(connection);
   if (!stream) throw InvalidStateError("not a Listener connection");
   const auto deadline = detail::Deadline::after(timeout);
-  detail::deliver_challenge(*stream, authkey, deadline);
-  detail::answer_challenge(*stream, authkey, deadline);
+  const bool local = detail::is_unix_socket(stream->fd());
+  detail::deliver_challenge(*stream, authkey, deadline, local);
+  const bool peer_rings = detail::answer_challenge(*stream, authkey, deadline);
+  if (local && peer_rings) {
+    try {
+      connection = detail::offer_rings(stream->fd());
+    } catch (const std::exception& e) {
+      throw AuthenticationError(std::string("moving to shared memory failed: ") + e.what());
+    }
+  }
 }
 
 Connection Client(const std::string& address, const std::string& family,
@@ -258,8 +264,10 @@ Connection Client(const std::string& address, const std::string& family,
   no_delay(fd, where.family);
   auto stream = std::make_unique<detail::SocketStream>(std::move(fd));
   if (authkey) {
-    detail::answer_challenge(*stream, *authkey, detail::Deadline::never());
-    detail::deliver_challenge(*stream, *authkey, detail::Deadline::never());
+    const bool local = where.family == AF_UNIX;
+    const bool peer_rings = detail::answer_challenge(*stream, *authkey, detail::Deadline::never());
+    detail::deliver_challenge(*stream, *authkey, detail::Deadline::never(), local);
+    if (local && peer_rings) return detail::accept_rings(stream->fd());
   }
   return detail::socket_connection(std::move(stream));
 }

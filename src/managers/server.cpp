@@ -1,6 +1,7 @@
 // A manager's server (Python's multiprocessing.managers.Server).
 #include "mpx/managers.hpp"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -28,7 +29,8 @@ struct Entry {
 
 struct ClientThread {
   std::thread thread;
-  int fd = -1;
+  sys::Fd socket;  // a duplicate of the accepted socket: stop() shuts it down
+
   std::atomic<bool> done{false};
 };
 
@@ -178,6 +180,10 @@ struct ServerState {
     for (;;) {
       Request request;
       try {
+        // In slices, so that a stopping server ends threads whose connection moved to
+        // shared memory (shutting the socket down no longer reaches them).
+        while (!connection.poll(std::chrono::milliseconds(100)))
+          if (stopping) throw EOFError("the server stops");
         request = connection.recv<Request>();
       } catch (const std::exception&) {
         break;  // EOF, a reset, a foreign message: this client is done
@@ -206,7 +212,7 @@ struct ServerState {
       for (auto it = clients.begin(); it != clients.end();) {
         auto next = std::next(it);
         if (all || it->done) {
-          if (all && !it->done) ::shutdown(it->fd, SHUT_RDWR);
+          if (all && !it->done) ::shutdown(it->socket.get(), SHUT_RDWR);
           finished.splice(finished.end(), clients, it);
         }
         it = next;
@@ -273,7 +279,7 @@ void ManagerServer::serve_forever() {
     std::lock_guard lock(s.mu);
     if (s.clients.size() >= detail::kMaxClients) continue;  // closes it
     detail::ClientThread& c = s.clients.emplace_back();
-    c.fd = connection.fileno();
+    c.socket = sys::Fd(::fcntl(connection.fileno(), F_DUPFD_CLOEXEC, 0));
     const std::uint64_t id = s.next_client++;
     // The connection lives as long as the thread: reap(true) may shut its socket down
     // until the thread has ended.

@@ -1,0 +1,115 @@
+// Local mpx peers of a Listener/Client connection move to shared-memory rings after the
+// authenticated handshake: the listening side makes a memfd with two rings and two
+// doorbell socketpairs and passes the peer's fds over the Unix socket (SCM_RIGHTS).
+#include "ipc/ring_upgrade.hpp"
+
+#include <sys/socket.h>
+#include <sys/stat.h>
+
+#include <cstring>
+
+#include "ipc/ring.hpp"
+#include "mpx/errors.hpp"
+#include "sys/fd.hpp"
+#include "sys/mapping.hpp"
+#include "sys/syscall.hpp"
+
+namespace mpx::detail {
+
+namespace {
+
+constexpr char kMagic[8] = {'M', 'P', 'X', 'R', 'I', 'N', 'G', '1'};
+constexpr int kFds = 3;  // memfd, the peer's bell sockets in and out
+
+std::pair<sys::Fd, sys::Fd> socket_pair() {
+  int fds[2];
+  sys::call("socketpair(ring upgrade)",
+            [&] { return ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds); });
+  return {sys::Fd(fds[0]), sys::Fd(fds[1])};
+}
+
+void send_offer(int socket, const int (&fds)[kFds], std::uint64_t capacity) {
+  char payload[16];
+  std::memcpy(payload, kMagic, 8);
+  std::memcpy(payload + 8, &capacity, 8);
+  iovec iov{payload, sizeof payload};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kFds)] = {};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  cmsghdr* c = CMSG_FIRSTHDR(&msg);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int) * kFds);
+  std::memcpy(CMSG_DATA(c), fds, sizeof(int) * kFds);
+  const ssize_t n =
+      sys::call("sendmsg(ring upgrade)", [&] { return ::sendmsg(socket, &msg, MSG_NOSIGNAL); });
+  if (n != static_cast<ssize_t>(sizeof payload)) throw OSError("ring upgrade: short send");
+}
+
+}  // namespace
+
+bool is_unix_socket(int fd) {
+  int domain = 0;
+  socklen_t len = sizeof domain;
+  return ::getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) == 0 && domain == AF_UNIX;
+}
+
+Connection offer_rings(int socket) {
+  const std::size_t cap = Ring::round_capacity(Ring::kDefaultPipeCapacity);
+  const std::size_t ring_bytes = Ring::region_size(cap);
+  sys::Fd memory = sys::memfd("mpx-listener", 2 * ring_bytes);
+  {
+    sys::Mapping m = sys::map_shared(memory.get(), 2 * ring_bytes);
+    Ring::init(m.bytes(), cap, 0);
+    Ring::init(m.bytes() + ring_bytes, cap, 0);
+  }
+  // Direction d: ring d, sockets pair[d] = {receiving side, sending side}. This side
+  // receives through ring 0, the peer through ring 1.
+  auto pair0 = socket_pair();
+  auto pair1 = socket_pair();
+  send_offer(socket, {memory.get(), pair1.first.get(), pair0.second.get()}, cap);
+  return ring_connection(memory.release(), cap, 0, pair0.first.release(), pair1.second.release());
+}
+
+Connection accept_rings(int socket) {
+  char payload[16];
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kFds)] = {};
+  iovec iov{payload, sizeof payload};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  const ssize_t n = sys::call("recvmsg(ring upgrade)", [&] {
+    return ::recvmsg(socket, &msg, MSG_CMSG_CLOEXEC | MSG_WAITALL);
+  });
+  sys::Fd fds[kFds];
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    const std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (std::size_t i = 0; i < count; ++i) {
+      int fd;
+      std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+      if (i < kFds)
+        fds[i] = sys::Fd(fd);
+      else
+        ::close(fd);
+    }
+  }
+  if (n != static_cast<ssize_t>(sizeof payload) || std::memcmp(payload, kMagic, 8) != 0 ||
+      (msg.msg_flags & MSG_CTRUNC) || !fds[0] || !fds[1] || !fds[2])
+    throw AuthenticationError("ring upgrade: malformed offer");
+  std::uint64_t cap;
+  std::memcpy(&cap, payload + 8, 8);
+  struct stat st {};
+  if (cap != Ring::round_capacity(cap) || cap > (std::uint64_t{1} << 30) ||
+      ::fstat(fds[0].get(), &st) != 0 ||
+      static_cast<std::uint64_t>(st.st_size) < 2 * Ring::region_size(cap))
+    throw AuthenticationError("ring upgrade: malformed offer");
+  return ring_connection(fds[0].release(), cap, 1, fds[1].release(), fds[2].release());
+}
+
+}  // namespace mpx::detail
