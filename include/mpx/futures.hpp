@@ -294,7 +294,7 @@ namespace mpx {
 struct MapOptions {
   // Counted from the call to map(): a result not available by then makes the
   // iteration throw TimeoutError.
-  std::optional<std::chrono::nanoseconds> timeout;
+  std::optional<std::chrono::nanoseconds> timeout{};
   std::size_t chunksize = 1;
 };
 

@@ -73,8 +73,8 @@ struct PoolOptions {
   std::size_t maxtasksperchild = 0;
   // Per-task timeout (process pools only): a task running longer has its worker killed
   // and replaced, and fails with TimeoutError.
-  std::optional<std::chrono::nanoseconds> timeout;
-  detail::Initializer init;
+  std::optional<std::chrono::nanoseconds> timeout{};
+  detail::Initializer init{};
 
   // Sets the initializer: fn(args...) runs once in each new worker. For a process pool
   // fn must be portable (see Pool) and args encodable; if it throws, the pool breaks

@@ -19,7 +19,9 @@ int main() {
   t.start();
   t.join();
   auto run = mpx::subprocess::RunOptions{.capture_output = true};
-  mpx::Pool pool(2);
+  mpx::Pool pool(2, mpx::PoolOptions{.maxtasksperchild = 1000});
+  auto map_options = mpx::MapOptions{.chunksize = 2};  // as Executor::map takes it
+  static_cast<void>(map_options);
   auto squares = pool.map(square, std::views::iota(0, 5));
   std::printf("consumer ok: %d %d %d %d\n", answer, squares[4], *p.exitcode(),
               run.capture_output ? 1 : 0);
