@@ -6,11 +6,14 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "ipc/ring.hpp"
 #include "mpx/errors.hpp"
 #include "sys/fd.hpp"
+#include "sys/fd_passing.hpp"
 #include "sys/mapping.hpp"
 #include "sys/syscall.hpp"
 
@@ -32,20 +35,9 @@ void send_offer(int socket, const int (&fds)[kFds], std::uint64_t capacity) {
   char payload[16];
   std::memcpy(payload, kMagic, 8);
   std::memcpy(payload + 8, &capacity, 8);
-  iovec iov{payload, sizeof payload};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kFds)] = {};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof control;
-  cmsghdr* c = CMSG_FIRSTHDR(&msg);
-  c->cmsg_level = SOL_SOCKET;
-  c->cmsg_type = SCM_RIGHTS;
-  c->cmsg_len = CMSG_LEN(sizeof(int) * kFds);
-  std::memcpy(CMSG_DATA(c), fds, sizeof(int) * kFds);
   const ssize_t n =
-      sys::call("sendmsg(ring upgrade)", [&] { return ::sendmsg(socket, &msg, MSG_NOSIGNAL); });
+      sys::send_with_fds("sendmsg(ring upgrade)", socket, payload, sizeof payload, fds);
+  if (n < 0) sys::throw_errno("sendmsg(ring upgrade)");
   if (n != static_cast<ssize_t>(sizeof payload)) throw OSError("ring upgrade: short send");
 }
 
@@ -76,31 +68,14 @@ Connection offer_rings(int socket) {
 
 Connection accept_rings(int socket) {
   char payload[16];
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kFds)] = {};
-  iovec iov{payload, sizeof payload};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof control;
-  const ssize_t n = sys::call("recvmsg(ring upgrade)", [&] {
-    return ::recvmsg(socket, &msg, MSG_CMSG_CLOEXEC | MSG_WAITALL);
-  });
-  sys::Fd fds[kFds];
-  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-    const std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-    for (std::size_t i = 0; i < count; ++i) {
-      int fd;
-      std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
-      if (i < kFds)
-        fds[i] = sys::Fd(fd);
-      else
-        ::close(fd);
-    }
-  }
+  std::vector<sys::Fd> fds;
+  bool truncated = false;
+  const ssize_t n = sys::recv_with_fds("recvmsg(ring upgrade)", socket, payload, sizeof payload,
+                                       fds, MSG_WAITALL, &truncated);
+  if (n < 0) sys::throw_errno("recvmsg(ring upgrade)");
+  fds.resize(std::max<std::size_t>(fds.size(), kFds));  // missing ones: empty, refused below
   if (n != static_cast<ssize_t>(sizeof payload) || std::memcmp(payload, kMagic, 8) != 0 ||
-      (msg.msg_flags & MSG_CTRUNC) || !fds[0] || !fds[1] || !fds[2])
+      truncated || !fds[0] || !fds[1] || !fds[2])
     throw AuthenticationError("ring upgrade: malformed offer");
   std::uint64_t cap;
   std::memcpy(&cap, payload + 8, 8);

@@ -23,6 +23,7 @@
 #include "mpx/detail/handoff.hpp"
 #include "mpx/errors.hpp"
 #include "process/start_methods.hpp"
+#include "sys/fd_passing.hpp"
 #include "sys/pidfd.hpp"
 #include "sys/syscall.hpp"
 
@@ -149,43 +150,13 @@ StartMethod default_start_method() {
 
 bool send_with_fds(int sock, const void* value, std::size_t size, std::span<const int> fds) {
   if (fds.size() > kMaxFds) throw ValueError("mpx: more than 250 mpx objects handed to a child");
-  iovec iov{const_cast<void*>(value), size};
-  alignas(cmsghdr) char control[CMSG_SPACE(kMaxFds * sizeof(int))] = {};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  if (!fds.empty()) {
-    msg.msg_control = control;
-    msg.msg_controllen = CMSG_SPACE(fds.size() * sizeof(int));
-    cmsghdr* c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(fds.size() * sizeof(int));
-    std::memcpy(CMSG_DATA(c), fds.data(), fds.size() * sizeof(int));
-  }
-  ssize_t n = sys::call_raw("sendmsg", [&] { return ::sendmsg(sock, &msg, MSG_NOSIGNAL); });
+  const ssize_t n = sys::send_with_fds("sendmsg", sock, value, size, fds);
   if (n < 0 && errno != EPIPE && errno != ECONNRESET) sys::throw_errno("sendmsg");
   return n == static_cast<ssize_t>(size);
 }
 
 bool recv_with_fds(int sock, void* value, std::size_t size, std::vector<sys::Fd>& fds) {
-  iovec iov{value, size};
-  alignas(cmsghdr) char control[CMSG_SPACE(kMaxFds * sizeof(int))] = {};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof control;
-  ssize_t n = sys::call_raw("recvmsg", [&] { return ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC); });
-  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-    const std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-    for (std::size_t i = 0; i < count; ++i) {
-      int fd;
-      std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
-      fds.emplace_back(fd);
-    }
-  }
+  const ssize_t n = sys::recv_with_fds("recvmsg", sock, value, size, fds);
   if (n <= 0) return false;
   // A stream may split the bytes: the rest follows without fds.
   for (auto got = static_cast<std::size_t>(n); got < size;) {

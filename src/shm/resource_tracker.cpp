@@ -15,9 +15,12 @@
 #include <mutex>
 #include <new>
 #include <set>
+#include <span>
+#include <vector>
 
 #include "mpx/errors.hpp"
 #include "sys/fd.hpp"
+#include "sys/fd_passing.hpp"
 #include "sys/syscall.hpp"
 
 namespace mpx::detail {
@@ -37,22 +40,8 @@ void forget_tracker_in_child() noexcept {
 
 // The tracker's answer to a create: the errno (0: created) and, when created, the fd.
 void reply(int socket, int err, int fd) noexcept {
-  iovec iov{&err, sizeof(err)};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  if (fd >= 0) {
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof(control);
-    cmsghdr* c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    std::memcpy(CMSG_DATA(c), &fd, sizeof(int));
-  }
-  while (::sendmsg(socket, &msg, MSG_NOSIGNAL) < 0 && errno == EINTR) {
-  }
+  sys::send_with_fds("sendmsg(resource tracker)", socket, &err, sizeof(err),
+                     std::span<const int>(&fd, fd >= 0 ? 1 : 0));
 }
 
 [[noreturn]] void tracker_main(int read_fd) {
@@ -164,22 +153,11 @@ int create_segment(const std::string& path) {
   sys::call("send(resource tracker)",
             [&] { return ::send(g_fd, message.data(), message.size(), MSG_NOSIGNAL); });
   int err = 0;
-  iovec iov{&err, sizeof(err)};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof(control);
-  ssize_t n = sys::call("recvmsg(resource tracker)",
-                        [&] { return ::recvmsg(g_fd, &msg, MSG_CMSG_CLOEXEC); });
+  std::vector<sys::Fd> fds;
+  const ssize_t n = sys::recv_with_fds("recvmsg(resource tracker)", g_fd, &err, sizeof(err), fds);
+  if (n < 0) sys::throw_errno("recvmsg(resource tracker)");
   if (n != static_cast<ssize_t>(sizeof(err))) sys::throw_errno("recvmsg(resource tracker)", EPIPE);
-  cmsghdr* c = CMSG_FIRSTHDR(&msg);
-  if (err == 0 && c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-    int fd = -1;
-    std::memcpy(&fd, CMSG_DATA(c), sizeof(int));
-    return fd;
-  }
+  if (err == 0 && !fds.empty()) return fds.front().release();
   errno = err != 0 ? err : EPROTO;
   return -1;
 }
