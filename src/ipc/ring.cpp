@@ -276,20 +276,24 @@ bool Ring::wait_for(bool for_data, Pred&& ready, const Deadline& deadline, bool 
 // A connection's writer learns that every reader is gone from its socket: when a bell it
 // rings finds no one (a reader that closes its end, or whose process ends through mpx,
 // asks for a bell: Connection's hang_up()), or a wait for room sees EOF. The message that
-// learnt it is in the ring, but no one will read it: it fails too.
+// learnt it fails too, unless the reader took all of it before it left (a spinning reader
+// may read it, answer and close before this writer's bell finds the socket closed).
 bool Ring::write(std::span<const std::span<const std::byte>> parts, const Deadline& deadline,
                  bool count_task) {
   if (bell_ && bell_->gone()) throw_broken_pipe();
   if (!lock(h_->write_mutex, &Ring::repair_writer, deadline)) return false;
   bool written;
+  uint64_t end;
   {
     UnlockGuard guard(h_->write_mutex);
     written = bell_ ? write_locked<false>(parts, deadline, false)
                     : write_locked<true>(parts, deadline, count_task);
+    end = h_->head.load(std::memory_order_relaxed);
   }
   if (written) {
     wake_readers();
-    if (bell_ && bell_->gone()) throw_broken_pipe();
+    if (bell_ && bell_->gone() && h_->tail.load(std::memory_order_acquire) < end)
+      throw_broken_pipe();
   }
   return written;
 }
