@@ -128,15 +128,15 @@ double many_to_many_rate(int producers, int consumers, long per_producer, Put pu
   return static_cast<double>(total) / (now_s() - t0);
 }
 
-// Microseconds per call of once(), over n calls after 20 untimed ones.
+// Microseconds per call of once(), over n calls after `warm` untimed ones.
 template <class F>
-double us_per_call(F&& once, int n) {
-  for (int i = 0; i < 20; ++i)
+double us_per_call(F&& once, long n, long warm = 20) {
+  for (long i = 0; i < warm; ++i)
     once();
   double t0 = now_s();
-  for (int i = 0; i < n; ++i)
+  for (long i = 0; i < n; ++i)
     once();
-  return (now_s() - t0) / n * 1e6;
+  return (now_s() - t0) / static_cast<double>(n) * 1e6;
 }
 
 inline void cpu_relax() {

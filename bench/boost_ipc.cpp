@@ -59,14 +59,9 @@ void pipe_roundtrip_64b() {
     ping.send(msg, sizeof msg, 0);
     pong.receive(back, sizeof back, got, prio);
   };
-  for (long i = 0; i < kWarm; ++i)
-    round_trip();
-  double t0 = now_s();
-  for (long i = 0; i < kN; ++i)
-    round_trip();
-  double t = now_s() - t0;
+  const double us = bench::us_per_call(round_trip, kN, kWarm);
   bench::reap(child);
-  bench::result("pipe_roundtrip_64b", t / kN * 1e6, "us/roundtrip");
+  bench::result("pipe_roundtrip_64b", us, "us/roundtrip");
 }
 
 double queue_rate(std::size_t size, std::size_t depth, long warm, long count) {

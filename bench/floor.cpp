@@ -133,15 +133,10 @@ void pipe_roundtrip_64b() {
     wait_turn(*p, 0);
     in = p->msg;
   };
-  for (long i = 0; i < kWarm; ++i)
-    round_trip();
-  double t0 = now_s();
-  for (long i = 0; i < kN; ++i)
-    round_trip();
-  double t = now_s() - t0;
+  const double us = bench::us_per_call(round_trip, kN, kWarm);
   bench::reap(child);
   if (in != out) bench::die("ping-pong corrupted the message");
-  bench::result("pipe_roundtrip_64b", t / kN * 1e6, "us/roundtrip");
+  bench::result("pipe_roundtrip_64b", us, "us/roundtrip");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -472,16 +467,11 @@ void socket_pingpong(const char* name, int a, int b) {
     exact(a, out.data(), true);
     exact(a, in.data(), false);
   };
-  for (long i = 0; i < kWarm; ++i)
-    round_trip();
-  double t0 = now_s();
-  for (long i = 0; i < kN; ++i)
-    round_trip();
-  double t = now_s() - t0;
+  const double us = bench::us_per_call(round_trip, kN, kWarm);
   ::close(a);
   bench::reap(child);
   if (in != out) bench::die("ping-pong corrupted the message");
-  bench::result(name, t / kN * 1e6, "us/roundtrip");
+  bench::result(name, us, "us/roundtrip");
 }
 
 void listener_roundtrip_64b() {

@@ -9,7 +9,12 @@
 
 #include <benchmark/benchmark.h>
 
+#include <array>
+#include <cstddef>
+#include <span>
+
 #include "bench_util.hpp"
+#include "mpx/connection.hpp"
 
 namespace bench {
 
@@ -28,6 +33,38 @@ void report_us_per_call(benchmark::State& state, F&& once) {
     once();
   double t = now_s() - t0;
   report(state, t / static_cast<double>(state.iterations()) * 1e6, "us/op");
+}
+
+// The child's half of a 64-byte round trip: echoes every message on c until the peer
+// closes its end.
+inline void echo_until_eof(mpx::Connection& c) {
+  std::array<std::byte, 64> buf{};
+  try {
+    for (;;) {
+      std::size_t n = c.recv_bytes_into(buf);
+      c.send_bytes(std::span(buf).first(n));
+    }
+  } catch (const mpx::EOFError&) {
+  }
+}
+
+// The parent's half: send_bytes + recv_bytes_into of 64 bytes on c, `warm` untimed, then
+// one per iteration; reports microseconds per round trip.
+inline void report_roundtrips_64b(benchmark::State& state, mpx::Connection& c, long warm) {
+  std::array<std::byte, 64> msg{}, back{};
+  msg.fill(std::byte{'x'});
+  auto round_trip = [&] {
+    c.send_bytes(msg);
+    c.recv_bytes_into(back);
+  };
+  for (long i = 0; i < warm; ++i)
+    round_trip();
+  double t0 = now_s();
+  for (auto _ : state)
+    round_trip();
+  double t = now_s() - t0;
+  if (back != msg) state.SkipWithError("the message came back changed");
+  report(state, t / static_cast<double>(state.iterations()) * 1e6, "us/roundtrip");
 }
 
 }  // namespace bench

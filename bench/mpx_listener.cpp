@@ -7,9 +7,6 @@
 //                               (us/op)
 //   manager_queue_1to1          one producer process puts ints into a manager Queue,
 //                               this process gets them (items/s)
-#include <array>
-#include <cstddef>
-#include <span>
 #include <string>
 
 #include "mpx/listener.hpp"
@@ -19,36 +16,15 @@
 namespace {
 
 void listener_roundtrip(benchmark::State& state, const std::string& address) {
-  constexpr long kWarm = 2000;
   mpx::Listener listener(address, "", 1, "bench key");
   pid_t pid = bench::fork_child([&listener] {
     mpx::Connection c = mpx::Client(listener.address(), "", std::string("bench key"));
-    std::array<std::byte, 64> buf{};
-    try {
-      for (;;) {
-        std::size_t n = c.recv_bytes_into(buf);
-        c.send_bytes(std::span(buf).first(n));
-      }
-    } catch (const mpx::EOFError&) {
-    }
+    bench::echo_until_eof(c);
   });
   mpx::Connection c = listener.accept();
-  std::array<std::byte, 64> msg{}, back{};
-  msg.fill(std::byte{'x'});
-  auto round_trip = [&] {
-    c.send_bytes(msg);
-    c.recv_bytes_into(back);
-  };
-  for (long i = 0; i < kWarm; ++i)
-    round_trip();
-  double t0 = bench::now_s();
-  for (auto _ : state)
-    round_trip();
-  double t = bench::now_s() - t0;
+  bench::report_roundtrips_64b(state, c, 2000);
   c.close();
   bench::reap(pid);
-  if (back != msg) state.SkipWithError("the message came back changed");
-  bench::report(state, t / static_cast<double>(state.iterations()) * 1e6, "us/roundtrip");
 }
 
 void listener_roundtrip_64b(benchmark::State& state) {
