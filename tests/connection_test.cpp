@@ -21,6 +21,7 @@
 #include "mpx/process.hpp"
 #include "support/child.hpp"
 #include "support/leak_check.hpp"
+#include "support/proc_state.hpp"
 
 namespace {
 
@@ -483,26 +484,15 @@ TEST(ConnectionTest, SendThrowsBrokenPipeErrorOnceTheReadingChildHasEnded) {
   EXPECT_THROW(writer.send(2), mpx::BrokenPipeError);
 }
 
-// The state letter of /proc/<pid>/stat ('S': asleep in the kernel).
-char process_state(pid_t pid) {
-  std::FILE* f = std::fopen(("/proc/" + std::to_string(pid) + "/stat").c_str(), "r");
-  if (!f) return '?';
-  char buf[512] = {};
-  std::size_t n = std::fread(buf, 1, sizeof buf - 1, f);
-  std::fclose(f);
-  const char* close_paren = std::strrchr(buf, ')');
-  return n > 0 && close_paren && close_paren[1] == ' ' ? close_paren[2] : '?';
-}
-
 TEST(ConnectionTest, SendThrowsBrokenPipeErrorOnceAReaderKilledInItsWaitIsGone) {
   auto [reader, writer] = mpx::Pipe(false);
   Child child([&reader = reader] { reader.recv<int>(); });
   reader.close();
   // Until the child sleeps in its receive (it spins for a moment first).
   const auto give_up = Clock::now() + 10s;
-  while (process_state(child.pid()) != 'S' && Clock::now() < give_up)
+  while (mpx_test::proc_state(std::to_string(child.pid())) != 'S' && Clock::now() < give_up)
     std::this_thread::yield();
-  ASSERT_EQ(process_state(child.pid()), 'S');
+  ASSERT_EQ(mpx_test::proc_state(std::to_string(child.pid())), 'S');
   child.kill();
   EXPECT_EQ(child.join(), -SIGKILL);
   EXPECT_THROW(writer.send(1), mpx::BrokenPipeError);

@@ -17,22 +17,12 @@
 #include "mpx/process.hpp"
 #include "mpx/sharedctypes.hpp"
 #include "mpx/synchronize.hpp"
+#include "support/proc_state.hpp"
 
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
 namespace {
-
-// The state letter of /proc/<path>/stat ('S': asleep in the kernel).
-char state_of(const std::string& path) {
-  std::FILE* f = std::fopen(("/proc/" + path + "/stat").c_str(), "r");
-  if (!f) return '?';
-  char buf[512] = {};
-  std::size_t n = std::fread(buf, 1, sizeof buf - 1, f);
-  std::fclose(f);
-  const char* close_paren = std::strrchr(buf, ')');
-  return n > 0 && close_paren && close_paren[1] == ' ' ? close_paren[2] : '?';
-}
 
 // Waits until every waiter has published its id (a tid or pid, under /proc) and sleeps in
 // the kernel: having published it, the only place it can sleep is inside Event::wait.
@@ -40,7 +30,7 @@ void until_all_asleep(const mpx::RawArray<int>& ids, const std::string& prefix) 
   const auto give_up = Clock::now() + 30s;
   for (std::size_t i = 0; i < ids.size(); ++i) {
     while (__atomic_load_n(&ids[i], __ATOMIC_ACQUIRE) == 0 ||
-           state_of(prefix + std::to_string(ids[i])) != 'S') {
+           mpx_test::proc_state(prefix + std::to_string(ids[i])) != 'S') {
       ASSERT_LT(Clock::now(), give_up) << "waiter " << i << " never went to sleep";
       std::this_thread::yield();
     }
