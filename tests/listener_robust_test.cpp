@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "mpx/listener.hpp"
+#include "support/serving.hpp"
 #include "sys/fd.hpp"
 
 namespace {
@@ -56,7 +57,7 @@ long rss_kib() {
 
 // The listener still serves a good client.
 void expect_serves(mpx::Listener& listener, const std::optional<std::string>& key) {
-  auto served = std::async(std::launch::async, [&] {
+  mpx_test::Serving served(listener, [&] {
     mpx::Connection c = listener.accept();
     c.send(c.recv<int>() + 1);
   });
@@ -111,7 +112,7 @@ TEST(ListenerRobust, HandshakeRejectsBadPeersInBoundedTime) {
 
 TEST(ListenerRobust, LyingLengthHeaderCostsOnlyWhatArrives) {
   mpx::Listener listener("127.0.0.1:0");
-  auto served = std::async(std::launch::async, [&] { return listener.accept(); });
+  mpx_test::Serving served(listener, [&] { return listener.accept(); });
   mpx::sys::Fd raw = raw_connect(listener.address());
   mpx::Connection server = served.get();
   const long before = rss_kib();
@@ -127,7 +128,7 @@ TEST(ListenerRobust, LyingLengthHeaderCostsOnlyWhatArrives) {
 TEST(ListenerRobust, MaxlengthRefusesLongMessagesUnread) {
   mpx::Listener listener("127.0.0.1:0", "", 1, std::nullopt,
                          {.maxlength = 1000, .handshake_timeout = std::chrono::seconds(10)});
-  auto served = std::async(std::launch::async, [&] { return listener.accept(); });
+  mpx_test::Serving served(listener, [&] { return listener.accept(); });
   mpx::Connection client = mpx::Client(listener.address());
   mpx::Connection server = served.get();
   client.send_bytes(span_of(std::string(1000, 'a')));
@@ -141,9 +142,9 @@ TEST(ListenerRobust, MaxlengthRefusesLongMessagesUnread) {
   }
   // A per-call maxlength below the listener's, as Python's recv_bytes(maxlength).
   mpx::Listener open("127.0.0.1:0");
-  served = std::async(std::launch::async, [&] { return open.accept(); });
+  mpx_test::Serving open_served(open, [&] { return open.accept(); });
   mpx::Connection c2 = mpx::Client(open.address());
-  mpx::Connection s2 = served.get();
+  mpx::Connection s2 = open_served.get();
   c2.send_bytes(span_of(std::string(300, 'a')));
   EXPECT_THROW((void)s2.recv_bytes(256), std::system_error);
 }
@@ -151,7 +152,9 @@ TEST(ListenerRobust, MaxlengthRefusesLongMessagesUnread) {
 TEST(ListenerRobust, ThousandConnectDisconnectCycles) {
   mpx::Listener listener("", "AF_UNIX", 16, "key");
   std::atomic<int> accepted{0};
-  auto served = std::async(std::launch::async, [&] {
+  // A client that fails (an ASSERT, an exception) leaves the server in accept(): the
+  // Serving guard shuts the listener down on the way out, so that is a failure, not a hang.
+  mpx_test::Serving served(listener, [&] {
     for (int i = 0; i < 1000; ++i) {
       mpx::Connection c = listener.accept();
       c.send(c.recv<int>());
@@ -159,12 +162,15 @@ TEST(ListenerRobust, ThousandConnectDisconnectCycles) {
     }
   });
   const auto start = Clock::now();
-  for (int i = 0; i < 1000 && Clock::now() - start < 120s; ++i) {
+  int cycles = 0;
+  for (; cycles < 1000 && Clock::now() - start < 120s; ++cycles) {
     mpx::Connection c = mpx::Client(listener.address(), "", std::string("key"));
-    c.send(i);
-    ASSERT_EQ(c.recv<int>(), i);
+    c.send(cycles);
+    ASSERT_EQ(c.recv<int>(), cycles);
   }
-  served.get();
+  EXPECT_EQ(cycles, 1000) << "too slow";
+  served.stop();  // the server needs no accept() after 1000 answers; fewer: it fails now
+  EXPECT_NO_THROW(served.get());
   EXPECT_EQ(accepted.load(), 1000);
 }
 
@@ -189,8 +195,12 @@ TEST(ListenerRobust, FiftyConcurrentClients) {
     });
   std::vector<mpx::Connection> conns;
   try {
-    for (int i = 0; i < 50; ++i)
+    for (int i = 0; i < 50; ++i) {
+      // A client thread that failed never connects: no accept() that waits for ever.
+      if (mpx::wait({listener.fileno()}, 30s).empty())
+        throw std::runtime_error(std::to_string(i) + " clients connected in time");
       conns.push_back(listener.accept());
+    }
     // Serve them all at once through mpx::wait.
     int answered = 0;
     const auto start = Clock::now();

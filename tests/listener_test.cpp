@@ -21,6 +21,7 @@
 
 #include "support/child.hpp"
 #include "support/leak_check.hpp"
+#include "support/serving.hpp"
 
 namespace {
 
@@ -35,7 +36,7 @@ std::span<const std::byte> span_of(const std::string& s) {
 
 // Accepts one connection in a thread while `client` runs here; echoes one message back.
 void echo_once(mpx::Listener& listener, const std::function<void()>& client) {
-  auto served = std::async(std::launch::async, [&] {
+  mpx_test::Serving served(listener, [&] {
     mpx::Connection c = listener.accept();
     c.send_bytes(c.recv_bytes());
   });
@@ -115,7 +116,7 @@ TEST(Listener, AddressTypeAsPython) {
 
 TEST(Listener, TypedMessagesLargeMessagesAndBytesInto) {
   mpx::Listener listener("127.0.0.1:0");
-  auto served = std::async(std::launch::async, [&] {
+  mpx_test::Serving served(listener, [&] {
     mpx::Connection c = listener.accept();
     c.send(c.recv<std::vector<int>>().size());
     mpx::Bytes big = c.recv_bytes();
@@ -136,7 +137,7 @@ TEST(Listener, TypedMessagesLargeMessagesAndBytesInto) {
 
 TEST(Listener, EofWhenThePeerCloses) {
   mpx::Listener listener;
-  auto served = std::async(std::launch::async, [&] { return listener.accept(); });
+  mpx_test::Serving served(listener, [&] { return listener.accept(); });
   mpx::Connection client = mpx::Client(listener.address());
   mpx::Connection server = served.get();
   client.close();
@@ -147,7 +148,7 @@ TEST(Listener, EofWhenThePeerCloses) {
 
 TEST(Listener, WorksInWaitBesideAPipe) {
   mpx::Listener listener;
-  auto served = std::async(std::launch::async, [&] { return listener.accept(); });
+  mpx_test::Serving served(listener, [&] { return listener.accept(); });
   mpx::Connection client = mpx::Client(listener.address());
   mpx::Connection server = served.get();
   auto [a, b] = mpx::Pipe();
@@ -171,7 +172,7 @@ TEST(Listener, WorksInWaitBesideAPipe) {
 
 TEST(Listener, FramingIsCpythons) {
   mpx::Listener listener("127.0.0.1:0");
-  auto served = std::async(std::launch::async, [&] {
+  mpx_test::Serving served(listener, [&] {
     mpx::Connection c = listener.accept();
     c.send_bytes(span_of("hello"));
     return text(c.recv_bytes());
@@ -203,22 +204,25 @@ TEST(Listener, AuthkeyBetweenMpxPeers) {
     EXPECT_EQ(c.recv<double>(), 1.5);
   });
   // Wrong key: both sides fail, and the listener keeps serving.
-  auto served = std::async(std::launch::async, [&] { (void)listener.accept(); });
-  EXPECT_THROW((void)mpx::Client(listener.address(), "", std::string("wrong")),
-               mpx::AuthenticationError);
-  EXPECT_THROW(served.get(), mpx::AuthenticationError);
-  // A client without a key gets the challenge, and #FAILURE# for a wrong answer.
-  served = std::async(std::launch::async, [&] { (void)listener.accept(); });
   {
+    mpx_test::Serving served(listener, [&] { (void)listener.accept(); });
+    EXPECT_THROW((void)mpx::Client(listener.address(), "", std::string("wrong")),
+                 mpx::AuthenticationError);
+    EXPECT_THROW(served.get(), mpx::AuthenticationError);
+  }
+  // A client without a key gets the challenge, and #FAILURE# for a wrong answer.
+  {
+    mpx_test::Serving served(listener, [&] { (void)listener.accept(); });
     mpx::Connection c = mpx::Client(listener.address());
     EXPECT_EQ(text(c.recv_bytes()).rfind("#CHALLENGE#{sha256}", 0), 0u);
     c.send_bytes(span_of("{sha256}" + std::string(32, 'x')));
     EXPECT_EQ(text(c.recv_bytes()), "#FAILURE#");
+    c.close();
+    EXPECT_THROW(served.get(), mpx::AuthenticationError);
   }
-  EXPECT_THROW(served.get(), mpx::AuthenticationError);
   // A key on the client only: the server's first message is no challenge.
   mpx::Listener open("127.0.0.1:0");
-  served = std::async(std::launch::async, [&] {
+  mpx_test::Serving served(open, [&] {
     mpx::Connection c = open.accept();
     c.send_bytes(span_of("not a challenge"));
   });
@@ -270,11 +274,11 @@ TEST(Listener, LocalMpxPeersWithAKeyMoveToSharedMemory) {
   EXPECT_THROW(c.recv<int>(), mpx::EOFError);  // as a Pipe's: the peer is gone
   // Without a key, or over TCP, the connection stays a socket.
   mpx::Listener open;
-  auto served = std::async(std::launch::async, [&] { return open.accept(); });
+  mpx_test::Serving served(open, [&] { return open.accept(); });
   mpx::Connection client = mpx::Client(open.address());
   EXPECT_EQ(socket_name(served.get()), open.address());
   mpx::Listener tcp("127.0.0.1:0", "", 1, "key");
-  auto tcp_served = std::async(std::launch::async, [&] { return tcp.accept(); });
+  mpx_test::Serving tcp_served(tcp, [&] { return tcp.accept(); });
   mpx::Connection tcp_client = mpx::Client(tcp.address(), "", std::string("key"));
   EXPECT_EQ(socket_name(tcp_served.get()), "inet");
 }
