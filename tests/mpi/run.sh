@@ -3,7 +3,7 @@
 # the job is left (ranks, their pools' zygotes and workers: they all carry a marker in
 # their environment). Root and oversubscription are allowed here, in the harness: CI runs
 # as root on 2 cores; the library sets neither.
-# usage: run.sh <ranks> <program> [args...]
+# usage: run.sh <ranks> <program> [args...]   (MPX_MPI_TIMEOUT: seconds for mpirun, 150)
 set -u
 np=$1
 shift
@@ -13,7 +13,7 @@ export OMPI_MCA_rmaps_base_oversubscribe=1
 export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}fast_unwind_on_malloc=0"
 export LSAN_OPTIONS="${LSAN_OPTIONS:+$LSAN_OPTIONS:}suppressions=$(dirname "$0")/lsan.supp:print_suppressions=0"
 marker="mpx-mpi-test-$$-$RANDOM"
-MPX_MPI_TEST=$marker timeout -k 5 150 mpirun -x MPX_MPI_TEST -np "$np" "$@"
+MPX_MPI_TEST=$marker timeout -k 5 "${MPX_MPI_TIMEOUT:-150}" mpirun -x MPX_MPI_TEST -np "$np" "$@"
 rc=$?
 left=""
 for _ in $(seq 100); do  # a rank's pool may take a moment to reap its workers
