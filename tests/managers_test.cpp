@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <functional>
 #include <future>
 #include <mutex>
 #include <string>
@@ -185,24 +186,65 @@ TEST(Managers, LockEventSemaphoreConditionBarrier) {
   EXPECT_TRUE(barrier.broken());
 }
 
-TEST(Managers, AKilledClientReleasesItsLockAndReferences) {
-  mpx::SyncManager manager;
-  manager.start();
-  auto lock = manager.Lock();
+// A child process that runs `hold`, then waits to be killed; returned once `hold` ran.
+mpx::Process holding(std::function<void()> hold) {
   auto [ready_r, ready_w] = mpx::Pipe(false);
-  mpx::Process holder([lock, &ready_w]() mutable {
-    lock.acquire();
+  mpx::Process holder([&hold, &ready_w] {
+    hold();
     ready_w.send(1);
     ::pause();  // held until killed
   });
   holder.start();
   ready_w.close();
-  ASSERT_EQ(ready_r.recv<int>(), 1);
+  EXPECT_EQ(ready_r.recv<int>(), 1);
+  return holder;
+}
+
+TEST(Managers, AKilledClientReleasesItsLockAndReferences) {
+  mpx::SyncManager manager;
+  manager.start();
+  auto lock = manager.Lock();
+  mpx::Process holder = holding([lock]() mutable { lock.acquire(); });
   EXPECT_FALSE(lock.acquire(false));
   holder.kill();
   holder.join();
   EXPECT_TRUE(lock.acquire(true, 30s));  // released by the server when the client dropped
   lock.release();
+}
+
+// A killed client gives back the semaphore units it acquired (a pool's, a bounded one's),
+// but never lifts a semaphore above its initial value (one used as a signal).
+TEST(Managers, AKilledClientGivesBackItsSemaphoreUnits) {
+  mpx::SyncManager manager;
+  manager.start();
+  auto pool = manager.Semaphore(3);
+  auto bounded = manager.BoundedSemaphore(2);
+  auto signal = manager.Semaphore(1);
+  signal.release();  // value 2: one unit above the initial value
+  mpx::Process holder = holding([pool, bounded, signal]() mutable {
+    for (int i = 0; i < 2; ++i) {
+      pool.acquire();
+      bounded.acquire();
+      signal.acquire();
+    }
+  });
+  EXPECT_TRUE(pool.acquire(false));
+  EXPECT_FALSE(pool.acquire(false));
+  EXPECT_FALSE(bounded.acquire(false));
+  EXPECT_FALSE(signal.acquire(false));
+  holder.kill();
+  holder.join();
+  // Each proxy is its own connection: each semaphore's units come back at once.
+  EXPECT_TRUE(pool.acquire(true, 30s));
+  EXPECT_TRUE(pool.acquire(false));
+  EXPECT_FALSE(pool.acquire(false));  // 3 units, all held here now
+  EXPECT_TRUE(bounded.acquire(true, 30s));
+  EXPECT_TRUE(bounded.acquire(false));
+  bounded.release();
+  bounded.release();
+  EXPECT_THROW(bounded.release(), mpx::ValueError);  // not above its bound
+  EXPECT_TRUE(signal.acquire(true, 30s));
+  EXPECT_FALSE(signal.acquire(false));  // back to 1, its initial value, not to 2
 }
 
 struct Counter {

@@ -24,7 +24,9 @@
 // it to another process: it is encodable, carrying address, object id and authkey)
 // connects anew; a proxy used in a forked child reconnects there. The object lives while
 // any proxy to it is open; a process that dies drops its connections, so its references
-// go and any manager Lock/RLock/Condition it held is released. One thread at a time
+// go, any manager Lock/RLock/Condition it held is released, and the Semaphore units it
+// acquired and did not release come back (never above the initial value: a semaphore
+// used as a signal gains nothing when its consumer dies). One thread at a time
 // per proxy object: give each thread its own copy. A proxy passed to another process
 // must stay open in the sender until the receiver has decoded it.
 // Errors raised by a method on the server reach the caller as the mpx error of the same

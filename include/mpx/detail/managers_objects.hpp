@@ -324,28 +324,52 @@ struct LockObject {
   }
 };
 
+// Semaphore and BoundedSemaphore. A caller that disconnects (its process died) gives
+// back the units it acquired and did not release itself, as a Lock's owner does, but
+// never lifts the value above the initial one: a semaphore used as a signal
+// (Semaphore(0), one side releases, the other acquires) gains no unit when the side that
+// consumed a signal goes away, and units another caller released for it are not counted
+// twice.
 struct SemaphoreObject {
   std::mutex mu;
   std::condition_variable cv;
   std::int64_t value;
-  std::int64_t bound;  // 0: unbounded
-  SemaphoreObject(std::int64_t v, bool bounded) : value(v), bound(bounded ? v : 0) {}
+  std::int64_t initial;
+  bool bounded;
+  std::map<std::uint64_t, std::int64_t> held;  // units each caller acquired, not released
+  SemaphoreObject(std::int64_t v, bool b) : value(v), initial(v), bounded(b) {
+    if (v < 0) throw ValueError("semaphore initial value must be >= 0");
+  }
   bool acquire(CallContext& ctx, bool block, Timeout timeout) {
     std::unique_lock lock(mu);
     if (!wait_until_ready(ctx, lock, cv, block ? timeout : Timeout(0.0), [&] { return value > 0; }))
       return false;
     --value;
+    ++held[ctx.client];
     return true;
   }
-  void release() {
+  void release(CallContext& ctx) {
     std::lock_guard lock(mu);
-    if (bound > 0 && value >= bound) throw ValueError("semaphore released too many times");
+    if (bounded && value >= initial) throw ValueError("semaphore released too many times");
     ++value;
+    auto it = held.find(ctx.client);
+    if (it != held.end() && --it->second == 0) held.erase(it);
     cv.notify_all();
   }
   std::int64_t get_value() {
     std::lock_guard lock(mu);
     return value;
+  }
+  void client_gone(std::uint64_t client) {
+    std::lock_guard lock(mu);
+    auto it = held.find(client);
+    if (it == held.end()) return;
+    const std::int64_t back = std::min(it->second, std::max<std::int64_t>(0, initial - value));
+    held.erase(it);
+    if (back > 0) {
+      value += back;
+      cv.notify_all();
+    }
   }
 };
 
