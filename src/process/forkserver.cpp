@@ -108,7 +108,7 @@ void restart(Client& c) {
   int sv[2];
   sys::call("socketpair", [&] { return ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv); });
   sys::Fd mine(sv[0]), theirs(sv[1]);
-  const pid_t pid = spawn_executable("--mpx-forkserver", theirs.get());
+  const pid_t pid = spawn_executable(kForkserverArg, theirs.get());
   c.owner = ::getpid();
   c.pid = pid;
   c.sock = std::move(mine);
@@ -118,8 +118,6 @@ void restart(Client& c) {
 }  // namespace
 
 void forkserver_main() {
-  const pid_t parent = ::getppid();
-  if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != parent) ::_exit(1);
   ::prctl(PR_SET_NAME, "mpx-forkserver");
   try {
     adopt_module_table(recv_frame(kClientFd));

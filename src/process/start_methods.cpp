@@ -12,6 +12,7 @@
 
 #include <atomic>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <string>
@@ -34,7 +35,7 @@ namespace mpx {
 namespace {
 
 constexpr const char* kSpawnMarker = "--mpx-spawn";
-constexpr const char* kForkserverMarker = "--mpx-forkserver";
+constexpr const char* kForkserverMarker = detail::kForkserverArg;
 // The fd on which a child that is not a fork finds its channel to the parent.
 constexpr int kChannelFd = 3;
 
@@ -123,12 +124,14 @@ void init(int argc, char** argv) {
     std::lock_guard lock(s.mu);
     s.argv0 = argv[0];
   }
-  if (argc != 2 || !argv[1]) return;
-  if (std::strcmp(argv[1], kSpawnMarker) == 0) {
-    // Die with the parent; if it died already, getppid() has changed (or the channel
-    // reads EOF).
-    const pid_t parent = ::getppid();
-    if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != parent) ::_exit(1);
+  if (argc != 3 || !argv[1] || !argv[2]) return;
+  const bool spawned = std::strcmp(argv[1], kSpawnMarker) == 0;
+  if (!spawned && std::strcmp(argv[1], kForkserverMarker) != 0) return;
+  // Die with the parent. It may have died before this line: the parent's pid, on the
+  // command line, is then no longer getppid() (reading getppid() here would race).
+  const pid_t parent = static_cast<pid_t>(std::atol(argv[2]));
+  if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != parent) ::_exit(1);
+  if (spawned) {
     try {
       detail::adopt_module_table(detail::recv_frame(kChannelFd));
     } catch (const std::exception& e) {
@@ -137,7 +140,7 @@ void init(int argc, char** argv) {
     }
     detail::run_order(kChannelFd);
   }
-  if (std::strcmp(argv[1], kForkserverMarker) == 0) detail::forkserver_main();
+  detail::forkserver_main();
 }
 
 namespace detail {
@@ -260,7 +263,8 @@ pid_t spawn_executable(const char* marker, int channel) {
   ::pthread_sigmask(SIG_SETMASK, nullptr, &mask);
   ::posix_spawnattr_setsigmask(&attr, &mask);  // the forker blocks every signal
   ::posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
-  char* argv[] = {argv0.data(), const_cast<char*>(marker), nullptr};
+  std::string parent = std::to_string(::getpid());
+  char* argv[] = {argv0.data(), const_cast<char*>(marker), parent.data(), nullptr};
   const std::function<pid_t()> job = [&] {
     pid_t pid = 0;
     int rc = ::posix_spawn(&pid, path.c_str(), &actions, &attr, argv, environ);

@@ -67,9 +67,11 @@ StartedChild start_not_forked(const ChildIdentity& self, StartMethod method,
 // the server died without writing one).
 std::optional<int> read_exit_status(int status_fd);
 
-// posix_spawn of the executable with argv {argv0, marker}, `channel` as its fd 3,
-// /dev/null as stdin, no other fd but stdout and stderr; on the forker when needed.
+// posix_spawn of the executable with argv {argv0, marker, the caller's pid}, `channel`
+// as its fd 3, /dev/null as stdin, no other fd but stdout and stderr; on the forker when
+// needed. mpx::init recognises the marker and ties the child's life to that pid.
 pid_t spawn_executable(const char* marker, int channel);
+inline constexpr const char* kForkserverArg = "--mpx-forkserver";
 // `size` bytes with fds (SCM_RIGHTS, at most kMaxFds) on a Unix socket; false when the
 // peer is gone.
 inline constexpr std::size_t kMaxFds = 250;
@@ -102,8 +104,8 @@ StartedChild forkserver_start(sys::Fd& channel);
 // This process's socket to its forkserver, or -1 (for the tests' leak check: the server
 // lives as long as the process).
 int forkserver_client_fd();
-// The server's loop, in the process that mpx::init recognised as the forkserver; the
-// client's socket is fd 3. Never returns.
+// The server's loop, in the process that mpx::init recognised as the forkserver (and
+// tied to its client's life); the client's socket is fd 3. Never returns.
 [[noreturn]] void forkserver_main();
 
 }  // namespace mpx::detail
