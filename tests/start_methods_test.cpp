@@ -26,6 +26,7 @@
 #include "mpx/shared_memory.hpp"
 #include "mpx/sharedctypes.hpp"
 #include "mpx/synchronize.hpp"
+#include "support/start_methods.hpp"
 #include "sys/fd.hpp"
 
 namespace {
@@ -69,17 +70,8 @@ struct AddTo {
   void operator()(int x) const { mpx::exit(base + x); }
 };
 
-// The forkserver lives as long as this binary: started before the first test (the leak
-// check leaves its socket and the server alone).
-class StartTheForkserver : public ::testing::Environment {
- public:
-  void SetUp() override {
-    mpx::Process p = mpx::get_context("forkserver").Process(do_nothing);
-    p.start();
-    p.join();
-  }
-};
-const auto* const g_forkserver_env = ::testing::AddGlobalTestEnvironment(new StartTheForkserver);
+const auto* const g_forkserver_env =
+    ::testing::AddGlobalTestEnvironment(new mpx_test::StartTheForkserver);
 
 int run(StartMethod method, mpx::Process p) {
   static_cast<void>(method);

@@ -47,6 +47,13 @@
 
 namespace mpx {
 
+namespace detail {
+// Context::Pool's argument to make_context_pool (mpx/pool.hpp), found by ADL.
+struct ContextTag {
+  StartMethod method;
+};
+}  // namespace detail
+
 // The first line of main in a program that uses spawn or forkserver. In the parent it
 // returns at once. In a child spawned by mpx (its argv carries mpx's marker) it runs
 // the child's target, or the forkserver's loop, and never returns: the process exits
@@ -77,6 +84,14 @@ class Context {
     detail::require_spawnable<std::decay_t<F>, std::decay_t<Args>...>();
     options.context = method_;
     return mpx::Process(std::move(options), std::forward<F>(target), std::forward<Args>(args)...);
+  }
+
+  // Pool(processes = 0, options = {}): a process pool whose workers this start method
+  // makes (Python's ctx.Pool()); needs mpx/pool.hpp. Executors take a Context through
+  // their options: ProcessPoolExecutor(n, {.context = ctx}) (Python's mp_context=ctx).
+  template <class... A>
+  auto Pool(A&&... a) const {
+    return make_context_pool(detail::ContextTag{method_}, std::forward<A>(a)...);
   }
 
   // The objects of the module. Under spawn and forkserver, the locks, semaphores, events

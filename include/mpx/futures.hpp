@@ -408,7 +408,9 @@ class BasicExecutor {
 using ThreadPoolExecutor = detail::BasicExecutor<detail::WorkerKind::kThread>;
 
 // concurrent.futures.ProcessPoolExecutor: portable callables (see mpx::Pool); workers
-// are processes forked from the executor's zygote. A crashing task fails alone with
+// are processes forked from the executor's zygote, made by the start method of
+// options.context (Python's mp_context=; ProcessPoolExecutor(4, {.context = ctx}); see
+// Pool in mpx/pool.hpp). A crashing task fails alone with
 // WorkerLost: unlike Python's, the executor never becomes broken by a crash. Its
 // workers are all started when it is built (Python's start on demand). A failing
 // initializer prints "Exception in initializer:" and the error on the worker's stderr.

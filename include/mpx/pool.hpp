@@ -13,7 +13,15 @@
 // go to other workers and a new worker takes its place (workers that keep dying before
 // they finish a task, or forks that fail, are retried after a delay doubling from 10 ms
 // to 1 s; queued tasks fail with BrokenPool, naming the errno, only once no worker
-// could exist for 5 s). Each worker holds a short queue
+// could exist for 5 s). Start methods (mpx/context.hpp): under fork (the default, or
+// the program's set_start_method) the zygote is a fork of the caller; under spawn or
+// forkserver (options.context, or ctx.Pool(n) as Python's) it is a new run of the
+// program (spawned, or forked by the forkserver; mpx::init must be the first line of
+// main, else the constructor throws InvalidStateError), which receives the pool's
+// shared memory as memfds and forks the workers as under fork, so that tasks cost the
+// same. Tasks and the initializer must then be code of a module the new run loads too
+// (they are portable callables anyway), and the initializer's arguments travel through
+// the codec. fork_map and fork_imap always fork. Each worker holds a short queue
 // of tasks (a deep one while tasks take microseconds); once nothing else waits, an idle
 // worker takes over a task queued behind another worker's running one, so that no task
 // waits behind a long one while a worker idles. With options.timeout, a task
@@ -59,7 +67,8 @@
 // Across fork: a pool belongs to the process that built it; do not use it in a child.
 // OS resources: the zygote and worker processes, one shared mapping (rings of 2 MiB
 // per worker, written once when the pool is built, so that no task waits on their
-// page faults), one eventfd and one socket; all released by join() or the destructor,
+// page faults; memfds handed to the zygote under spawn and forkserver, which keeps them),
+// one eventfd and one socket; all released by join() or the destructor,
 // and by the kernel if the parent dies (the zygote then kills its workers and exits).
 // Memory: the pool's futures (and its queue of pending tasks) live in memory of its own,
 // 64 KiB and then 2 MiB transparent huge pages as bursts of submits need them, reused
@@ -71,6 +80,7 @@
 #include <ranges>
 #include <utility>
 
+#include "mpx/context.hpp"
 #include "mpx/futures.hpp"
 
 namespace mpx {
@@ -82,6 +92,19 @@ using Pool = detail::BasicPool<detail::WorkerKind::kProcess>;
 using ThreadPool = detail::BasicPool<detail::WorkerKind::kThread>;
 
 namespace detail {
+// Context::Pool (mpx/context.hpp).
+inline Pool make_context_pool(ContextTag ctx, std::size_t processes = 0, PoolOptions options = {}) {
+  options.context = ctx.method;
+  return Pool(processes, std::move(options));
+}
+// fork_map's workers see the caller's memory: a fork pool, whatever the program's start
+// method.
+inline PoolOptions fork_options() {
+  PoolOptions options;
+  options.context = StartMethod::fork;
+  return options;
+}
+
 // Calls a callable through its address in the process the workers were forked from:
 // the workers of fork_map are forks of the caller (through a zygote forked by the
 // call), so the address, and whatever the callable refers to, is valid there.
@@ -115,7 +138,7 @@ ForkCall<Fn> fork_call(Fn& fn) {
 //   auto scores = mpx::fork_map([&](int i) { return score(weights, i); }, ids);
 template <class F, std::ranges::input_range Range>
 auto fork_map(F&& fn, Range&& range, std::size_t processes = 0, std::size_t chunksize = 0) {
-  Pool pool(processes);
+  Pool pool(processes, detail::fork_options());
   return pool.map(detail::fork_call(fn), std::forward<Range>(range), chunksize);
 }
 
@@ -150,7 +173,7 @@ class ForkIMap {
 // IMapIterator); an rvalue one is moved in.
 template <class F, std::ranges::input_range Range>
 auto fork_imap(F&& fn, Range&& range, std::size_t processes = 0, std::size_t chunksize = 1) {
-  auto pool = std::make_unique<Pool>(processes);
+  auto pool = std::make_unique<Pool>(processes, detail::fork_options());
   auto it = pool->imap(detail::fork_call(fn), std::forward<Range>(range), chunksize);
   if constexpr (detail::rejected_v<decltype(it)>) {
     return it;

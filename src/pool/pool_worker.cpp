@@ -26,10 +26,14 @@
 
 namespace mpx::detail {
 
-WorkerShared::WorkerShared(std::size_t workers, PoolHeader* header)
-    : workers_(workers),
-      header_(header),
-      map_(sys::map_anonymous_shared(kSlotsOffset + workers * sizeof(WorkerSlot))) {
+WorkerShared::WorkerShared(std::size_t workers, PoolHeader* header, bool shareable)
+    : workers_(workers), header_(header) {
+  if (shareable) {
+    fd_ = sys::memfd("mpx-pool-rings", bytes_for(workers));
+    map_ = sys::map_shared(fd_.get(), bytes_for(workers));
+  } else {
+    map_ = sys::map_anonymous_shared(bytes_for(workers));
+  }
   // Value-initialized on purpose: `WorkerSlot()` zero-fills the rings' buffers, which
   // faults their pages in here, while the pool is built, not one by one as the first
   // lap of tasks goes through them (the mapping is zero already; the writes are the
@@ -382,6 +386,8 @@ struct Child {
   uint32_t slot;
 };
 
+}  // namespace
+
 [[noreturn]] void zygote_main(int sock, WorkerShared& shared, const EngineOptions& options) {
   pid_t self = ::getpid();
   std::vector<Child> children;
@@ -456,8 +462,6 @@ struct Child {
     }
   }
 }
-
-}  // namespace
 
 Zygote start_zygote(WorkerShared& shared, const EngineOptions& options) {
   int sv[2];

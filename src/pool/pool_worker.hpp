@@ -167,7 +167,15 @@ static_assert(sizeof(FrameHeader) == 32);
 // The shared region of one pool.
 class WorkerShared {
  public:
-  WorkerShared(std::size_t workers, PoolHeader* header);
+  // `shareable`: a memfd's (take_fd()), for a zygote that is not a fork.
+  WorkerShared(std::size_t workers, PoolHeader* header, bool shareable = false);
+  // In a zygote that is not a fork: the parent's region, mapped from its memfd.
+  WorkerShared(std::size_t workers, PoolHeader* header, sys::Mapping map) noexcept
+      : workers_(workers), header_(header), map_(std::move(map)) {}
+  static std::size_t bytes_for(std::size_t workers) noexcept {
+    return kSlotsOffset + workers * sizeof(WorkerSlot);
+  }
+  sys::Fd take_fd() noexcept { return std::move(fd_); }
   PoolHeader* header() const noexcept { return header_; }
   WorkerSlot& slot(std::size_t i) const noexcept {
     return reinterpret_cast<WorkerSlot*>(map_.bytes() + kSlotsOffset)[i];
@@ -179,6 +187,7 @@ class WorkerShared {
   static constexpr std::size_t kSlotsOffset = 4096;
   std::size_t workers_;
   PoolHeader* header_;
+  sys::Fd fd_;
   sys::Mapping map_;
 };
 
@@ -201,9 +210,22 @@ struct ZygoteMessage {
 struct Zygote {
   pid_t pid = -1;
   sys::Fd socket;  // SOCK_SEQPACKET to the zygote; closing it stops the zygote
+  // A forkserver's child (not ours to reap): its pidfd, and the pipe on which the server
+  // reports its exit. Empty for a fork or spawn zygote.
+  sys::Fd pidfd;
+  sys::Fd status;
 };
 
 // Forks the zygote (from the calling thread). Throws std::system_error.
 Zygote start_zygote(WorkerShared& shared, const EngineOptions& options);
+// Starts the zygote by spawn or forkserver (src/pool/zygote_spawn.cpp): a new run of
+// the program (mpx::init) that receives the pool's shared regions (`shared`'s memfd and
+// `header`, the memfd of its PoolHeader's page), the doorbell, its socket and its setup.
+// Throws InvalidStateError without mpx::init, std::system_error.
+Zygote start_zygote_by(StartMethod method, WorkerShared& shared, sys::Fd header,
+                       const EngineOptions& options);
+// The zygote's loop (src/pool/pool_worker.cpp): forks workers on the pool's requests on
+// `sock`. Never returns.
+[[noreturn]] void zygote_main(int sock, WorkerShared& shared, const EngineOptions& options);
 
 }  // namespace mpx::detail

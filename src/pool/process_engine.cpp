@@ -4,22 +4,29 @@
 
 #include <system_error>
 
+#include "mpx/process.hpp"
 #include "pool/process_engine.hpp"
+#include "process/start_methods.hpp"
 #include "sys/syscall.hpp"
 
 namespace mpx::detail {
 
 ProcessImpl::ProcessImpl(EngineOptions opts) : Impl(std::move(opts)) {
-  auto shared_collector = std::make_shared<ProcessCollector>();
+  // Under spawn and forkserver the zygote is no fork of ours: the shared pages it needs
+  // are memfds, handed to it (the fork path keeps its anonymous mappings).
+  const StartMethod method = options.start_method.value_or(default_start_method());
+  const bool forked = method == StartMethod::fork;
+  auto shared_collector = std::make_shared<ProcessCollector>(!forked);
   header_ = shared_collector->header();
-  pool_ = std::make_unique<WorkerShared>(options.workers, header_);
+  pool_ = std::make_unique<WorkerShared>(options.workers, header_, !forked);
   doorbell_ =
       sys::Fd(sys::call("eventfd", [] { return ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK); }));
   pool_->doorbell = doorbell_.get();
   slots_ = std::vector<SlotState>(options.workers);  // built in place: a slot cannot be copied
   reads_.resize(options.workers);
-  // The zygote is forked now, before the supervisor thread exists.
-  zygote_ = start_zygote(*pool_, options);
+  // The zygote is forked (or spawned) now, before the supervisor thread exists.
+  zygote_ = forked ? start_zygote(*pool_, options)
+                   : start_zygote_by(method, *pool_, shared_collector->take_fd(), options);
   try {
     start_workers();
     // Through the syscall seam, so that tests can make it fail (pool_faults_test.cpp).

@@ -69,11 +69,21 @@ class ProcessImpl;
 // futures and are notified when the role is free.
 class ProcessCollector final : public Collector {
  public:
-  ProcessCollector() : page_(sys::map_anonymous_shared(kPage)) {
+  // `shareable`: the page is a memfd's, for a zygote that is not a fork (take_fd()).
+  explicit ProcessCollector(bool shareable) {
     static_assert(sizeof(PoolHeader) <= kPage);
+    if (shareable) {
+      page_fd_ = sys::memfd("mpx-pool-header", kPage);
+      page_ = sys::map_shared(page_fd_.get(), kPage);
+    } else {
+      page_ = sys::map_anonymous_shared(kPage);
+    }
     new (page_.bytes()) PoolHeader();
   }
   PoolHeader* header() const noexcept { return reinterpret_cast<PoolHeader*>(page_.bytes()); }
+  // The memfd of a shareable page (then closed here: the zygote keeps its copy).
+  sys::Fd take_fd() noexcept { return std::move(page_fd_); }
+  static constexpr std::size_t kPage = 4096;
 
   bool wait(WaitWord& word, ReadyRef ready, const Deadline& deadline) override;
   void poke() noexcept override { wake_sleepers(header()->results); }
@@ -91,7 +101,6 @@ class ProcessCollector final : public Collector {
   }
 
  private:
-  static constexpr std::size_t kPage = 4096;
   // How long a collector spins on the outboxes before it sleeps.
   static constexpr int64_t kSpinNs = 50'000;
   static constexpr int64_t kYieldAfterNs = 5'000;
@@ -106,6 +115,7 @@ class ProcessCollector final : public Collector {
   std::atomic<bool> role_{false};
   std::vector<WaitWord*> waiting_;  // of threads waiting while another collects
   sys::Mapping page_;
+  sys::Fd page_fd_;
 };
 
 class ProcessImpl final : public Engine::Impl {

@@ -145,6 +145,10 @@ void init(int argc, char** argv) {
 
 namespace detail {
 
+void set_init_called(bool called) noexcept {
+  g_init_called.store(called, std::memory_order_relaxed);
+}
+
 StartMethod default_start_method() {
   Settings& s = settings();
   std::lock_guard lock(s.mu);

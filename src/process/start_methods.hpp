@@ -57,6 +57,9 @@ void become_child(const ChildIdentity& self, pid_t parent_pid);
 // The pidfd of a child just started; kills and reaps it when there is none.
 sys::Fd child_pidfd(pid_t pid);
 
+// Tests: as if mpx::init had (not) been called.
+void set_init_called(bool called) noexcept;
+
 // The program's start method (set_start_method's; fork when none was set).
 StartMethod default_start_method();
 // Starts a child by spawn or forkserver that runs `target` (null: nothing).

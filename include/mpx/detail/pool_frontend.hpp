@@ -75,6 +75,10 @@ struct PoolOptions {
   // and replaced, and fails with TimeoutError.
   std::optional<std::chrono::nanoseconds> timeout{};
   detail::Initializer init{};
+  // Process pools: the start method of the workers (Python's ctx.Pool() and
+  // ProcessPoolExecutor(mp_context=ctx); a Context converts to one). Empty: the
+  // program's (set_start_method; fork when none was set). See mpx/pool.hpp.
+  std::optional<StartMethod> context{};
 
   // Sets the initializer: fn(args...) runs once in each new worker. For a process pool
   // fn must be portable (see Pool) and args encodable; if it throws, the pool breaks
@@ -376,6 +380,7 @@ class BasicPool {
     o.processes = kProcesses;
     o.maxtasksperchild = options.maxtasksperchild;
     o.timeout = options.timeout;
+    o.start_method = options.context;
     if constexpr (kProcesses) {
       if (options.init.thread && !options.init.entry)
         throw ValueError("a process pool's initializer must be a portable callable");

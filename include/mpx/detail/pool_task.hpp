@@ -25,6 +25,10 @@
 #include "mpx/detail/deadline.hpp"
 #include "mpx/detail/waiter.hpp"
 
+namespace mpx {
+enum class StartMethod;  // mpx/process.hpp
+}  // namespace mpx
+
 namespace mpx::detail {
 
 using ByteVector = std::vector<std::byte>;
@@ -167,6 +171,9 @@ struct EngineOptions {
   // Thread workers: started as tasks come, a new one only when no idle one can take a
   // task (ThreadPoolExecutor, as Python's); otherwise all at once (ThreadPool).
   bool on_demand = false;
+  // Process workers: how the zygote that forks them is made (mpx/pool.hpp); empty: the
+  // program's start method.
+  std::optional<StartMethod> start_method;
 };
 
 // The one engine. Thread-safe.

@@ -1,0 +1,119 @@
+// The zygote of a process pool whose start method is spawn or forkserver (mpx/pool.hpp):
+// a new run of the program, started as a spawn or forkserver child is (the order on
+// its channel, src/process/start_methods.cpp), whose target is zygote_entry() below.
+// It receives by SCM_RIGHTS the memfds of the pool's shared regions (the header page
+// and the workers' rings), the doorbell eventfd and its end of the pool's socket, and
+// through the codec its setup: the number of workers, maxtasksperchild and the
+// initializer (its entry's address, moved to this process's by local_address(), and
+// its encoded arguments). From then on it is the zygote of a fork pool: it forks the
+// workers, which find the task entries by local_address() too.
+#include <sys/socket.h>
+
+#include <cstdint>
+#include <span>
+#include <tuple>
+#include <vector>
+
+#include "mpx/codec.hpp"
+#include "mpx/detail/function_id.hpp"
+#include "mpx/errors.hpp"
+#include "mpx/process.hpp"
+#include "pool/pool_worker.hpp"
+#include "process/start_methods.hpp"
+#include "sys/syscall.hpp"
+
+namespace mpx::detail {
+
+namespace {
+
+// workers, maxtasksperchild, the initializer's entry (0: none), its arguments.
+using ZygoteSetup = std::tuple<std::uint64_t, std::uint64_t, std::uint64_t, ByteVector>;
+// The fds handed over, in this order.
+enum ZygoteFd { kSocket, kHeader, kRings, kDoorbell, kZygoteFds };
+// The size of the header's page (ProcessCollector::kPage).
+constexpr std::size_t kHeaderPage = 4096;
+
+// The zygote's target (a SpawnEntry): takes the fds, maps the regions, runs the zygote.
+void zygote_entry(std::span<const std::byte> in, std::vector<int>& fds) {
+  if (fds.size() != kZygoteFds) throw ProcessError("mpx: a pool's zygote got the wrong fds");
+  sys::Fd sock(fds[kSocket]);
+  sys::Fd header_fd(fds[kHeader]);
+  sys::Fd rings_fd(fds[kRings]);
+  const int doorbell = fds[kDoorbell];
+  fds.clear();
+  auto [workers, maxtasks, initializer, initargs] = mpx::decode<ZygoteSetup>(in);
+  // Mapped for the zygote's life (it ends in _exit).
+  auto* header = new sys::Mapping(sys::map_shared(header_fd.get(), kHeaderPage));
+  auto* shared = new WorkerShared(
+      static_cast<std::size_t>(workers), reinterpret_cast<PoolHeader*>(header->bytes()),
+      sys::map_shared(rings_fd.get(), WorkerShared::bytes_for(workers)));
+  shared->doorbell = doorbell;
+  header_fd.reset();
+  rings_fd.reset();
+  EngineOptions options;
+  options.workers = static_cast<std::size_t>(workers);
+  options.processes = true;
+  options.maxtasksperchild = static_cast<std::size_t>(maxtasks);
+  if (initializer != 0) options.initializer = reinterpret_cast<Entry>(local_address(initializer));
+  options.initargs = std::move(initargs);
+  zygote_main(sock.release(), *shared, options);
+}
+
+// The zygote as a spawn or forkserver target.
+class ZygoteCall final : public BoundCall {
+ public:
+  ZygoteCall(ByteVector setup, std::vector<int> fds)
+      : setup_(std::move(setup)), fds_(std::move(fds)) {}
+  void operator()() override {}
+  bool encode_for_spawn(std::uint64_t& entry, std::vector<std::byte>& out,
+                        std::vector<int>& fds) const override {
+    entry = reinterpret_cast<std::uint64_t>(&zygote_entry);
+    out.insert(out.end(), setup_.begin(), setup_.end());
+    fds.insert(fds.end(), fds_.begin(), fds_.end());
+    return true;
+  }
+
+ private:
+  ByteVector setup_;
+  std::vector<int> fds_;
+};
+
+}  // namespace
+
+Zygote start_zygote_by(StartMethod method, WorkerShared& shared, sys::Fd header,
+                       const EngineOptions& options) {
+  int sv[2];
+  sys::call("socketpair",
+            [&] { return ::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv); });
+  sys::Fd ours(sv[0]);
+  sys::Fd theirs(sv[1]);
+  const sys::Fd rings = shared.take_fd();
+  std::vector<int> fds(kZygoteFds);
+  fds[kSocket] = theirs.get();
+  fds[kHeader] = header.get();
+  fds[kRings] = rings.get();
+  fds[kDoorbell] = shared.doorbell;
+  const ZygoteCall call(
+      mpx::encode(ZygoteSetup{options.workers, options.maxtasksperchild,
+                              reinterpret_cast<std::uint64_t>(options.initializer),
+                              options.initargs}),
+      std::move(fds));
+  // Its workers are named as Python names a pool's (less the number), daemons as theirs.
+  ChildIdentity self;
+  self.name = method == StartMethod::spawn ? "SpawnPoolWorker" : "ForkServerPoolWorker";
+  self.daemon = true;
+  const auto me = current_process();
+  self.parent_name = me.name();
+  self.parent_daemon = me.daemon();
+  StartedChild started = start_not_forked(self, method, &call);
+  Zygote z;
+  z.pid = started.pid;
+  z.socket = std::move(ours);
+  if (method == StartMethod::forkserver) {  // the server's child: it reaps it
+    z.pidfd = std::move(started.pidfd);
+    z.status = std::move(started.status);
+  }
+  return z;
+}
+
+}  // namespace mpx::detail

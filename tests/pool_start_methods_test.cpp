@@ -1,0 +1,258 @@
+// Pools and executors whose workers come from spawn or forkserver (mpx/pool.hpp): the
+// zygote is a new run of this program, handed the pool's shared memory; results,
+// initializers, maxtasksperchild, crashes and the end of the pool are as under fork.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "mpx/context.hpp"
+#include "mpx/errors.hpp"
+#include "mpx/futures.hpp"
+#include "mpx/pool.hpp"
+#include "process/start_methods.hpp"
+#include "support/leak_check.hpp"
+#include "support/start_methods.hpp"
+#include "support/watchdog.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using mpx::StartMethod;
+
+int square(int x) {
+  return x * x;
+}
+int my_pid(int) {
+  return static_cast<int>(::getpid());
+}
+int segfault(int) {
+  ::raise(SIGSEGV);
+  return 0;
+}
+std::string worker_name(int) {
+  return mpx::current_process().name();
+}
+void sleep_forever(int) {
+  for (;;)
+    ::pause();
+}
+
+// Set by the initializer in each worker; 0 in a worker that did not run it.
+int g_initialized_with = 0;
+void remember(int value, std::string text) {
+  g_initialized_with = value + static_cast<int>(text.size());
+}
+int initialized_with(int) {
+  return g_initialized_with;
+}
+
+const auto* const g_forkserver_env =
+    ::testing::AddGlobalTestEnvironment(new mpx_test::StartTheForkserver);
+
+std::vector<int> iota_vec(int n) {
+  std::vector<int> v(static_cast<std::size_t>(n));
+  for (int i = 0; i < n; ++i)
+    v[static_cast<std::size_t>(i)] = i;
+  return v;
+}
+std::vector<int> squares(int n) {
+  std::vector<int> v = iota_vec(n);
+  for (int& x : v)
+    x *= x;
+  return v;
+}
+
+std::string method_name(const ::testing::TestParamInfo<StartMethod>& param) {
+  return std::string(mpx::start_method_name(param.param));
+}
+
+class PoolStartMethods : public ::testing::TestWithParam<StartMethod> {
+ protected:
+  mpx::Context ctx() const { return mpx::Context(GetParam()); }
+  mpx::PoolOptions options() const {
+    mpx::PoolOptions o;
+    o.context = GetParam();
+    return o;
+  }
+};
+
+TEST_P(PoolStartMethods, MapApplyAsyncAndImapReturnTheResults) {
+  mpx_test::Watchdog dog(120s, "a spawn or forkserver pool's map, apply_async, imap");
+  auto pool = ctx().Pool(3);
+  EXPECT_EQ(pool.map(square, iota_vec(200)), squares(200));
+  EXPECT_EQ(pool.map(square, iota_vec(200), 1), squares(200));
+  EXPECT_EQ(pool.apply_async(square, 12).get(60s), 144);
+  EXPECT_EQ(pool.apply(square, 5), 25);
+  std::vector<int> got;
+  for (int r : pool.imap(square, iota_vec(100)))
+    got.push_back(r);
+  EXPECT_EQ(got, squares(100));
+  // A captureless lambda is a portable callable too.
+  EXPECT_EQ(pool.apply_async([](int x) { return x + 1; }, 41).get(60s), 42);
+  // The workers are forks of a new run of the program, named as Python names them.
+  EXPECT_EQ(pool.apply(worker_name, 0),
+            GetParam() == StartMethod::spawn ? "SpawnPoolWorker" : "ForkServerPoolWorker");
+  pool.close();
+  pool.join();
+}
+
+TEST_P(PoolStartMethods, InitializerRunsInEveryWorker) {
+  mpx_test::Watchdog dog(120s, "a spawn or forkserver pool with an initializer");
+  auto o = options();
+  o.initializer(remember, 40, std::string("xy"));
+  mpx::Pool pool(2, o);
+  // Every task (in whichever worker) sees what its worker's initializer set.
+  std::vector<int> seen = pool.map(initialized_with, iota_vec(64), 1);
+  EXPECT_EQ(seen, std::vector<int>(64, 42));
+  // This process never ran it.
+  EXPECT_EQ(g_initialized_with, 0);
+}
+
+TEST_P(PoolStartMethods, MaxtasksperchildReplacesWorkers) {
+  mpx_test::Watchdog dog(120s, "a spawn or forkserver pool with maxtasksperchild");
+  auto o = options();
+  o.maxtasksperchild = 1;
+  o.initializer(remember, 1, std::string("a"));
+  mpx::Pool pool(2, o);
+  std::set<int> pids;
+  for (int i = 0; i < 6; ++i) {
+    pids.insert(pool.apply(my_pid, i));
+    // Each replacement ran the initializer too.
+    EXPECT_EQ(pool.apply(initialized_with, i), 2);
+  }
+  EXPECT_EQ(pids.size(), 6U);
+}
+
+TEST_P(PoolStartMethods, SegfaultingTaskFailsAloneAndPoolGoesOn) {
+  mpx_test::Watchdog dog(120s, "a spawn or forkserver pool after a crashing task");
+  mpx::Pool pool(2, options());
+  auto r = pool.apply_async(segfault, 0);
+  mpx_test::expect_lost_to_segfault(r);
+  EXPECT_EQ(pool.map(square, iota_vec(50), 1), squares(50));
+}
+
+TEST_P(PoolStartMethods, ExecutorWithAContextSubmitsAndReturns) {
+  mpx_test::Watchdog dog(120s, "a spawn or forkserver ProcessPoolExecutor");
+  mpx::ProcessPoolExecutor ex(2, {.context = ctx()});
+  auto f = ex.submit(square, 9);
+  EXPECT_EQ(f.result(60s), 81);
+  std::vector<int> got;
+  for (int r : ex.map(square, iota_vec(20)))
+    got.push_back(r);
+  EXPECT_EQ(got, squares(20));
+  ex.shutdown();
+}
+
+// After close() + join(), and after terminate() with a task running: no worker, zygote,
+// fd or /dev/shm entry is left (the leak check of every test says so too).
+TEST_P(PoolStartMethods, NothingLeftAfterJoinOrTerminate) {
+  mpx_test::Watchdog dog(120s, "the end of a spawn or forkserver pool");
+  const auto fds = mpx_test::open_fds();
+  {
+    mpx::Pool pool(2, options());
+    EXPECT_EQ(pool.apply(square, 3), 9);
+    pool.close();
+    pool.join();
+  }
+  EXPECT_EQ(mpx_test::open_fds(), fds);
+  EXPECT_TRUE(mpx_test::child_processes().empty());
+  std::vector<int> workers;
+  {
+    mpx::Pool pool(2, options());
+    auto r = pool.apply_async(sleep_forever, 0);
+    workers = pool.map(my_pid, iota_vec(8), 1);
+    pool.terminate();
+    pool.join();
+    EXPECT_THROW(r.get(60s), mpx::CancelledError);
+  }
+  EXPECT_EQ(mpx_test::open_fds(), fds);
+  EXPECT_TRUE(mpx_test::child_processes().empty());
+  for (int pid : workers)  // gone, not merely orphaned
+    EXPECT_NE(::kill(pid, 0), 0) << pid;
+}
+
+// A lock another thread holds when the pool is built (a std::mutex, and malloc's by a
+// thread that allocates in a loop) does not reach its workers: each takes that lock in
+// its initializer and allocates.
+std::mutex g_held;
+void take_the_held_lock() {
+  std::lock_guard lock(g_held);
+  std::vector<std::string> v(100, std::string(100, 'x'));
+  static_cast<void>(v);
+}
+
+TEST_P(PoolStartMethods, ThreadsHoldingLocksDoNotReachTheWorkers) {
+  mpx_test::Watchdog dog(240s, "spawn or forkserver pools built while threads hold locks");
+  std::atomic<bool> stop{false};
+  std::mutex started;
+  started.lock();
+  std::thread holder([&] {
+    std::lock_guard lock(g_held);
+    started.unlock();
+    while (!stop.load())
+      std::this_thread::yield();
+  });
+  std::thread allocator([&] {
+    while (!stop.load()) {
+      std::vector<std::string> v(64, std::string(200, 'y'));
+      static_cast<void>(v);
+    }
+  });
+  started.lock();  // g_held is held from here on
+  auto o = options();
+  o.initializer(take_the_held_lock);
+  int wrong = 0;
+  for (int i = 0; i < 20; ++i) {
+    mpx::Pool pool(2, o);
+    if (pool.map(square, iota_vec(10), 1) != squares(10)) ++wrong;
+  }
+  stop = true;
+  holder.join();
+  allocator.join();
+  started.unlock();
+  EXPECT_EQ(wrong, 0);
+}
+
+TEST_P(PoolStartMethods, WithoutInitThePoolThrowsTheClearError) {
+  mpx::detail::set_init_called(false);
+  try {
+    mpx::Pool pool(1, options());
+    ADD_FAILURE() << "a pool started without mpx::init";
+  } catch (const mpx::InvalidStateError& e) {
+    EXPECT_NE(std::string(e.what()).find("mpx::init(argc, argv)"), std::string::npos) << e.what();
+  }
+  mpx::detail::set_init_called(true);
+}
+
+INSTANTIATE_TEST_SUITE_P(All, PoolStartMethods,
+                         ::testing::Values(StartMethod::spawn, StartMethod::forkserver),
+                         method_name);
+
+// The program's start method is a pool's default; fork_map forks whatever it is.
+TEST(PoolDefaultStartMethod, FollowsTheProgramsAndForkMapStillForks) {
+  mpx_test::Watchdog dog(120s, "a pool under the program's start method");
+  struct Restore {
+    ~Restore() { mpx::set_start_method("fork", true); }
+  } restore;
+  {
+    mpx::Pool pool(1);
+    EXPECT_EQ(pool.apply(worker_name, 0), "MainProcess");  // a fork of this process
+  }
+  mpx::set_start_method("spawn", true);
+  int captured = 10;
+  mpx::Pool pool(1);
+  EXPECT_EQ(pool.apply(worker_name, 0), "SpawnPoolWorker");
+  // fork_map's workers are forks of this process: they see `captured`.
+  EXPECT_EQ(mpx::fork_map([&](int x) { return x + captured; }, iota_vec(3), 1),
+            (std::vector<int>{10, 11, 12}));
+}
+
+}  // namespace
