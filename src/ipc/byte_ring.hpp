@@ -36,6 +36,21 @@ inline void ring_copy_in(std::byte* data, std::size_t capacity, uint64_t pos, co
   if (n > first) std::memcpy(data, src + first, n - first);
 }
 
+// Fetches the cache line at p in a state that lets this CPU write it (a hint).
+inline void prefetch_for_write(const std::byte* p) noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  // PREFETCHW: a no-op on the x86 processors that lack it.
+  asm volatile("prefetchw %0" ::"m"(*p));
+#else
+  __builtin_prefetch(p, 1);
+#endif
+}
+
+// Fetches the cache line at p for reading (a hint).
+inline void prefetch_for_read(const std::byte* p) noexcept {
+  __builtin_prefetch(p, 0);
+}
+
 // Copies n bytes from position `pos` of such a ring.
 inline void ring_copy_out(const std::byte* data, std::size_t capacity, uint64_t pos, std::byte* dst,
                           std::size_t n) noexcept {

@@ -43,16 +43,6 @@ constexpr std::size_t align64(std::size_t n) noexcept {
 
 constexpr std::size_t kHeaderBytes = align64(sizeof(RingHeader));
 
-// Fetches the cache line at p in a state that lets this CPU write it (a hint).
-inline void prefetch_for_write(const std::byte* p) noexcept {
-#if defined(__x86_64__) || defined(__i386__)
-  // PREFETCHW: a no-op on the x86 processors that lack it.
-  asm volatile("prefetchw %0" ::"m"(*p));
-#else
-  __builtin_prefetch(p, 1);
-#endif
-}
-
 // A connection's whole one-chunk message of at most kSmallMessage bytes: one that readers
 // may take without the read lock (Ring::read_small()).
 bool is_small(const ChunkHeader& c) noexcept {
@@ -460,6 +450,12 @@ bool Ring::read_small(ReserveFn reserve, void* ctx, bool spin) {
       continue;  // another reader took it
     }
     if (i++ >= spins) return false;
+    // Ask for the two lines after the commit word's as well: a message's bytes then cross
+    // to this CPU while it waits, not one line after another once it is committed (the
+    // writer's stores take them back if they are not written yet). Measured on the 2-vCPU
+    // VM: 0.82 -> 0.74 us a round trip (0.247 -> 0.238 where the vCPUs share a cache).
+    prefetch_for_read(data_ + ((t + 64) & (h_->capacity - 1)));
+    prefetch_for_read(data_ + ((t + 128) & (h_->capacity - 1)));
     cpu_relax();
   }
 }
