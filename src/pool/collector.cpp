@@ -231,6 +231,7 @@ bool ProcessCollector::collect(ProcessImpl& impl, ReadyRef ready, const Deadline
       continue;
     }
     if (spin && i % 32 != 0) {
+      impl.prefetch_results();
       cpu_relax();
       continue;
     }

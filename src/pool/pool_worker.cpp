@@ -265,6 +265,7 @@ class WorkerLoop {
       int64_t start = monotonic_ns();
       for (int i = 1;; ++i) {
         if (ring.readable() != 0) break;
+        ring.prefetch_next();
         cpu_relax();
         if (i % 64 != 0) continue;
         int64_t now = monotonic_ns();

@@ -138,6 +138,11 @@ class ProcessImpl final : public Engine::Impl {
     return avg_task_ns_.load(std::memory_order_relaxed) >= kShortTaskNs;
   }
   // Whether some outbox has bytes (a hint: no lock).
+  // While a collector spins: the next results' lines (ByteRing::prefetch_next()).
+  void prefetch_results() const noexcept {
+    for (std::size_t i = 0; i < slots_.size(); ++i)
+      pool_->slot(i).outbox.prefetch_next();
+  }
   bool results_readable() const noexcept {
     for (std::size_t i = 0; i < slots_.size(); ++i)
       if (pool_->slot(i).outbox.readable() != 0) return true;
