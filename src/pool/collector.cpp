@@ -5,10 +5,33 @@
 #include <sched.h>
 
 #include <algorithm>
+#include <chrono>
+#include <thread>
 
 #include "pool/process_engine.hpp"
 
 namespace mpx::detail {
+
+namespace {
+
+// try_lock until the deadline, yielding, then napping 50 us between tries. Not a
+// std::timed_mutex: GCC 12's try_lock_until(steady_clock) is pthread_mutex_clocklock,
+// which ThreadSanitizer does not intercept (it then reports unlocks of unlocked
+// mutexes). The reader holds the lock for short stretches, and only a timed wait for a
+// result comes here while another thread reads.
+bool lock_until(std::unique_lock<std::mutex>& lock, const Deadline& deadline) {
+  for (int tries = 0; !lock.try_lock(); ++tries) {
+    if (deadline.expired()) return false;
+    if (tries < 16)
+      ::sched_yield();
+    else
+      std::this_thread::sleep_for(
+          std::min<Deadline::Clock::duration>(deadline.remaining(), std::chrono::microseconds(50)));
+  }
+  return true;
+}
+
+}  // namespace
 
 bool ProcessImpl::collect(bool on_supervisor, bool if_free, const Deadline& deadline) {
   if (!results_readable()) return false;
@@ -18,7 +41,7 @@ bool ProcessImpl::collect(bool on_supervisor, bool if_free, const Deadline& dead
     // deadline. Readers run no user callback under this lock; a result's decoding, at most.
     if (deadline.is_never()) {
       read_lock.lock();
-    } else if (!read_lock.try_lock_until(*deadline.when())) {
+    } else if (!lock_until(read_lock, deadline)) {
       return false;
     }
   } else if (reader_.load(std::memory_order_relaxed) == std::this_thread::get_id() ||

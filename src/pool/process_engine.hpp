@@ -352,7 +352,7 @@ class ProcessImpl final : public Engine::Impl {
   int fork_error_ = 0;                     // the last failed fork's (ZygoteMessage::status)
   std::atomic<bool> restarts_due_{false};  // start_due_workers() has work (or may)
   // Under read_mutex_ (taken before `mutex`):
-  std::timed_mutex read_mutex_;
+  std::mutex read_mutex_;
   std::atomic<std::thread::id> reader_{};  // the thread that holds read_mutex_ (in collect())
   std::vector<ReadState> reads_;
   std::vector<Frame> frames_;
