@@ -306,12 +306,75 @@ TEST(Managers, ProxyTravelsThroughAPipe) {
   Child child([&b]() {
     auto got = b.recv<mpx::DictProxy<int, int>>();
     got.setitem(1, 100);
+    // Several in one message: each connects while the message is being decoded.
+    auto several = b.recv<std::vector<mpx::DictProxy<int, int>>>();
+    several.at(2).setitem(2, several.at(0).getitem(1) + several.at(1).getitem(1));
     b.send(0);
   });
   a.send(d);
+  a.send(std::vector{d, d, d});  // each takes its transit hold while the message is encoded
   EXPECT_EQ(a.recv<int>(), 0);
   EXPECT_EQ(d.getitem(1), 100);
+  EXPECT_EQ(d.getitem(2), 200);
   EXPECT_EQ(child.join(), 0);
+}
+
+// A manager's server serving in a thread of this process, stopped on the way out.
+struct ServingHere {
+  mpx::ManagerServer server;
+  std::thread thread{[this] { server.serve_forever(); }};
+  ~ServingHere() {
+    server.stop();
+    thread.join();
+  }
+};
+
+// Until the server has `objects` shared objects and `clients` connections (30 s at most).
+bool server_reaches(const mpx::ManagerServer& server, std::size_t objects, std::size_t clients) {
+  const auto start = Clock::now();
+  while (server.counts() != std::pair{objects, clients}) {
+    if (Clock::now() - start > 30s) return false;
+    std::this_thread::sleep_for(5ms);  // polling the server's counts, not a synchronisation
+  }
+  return true;
+}
+
+// A proxy sent to another process keeps its object alive until the receiver decodes it,
+// though the sender's proxy is gone by then; one never decoded lets go after the hold.
+TEST(Managers, AProxyInTransitKeepsItsObject) {
+  mpx::SyncManager manager("127.0.0.1:0", std::string("k"));
+  manager.set_transit_hold(300ms);
+  ServingHere here{manager.get_server()};
+  mpx::ManagerServer& server = here.server;
+  mpx::SyncManager client(server.address(), std::string("k"));
+  auto [a, b] = mpx::Pipe();
+  {
+    auto d = client.dict<int, int>();
+    d.setitem(1, 100);
+    a.send(d);
+    server.set_transit_hold(30s);  // the next holds: long enough for the receiver
+    a.send(d);
+  }
+  ASSERT_TRUE(server_reaches(server, 1, 0));  // the sender's reference is gone, not the object
+  Child receiver([&b] {
+    // The first's hold may have expired by now; the second's keeps the object.
+    auto first = b.recv<mpx::DictProxy<int, int>>();
+    auto second = b.recv<mpx::DictProxy<int, int>>();
+    if (first.getitem(1) != 100 || second.getitem(1) != 100) std::_Exit(3);
+  });
+  EXPECT_EQ(receiver.join(), 0);
+  // The receiver's reference replaced the hold; it went with the receiver.
+  EXPECT_TRUE(server_reaches(server, 0, 0));
+  // Never decoded: the object goes when the hold expires.
+  server.set_transit_hold(300ms);
+  mpx::Bytes in_transit;
+  {
+    auto d = client.dict<int, int>();
+    in_transit = mpx::encode(d);
+  }
+  EXPECT_TRUE(server_reaches(server, 0, 0));
+  using Dict = mpx::DictProxy<int, int>;
+  EXPECT_THROW((void)mpx::decode<Dict>(in_transit), mpx::KeyError);
 }
 
 TEST(Managers, ServeForeverInThisProcess) {

@@ -28,7 +28,7 @@
 // acquired and did not release come back (never above the initial value: a semaphore
 // used as a signal gains nothing when its consumer dies). One thread at a time
 // per proxy object: give each thread its own copy. A proxy passed to another process
-// must stay open in the sender until the receiver has decoded it.
+// keeps its object alive until the receiver has decoded it (set_transit_hold).
 // Errors raised by a method on the server reach the caller as the mpx error of the same
 // Python name (KeyError, IndexError, Empty, Full, ValueError, BrokenBarrierError,
 // AttributeError for a method not exposed), else as RemoteError.
@@ -58,6 +58,8 @@ detail::Method expose(F fn) {
 }
 
 namespace detail {
+// How long the server keeps the reference of a proxy in transit (encoded, not yet decoded).
+inline constexpr std::chrono::milliseconds kDefaultTransitHold = std::chrono::hours(1);
 using NamedObjects = std::map<std::string, std::pair<std::string, Bytes>>;
 struct ServerState;
 template <class Obj>
@@ -92,6 +94,8 @@ class ManagerServer {
   void stop() noexcept;  // from any thread; idempotent
   // Live shared objects and connected clients (diagnostics).
   std::pair<std::size_t, std::size_t> counts() const;
+  // How long a proxy in transit keeps its object alive (BaseManager::set_transit_hold).
+  void set_transit_hold(std::chrono::milliseconds hold);
 
  private:
   std::shared_ptr<detail::ServerState> state_;
@@ -125,6 +129,12 @@ class BaseManager {
   const std::string& authkey() const noexcept { return authkey_; }
   // The server's process id (start() only).
   pid_t pid() const noexcept { return server_pid_; }
+  // A proxy encoded to be sent (through a queue, a pipe, as a task argument) keeps its
+  // object alive on the server until a receiver decodes it, even when the sender's
+  // proxies are gone by then; one never decoded (its receiver died) lets go after `hold`
+  // (default 1 hour). Not in Python (whose sender must keep its proxy until then).
+  // Before start()/get_server().
+  void set_transit_hold(std::chrono::milliseconds hold) noexcept { transit_hold_ = hold; }
 
   // Python's register(typeid, callable): the server makes one object of P's type
   // (constructor arguments as P::make_args takes them) on the first get<P>(name) and
@@ -174,6 +184,7 @@ class BaseManager {
   std::string authkey_;
   detail::NamedObjects named_;
   pid_t server_pid_ = 0;
+  std::chrono::milliseconds transit_hold_ = detail::kDefaultTransitHold;
   std::shared_ptr<void> process_;  // the server's mpx::Process (start())
 };
 

@@ -35,6 +35,7 @@ BaseManager& BaseManager::operator=(BaseManager&& other) noexcept {
     authkey_ = std::move(other.authkey_);
     named_ = std::move(other.named_);
     server_pid_ = std::exchange(other.server_pid_, 0);
+    transit_hold_ = other.transit_hold_;
     process_ = std::move(other.process_);
   }
   return *this;
@@ -48,7 +49,9 @@ BaseManager::~BaseManager() {
 }
 
 ManagerServer BaseManager::get_server() {
-  return ManagerServer(address_, family_, authkey_, named_);
+  ManagerServer server(address_, family_, authkey_, named_);
+  server.set_transit_hold(transit_hold_);
+  return server;
 }
 
 void BaseManager::start() {

@@ -55,8 +55,12 @@ Connection manager_connect(const Token& token) {
 
 Bytes manager_request(Connection& connection, Op op, std::uint64_t id, std::string_view name,
                       Bytes args) {
-  connection.send(Request(static_cast<std::uint8_t>(op), id, std::string(name), std::move(args)));
-  auto [kind, type, message, result] = connection.recv<Reply>();
+  // Not send()/recv<>(): their thread's scratch buffers may hold the message that is
+  // being encoded or decoded around this request (a proxy taking its transit hold while
+  // it is encoded, or connecting while it is decoded).
+  connection.send_bytes(
+      encode(Request(static_cast<std::uint8_t>(op), id, std::string(name), std::move(args))));
+  auto [kind, type, message, result] = decode<Reply>(connection.recv_bytes());
   if (kind != 0) throw_remote(type, message);
   return std::move(result);
 }
@@ -78,18 +82,17 @@ BaseProxy& BaseProxy::operator=(const BaseProxy& other) {
   return *this;
 }
 
-void BaseProxy::adopt(ProxyToken token) {
+void BaseProxy::adopt(ProxyToken token, std::uint64_t hold) {
   Connection connection = detail::manager_connect(token);
-  detail::manager_request(connection, detail::Op::incref, token.id, {}, {});
+  detail::manager_request(connection, detail::Op::incref, token.id, {},
+                          hold ? encode(hold) : Bytes{});
   token_ = std::move(token);
   connection_ = std::move(connection);
   pid_ = ::getpid();
   mu_ = std::make_shared<std::mutex>();
 }
 
-Bytes BaseProxy::call_raw(std::string_view method_name, Bytes args) {
-  if (token_.id == 0) throw InvalidStateError("the proxy refers to no shared object");
-  std::lock_guard lock(*mu_);
+Connection& BaseProxy::connection_here() const {
   if (pid_ != ::getpid()) {
     // Inherited through fork: the socket is the parent's; take our own reference.
     Connection inherited = std::move(connection_);
@@ -99,7 +102,20 @@ Bytes BaseProxy::call_raw(std::string_view method_name, Bytes args) {
     connection_ = std::move(connection);
     pid_ = ::getpid();
   }
-  return detail::manager_request(connection_, detail::Op::call, token_.id, method_name,
+  return connection_;
+}
+
+std::uint64_t BaseProxy::hold_for_transit() const {
+  if (token_.id == 0) return 0;
+  std::lock_guard lock(*mu_);
+  return decode<std::uint64_t>(
+      detail::manager_request(connection_here(), detail::Op::hold, token_.id, {}, {}));
+}
+
+Bytes BaseProxy::call_raw(std::string_view method_name, Bytes args) {
+  if (token_.id == 0) throw InvalidStateError("the proxy refers to no shared object");
+  std::lock_guard lock(*mu_);
+  return detail::manager_request(connection_here(), detail::Op::call, token_.id, method_name,
                                  std::move(args));
 }
 

@@ -27,6 +27,12 @@ struct Entry {
   long refs = 0;
 };
 
+// A reference held for a proxy in transit (Op::hold), until claimed or expired.
+struct Hold {
+  std::uint64_t object = 0;
+  std::chrono::steady_clock::time_point expires;
+};
+
 struct ClientThread {
   std::thread thread;
   sys::Fd socket;  // a duplicate of the accepted socket: stop() shuts it down
@@ -52,6 +58,8 @@ std::string error_type(const std::exception& e) {
 
 // Connections served at once; more are closed at accept (each costs a thread).
 constexpr std::size_t kMaxClients = 1024;
+// How often serve_forever looks for expired transit holds.
+constexpr std::chrono::milliseconds kHoldCheck{250};
 
 struct ServerState {
   Listener listener;
@@ -63,6 +71,9 @@ struct ServerState {
   std::unordered_map<std::uint64_t, Entry> objects;
   std::map<std::string, std::uint64_t> named_ids;
   std::uint64_t next_id = 1;
+  std::unordered_map<std::uint64_t, Hold> holds;  // by hold id
+  std::uint64_t next_hold = 1;
+  std::chrono::milliseconds transit_hold{kDefaultTransitHold};
   std::list<ClientThread> clients;  // guarded by mu
   std::uint64_t next_client = 1;
 
@@ -97,9 +108,21 @@ struct ServerState {
       }
       case Op::incref: {
         std::lock_guard lock(mu);
-        ++find(id)->refs;
+        // With a hold's id (a decoded proxy): the sender's transit reference becomes ours.
+        auto h = args.empty() ? holds.end() : holds.find(decode<std::uint64_t>(args));
+        if (h != holds.end() && h->second.object == id)
+          holds.erase(h);
+        else
+          ++find(id)->refs;
         ++held[id];
         return encode(std::monostate{});
+      }
+      case Op::hold: {
+        std::lock_guard lock(mu);
+        ++find(id)->refs;
+        const std::uint64_t hold = next_hold++;
+        holds[hold] = Hold{id, std::chrono::steady_clock::now() + transit_hold};
+        return encode(hold);
       }
       case Op::named: {
         std::unique_lock lock(mu);
@@ -140,6 +163,33 @@ struct ServerState {
     throw ValueError("unknown manager request");
   }
 
+  // Drops n references to object id (under mu); an object without references moves to
+  // `dying`, to be destroyed outside the lock.
+  void unref_locked(std::uint64_t id, long n, std::vector<std::shared_ptr<void>>& dying) {
+    auto it = objects.find(id);
+    if (it == objects.end()) return;
+    it->second.refs -= n;
+    if (it->second.refs <= 0) {
+      dying.push_back(std::move(it->second.object));
+      objects.erase(it);
+    }
+  }
+
+  // Drops the transit holds nobody claimed in time.
+  void expire_holds() {
+    std::vector<std::shared_ptr<void>> dying;
+    std::lock_guard lock(mu);
+    const auto now = std::chrono::steady_clock::now();
+    for (auto it = holds.begin(); it != holds.end();) {
+      if (it->second.expires > now) {
+        ++it;
+        continue;
+      }
+      unref_locked(it->second.object, 1, dying);
+      it = holds.erase(it);
+    }
+  }  // `lock` goes before `dying`: the objects are destroyed outside it
+
   void release(std::map<std::uint64_t, long>& held, std::uint64_t client) {
     std::vector<std::shared_ptr<void>> dying;  // destroyed outside the lock
     std::vector<std::pair<std::shared_ptr<void>, const ObjectType*>> notify;
@@ -149,11 +199,7 @@ struct ServerState {
         auto it = objects.find(id);
         if (it == objects.end()) continue;
         if (it->second.type->client_gone) notify.emplace_back(it->second.object, it->second.type);
-        it->second.refs -= n;
-        if (it->second.refs <= 0) {
-          dying.push_back(std::move(it->second.object));
-          objects.erase(it);
-        }
+        unref_locked(id, n, dying);
       }
     }
     for (auto& [object, type] : notify)
@@ -264,8 +310,9 @@ std::pair<std::size_t, std::size_t> ManagerServer::counts() const {
 void ManagerServer::serve_forever() {
   ServerState& s = *state_;
   while (!s.stopping) {
-    const auto ready = mpx::wait({s.listener.fileno(), s.stop_read.get()});
+    const auto ready = mpx::wait({s.listener.fileno(), s.stop_read.get()}, detail::kHoldCheck);
     s.reap(false);
+    s.expire_holds();
     if (s.stopping) break;
     if (ready.empty() || ready[0].fd() != s.listener.fileno()) continue;
     Connection connection;
@@ -290,7 +337,13 @@ void ManagerServer::serve_forever() {
   }
   s.reap(true);
   std::lock_guard lock(s.mu);
+  s.holds.clear();
   s.objects.clear();
+}
+
+void ManagerServer::set_transit_hold(std::chrono::milliseconds hold) {
+  std::lock_guard lock(state_->mu);
+  state_->transit_hold = hold;
 }
 
 }  // namespace mpx

@@ -125,7 +125,9 @@ std::function<std::shared_ptr<void>(std::span<const std::byte>)> maker() {
 }
 
 // Requests of the manager protocol (mpx codec, over a Listener/Client connection).
-enum class Op : std::uint8_t { create = 1, incref, call, named, shutdown, ping };
+// hold: a reference for a proxy in transit (its encoded form), until a receiver's incref
+// with the hold's id claims it or the server's transit hold expires.
+enum class Op : std::uint8_t { create = 1, incref, call, named, shutdown, ping, hold };
 using Request = std::tuple<std::uint8_t, std::uint64_t, std::string, Bytes>;
 // kind 0: result; 1: an error (type name, message).
 using Reply = std::tuple<std::uint8_t, std::string, std::string, Bytes>;
@@ -163,22 +165,29 @@ class BaseProxy {
   }
   Bytes call_raw(std::string_view method_name, Bytes args);
 
+  // Encoding a proxy (to send it to another process) takes a reference on the server for
+  // it in transit, so that the object outlives this proxy until a receiver decodes it
+  // (the receiver's reference replaces the transit one) or the manager's transit hold
+  // expires (BaseManager::set_transit_hold).
   template <class Archive>
   void save(Archive& ar) const {
-    ar(token_);
+    ar(token_, hold_for_transit());
   }
   template <class Archive>
   void load(Archive& ar) {
     ProxyToken token;
-    ar(token);
-    adopt(std::move(token));
+    std::uint64_t hold = 0;
+    ar(token, hold);
+    if (token.id != 0) adopt(std::move(token), hold);
   }
 
  private:
-  void adopt(ProxyToken token);  // connect and take a reference
+  void adopt(ProxyToken token, std::uint64_t hold = 0);  // connect and take a reference
+  std::uint64_t hold_for_transit() const;                // 0 for an empty proxy
+  Connection& connection_here() const;                   // reconnects after a fork; under mu_
   ProxyToken token_;
-  Connection connection_;
-  pid_t pid_ = 0;
+  mutable Connection connection_;
+  mutable pid_t pid_ = 0;
   std::shared_ptr<std::mutex> mu_ = std::make_shared<std::mutex>();
 };
 
