@@ -14,6 +14,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <mutex>
 #include <sstream>
 #include <stdexcept>
@@ -21,18 +22,22 @@
 #include <thread>
 #include <vector>
 
+#include "mpx/connection.hpp"
 #include "mpx/errors.hpp"
 #include "mpx/queues.hpp"
 #include "mpx/shared_memory.hpp"
 #include "mpx/sharedctypes.hpp"
 #include "mpx/synchronize.hpp"
+#include "support/leak_check.hpp"
 #include "support/start_methods.hpp"
+#include "support/watchdog.hpp"
 #include "sys/fd.hpp"
 
 namespace {
 
 using namespace std::chrono_literals;
 using mpx::StartMethod;
+using Lines = mpx::SimpleQueue<std::string>;
 
 // Targets: plain functions, so that they reach a child that is not a fork.
 void do_nothing() {}
@@ -297,6 +302,97 @@ TEST_P(StartMethods, KilledChildHoldingAContextsLockLeavesItRecoverable) {
   lock.release();
 }
 
+// Pipe ends and barriers made by the context reach the child and work both ways.
+void echo_doubled(mpx::Connection c) {
+  for (int x = c.recv<int>(); x >= 0; x = c.recv<int>())
+    c.send(2 * x);
+}
+void say_hello(mpx::Connection writer) {
+  writer.send(std::string("hello"));
+}
+
+TEST_P(StartMethods, ContextsPipeEndsReachTheChild) {
+  auto [mine, theirs] = ctx().Pipe();
+  mpx::Process p = ctx().Process(echo_doubled, std::move(theirs));
+  p.start();
+  for (int i = 0; i < 100; ++i) {
+    mine.send(i);
+    ASSERT_EQ(mine.recv<int>(), 2 * i);
+  }
+  mine.send(-1);
+  p.join(60s);
+  EXPECT_EQ(p.exitcode(), 0);
+  EXPECT_THROW(mine.recv<int>(), mpx::EOFError);  // the child's end closed with it
+
+  auto [reader, writer] = ctx().Pipe(false);
+  mpx::Process q = ctx().Process(say_hello, std::move(writer));
+  q.start();
+  EXPECT_EQ(reader.recv<std::string>(), "hello");
+  q.join(60s);
+  EXPECT_EQ(q.exitcode(), 0);
+  EXPECT_THROW(reader.recv<std::string>(), mpx::EOFError);
+}
+
+void meet_twice(mpx::Barrier b, Lines out) {
+  out.put(std::to_string(b.wait()));
+  out.put(std::to_string(b.wait()));
+}
+// Waits alone at a barrier that needs two: its default timeout (which travelled) breaks it.
+void wait_alone(mpx::Barrier b) {
+  try {
+    b.wait();
+  } catch (const mpx::BrokenBarrierError&) {
+    mpx::exit(3);
+  }
+}
+
+TEST_P(StartMethods, ContextsBarrierReachesTheChild) {
+  auto b = ctx().Barrier(2);
+  Lines out;
+  mpx::Process p = ctx().Process(meet_twice, b, out);
+  p.start();
+  for (int round = 0; round < 2; ++round) {
+    const unsigned mine = b.wait(60s);
+    const unsigned theirs = static_cast<unsigned>(std::stoi(out.get()));
+    EXPECT_EQ(mine + theirs, 1u);  // 0 and 1, one each
+  }
+  p.join(60s);
+  EXPECT_EQ(p.exitcode(), 0);
+
+  auto timed = ctx().Barrier(2, std::function<void()>{}, 200ms);
+  EXPECT_EQ(run(GetParam(), ctx().Process(wait_alone, timed)), 3);
+  EXPECT_TRUE(timed.broken());
+}
+
+// A child killed while it holds a pipe end and waits at a barrier: the parent's end reads
+// EOF, the barrier breaks, and no fd or child is left behind.
+void hold_and_wait(mpx::Connection c, mpx::Barrier b) {
+  c.send(1);
+  b.wait();
+}
+
+TEST_P(StartMethods, KilledChildWithAPipeEndAndABarrierLeavesNothing) {
+  const auto fds_before = mpx_test::open_fds();
+  {
+    auto [mine, theirs] = ctx().Pipe();
+    auto b = ctx().Barrier(3);
+    mpx::Process p = ctx().Process(hold_and_wait, std::move(theirs), b);
+    p.start();
+    EXPECT_EQ(mine.recv<int>(), 1);
+    mpx_test::Watchdog dog(60s, "the child's wait at the barrier");
+    while (b.n_waiting() < 1)
+      std::this_thread::yield();
+    p.kill();
+    p.join();
+    EXPECT_EQ(p.exitcode(), -SIGKILL);
+    EXPECT_THROW(mine.recv<int>(), mpx::EOFError);
+    EXPECT_THROW(mine.send(2), mpx::BrokenPipeError);
+    EXPECT_THROW(b.wait(60s), mpx::BrokenBarrierError);  // noticed the dead participant
+  }
+  EXPECT_TRUE(mpx_test::child_processes().empty());
+  EXPECT_EQ(mpx_test::open_fds(), fds_before);
+}
+
 INSTANTIATE_TEST_SUITE_P(All, StartMethods,
                          ::testing::Values(StartMethod::fork, StartMethod::spawn,
                                            StartMethod::forkserver),
@@ -316,20 +412,28 @@ TEST_P(NotForked, CapturingTargetIsRefusedAtStart) {
 }
 
 TEST_P(NotForked, ObjectsSharedByForkOnlyAreRefusedAtStart) {
-  mpx::Lock lock;  // by its constructor: an anonymous mapping, passed on by fork only
-  mpx::Process p(
-      mpx::ProcessOptions{.context = GetParam()}, [](mpx::Lock) {}, lock);
+  // Made by their constructor (or mpx::Pipe()): an anonymous mapping, passed on by fork only.
+  auto refused = [this](auto object, const char* what) {
+    mpx::Process p(
+        mpx::ProcessOptions{.context = GetParam()}, [](decltype(object)) {}, std::move(object));
+    try {
+      p.start();
+      ADD_FAILURE() << what << " made outside a context reached a child that is not a fork";
+    } catch (const mpx::ValueError& e) {
+      EXPECT_NE(std::string(e.what()).find("factory"), std::string::npos) << e.what();
+    }
+  };
+  refused(mpx::Lock(), "a Lock");
+  refused(mpx::Barrier(2), "a Barrier");
+  refused(std::move(mpx::Pipe().first), "a Pipe end");
+  // A Barrier's action is this process's: it cannot travel.
+  mpx::Process q = ctx().Process([](mpx::Barrier) {}, ctx().Barrier(2, [] {}));
   try {
-    p.start();
-    FAIL() << "a Lock made by its constructor reached a child that is not a fork";
+    q.start();
+    ADD_FAILURE() << "a Barrier with an action reached a child that is not a fork";
   } catch (const mpx::ValueError& e) {
-    EXPECT_NE(std::string(e.what()).find("make it with that context's factory"), std::string::npos)
-        << e.what();
+    EXPECT_NE(std::string(e.what()).find("with an action"), std::string::npos) << e.what();
   }
-  mpx::Barrier barrier(2);  // cannot travel at all
-  mpx::Process q(
-      mpx::ProcessOptions{.context = GetParam()}, [](mpx::Barrier) {}, barrier);
-  EXPECT_THROW(q.start(), mpx::ValueError);
 }
 
 // A lock another thread holds at start() (a std::mutex, and malloc's, by a thread that

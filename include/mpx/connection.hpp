@@ -33,6 +33,7 @@
 
 #include "mpx/codec.hpp"
 #include "mpx/detail/deadline.hpp"
+#include "mpx/detail/handoff_trait.hpp"
 #include "mpx/detail/scratch.hpp"
 #include "mpx/errors.hpp"
 
@@ -143,6 +144,7 @@ class Connection {
   friend Connection detail::socket_connection(std::unique_ptr<detail::SocketStream> stream);
   friend detail::SocketStream* detail::socket_stream(Connection& connection) noexcept;
   friend struct detail::ConnectionAccess;
+  friend struct detail::Handoff<Connection>;
   friend std::vector<detail::Waitable> detail::wait_objects(
       const std::vector<detail::Waitable>& objects, const detail::Deadline& deadline);
   explicit Connection(std::unique_ptr<Impl> impl) noexcept;
@@ -192,6 +194,17 @@ class Waitable {
 }  // namespace detail
 
 using Waitable = detail::Waitable;
+
+// A Pipe end handed to a spawn or forkserver child (mpx/context.hpp): the memfd of its
+// rings and its sockets travel. Only a spawn or forkserver Context's Pipe() keeps a
+// memfd; other ends are refused (ValueError), as are Listener/Client connections.
+namespace detail {
+template <>
+struct Handoff<Connection> {
+  static void save(const Connection& c, HandoffWriter& w);
+  static Connection load(HandoffReader& r);
+};
+}  // namespace detail
 
 // Waits until at least one of `objects` is ready and returns the ready ones, in the
 // order given (multiprocessing.connection.wait). Connections are ready when recv would

@@ -22,12 +22,14 @@
 // mpx objects among a spawn or forkserver target's arguments: a Queue, JoinableQueue,
 // SimpleQueue or SharedMemory arrives working in the child (its memfd or shared memory
 // object travels by SCM_RIGHTS; the child's handle shares the parent's). So do a Lock,
-// RLock, Semaphore, BoundedSemaphore, Event, Condition, Value, Array, RawValue or
-// RawArray made by a spawn or forkserver Context (ctx.Lock(), ctx.Value<int>(0)), as in
-// Python; made by their constructors they live in an anonymous mapping that only fork
-// passes on, and start() throws ValueError saying so. A Barrier (its action is this
-// process's) or a Pipe end cannot reach such a child in this release: a compile-time
-// error through a Context, a ValueError at start() through ProcessOptions.
+// RLock, Semaphore, BoundedSemaphore, Event, Condition, Barrier, Value, Array, RawValue,
+// RawArray or Pipe end (a Connection, moved in) made by a spawn or forkserver Context
+// (ctx.Lock(), ctx.Value<int>(0), ctx.Pipe()), as in Python; made by their constructors
+// (or mpx::Pipe()) they live in an anonymous mapping that only fork passes on, and
+// start() throws ValueError saying so. A handed-off Pipe end behaves as under fork: the
+// parent drops its copy at start(), and the other end sees EOF when the child dies. A
+// Barrier with an action cannot travel (the action is this process's): ValueError. A
+// Listener/Client connection cannot travel in this release: ValueError.
 //
 // Thread safety: all functions may be called from any thread.
 #pragma once
@@ -109,7 +111,10 @@ class Context {
   mpx::SimpleQueue<T> SimpleQueue(A&&... a) const {
     return mpx::SimpleQueue<T>(std::forward<A>(a)...);
   }
-  std::pair<Connection, Connection> Pipe(bool duplex = true) const { return mpx::Pipe(duplex); }
+  std::pair<Connection, Connection> Pipe(bool duplex = true) const {
+    const Shareable keep(method_);
+    return mpx::Pipe(duplex);
+  }
   template <class... A>
   mpx::Lock Lock(A&&... a) const {
     const Shareable keep(method_);

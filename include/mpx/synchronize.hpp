@@ -10,9 +10,10 @@
 // Python object passed to a child: `Lock b = a;` is a second name for `a`, and a child
 // forked after construction shares it with its parent. The mapping is unmapped when the
 // last handle in a process goes away; other processes keep their own mappings.
-// Across fork: inherited (the child shares the state). Not usable across exec/spawn, and
-// not by unrelated processes (place your own state in a named SharedMemory for that).
-// OS resources: one shared anonymous page per object; no fd, nothing to unlink.
+// Across fork: inherited (the child shares the state). A spawn or forkserver child gets
+// only those made by that Context's factories (ctx.Lock(), ctx.Barrier(n): a memfd page,
+// mpx/context.hpp). Not by unrelated processes (use a named SharedMemory for that).
+// OS resources: one shared anonymous page per object (a Context's: and its memfd).
 // Keep a handle to a Lock/RLock alive while holding it: dropping the last handle in a
 // process that holds the lock unmaps a mutex the thread's robust list still names.
 //
@@ -79,6 +80,8 @@ class KeepBlockFds {
  public:
   KeepBlockFds() noexcept;
   ~KeepBlockFds();
+  // Whether one lives on the calling thread (for the other shared pages: a Pipe's rings).
+  static bool active() noexcept;
   KeepBlockFds(const KeepBlockFds&) = delete;
   KeepBlockFds& operator=(const KeepBlockFds&) = delete;
 };
@@ -388,6 +391,10 @@ class Barrier {
   unsigned wait_until(const detail::Deadline& deadline) const;
 
  private:
+  friend struct detail::Handoff<Barrier>;
+  Barrier(std::shared_ptr<detail::BarrierState> state,
+          std::optional<std::chrono::duration<double>> timeout) noexcept
+      : state_(std::move(state)), timeout_(timeout) {}
   std::shared_ptr<detail::BarrierState> state_;
   std::function<void()> action_;
   std::optional<std::chrono::duration<double>> timeout_;
@@ -428,6 +435,31 @@ struct Handoff<Condition> {
     r.get(&index, 1);
     if (index == 0) return adopt_condition(Handoff<Lock>::load(r), fd);
     return adopt_condition(Handoff<RLock>::load(r), fd);
+  }
+};
+// A Barrier: its page's memfd and its default timeout. Its action is a function of this
+// process, which cannot travel: a Barrier with one is refused (ValueError).
+template <>
+struct Handoff<Barrier> {
+  static void save(const Barrier& b, HandoffWriter& w) {
+    if (b.action_) {
+      throw ValueError(
+          "mpx: a Barrier with an action cannot reach a spawn or forkserver child: the action "
+          "is a function of this process. Make the Barrier without one (the last to arrive "
+          "can tell from wait()'s index, parties() - 1) or use the fork start method");
+    }
+    w.put_fd(handoff_block_fd(b.state_.get(), "mpx::Barrier"));
+    const double timeout = b.timeout_ ? b.timeout_->count() : -1.0;
+    w.put(&timeout, sizeof timeout);
+  }
+  static Barrier load(HandoffReader& r) {
+    std::shared_ptr<void> block = adopt_shared_block(r.take_fd());
+    double timeout = -1.0;
+    r.get(&timeout, sizeof timeout);
+    std::optional<std::chrono::duration<double>> t;
+    if (timeout >= 0) t.emplace(timeout);
+    return Barrier(std::shared_ptr<BarrierState>(block, static_cast<BarrierState*>(block.get())),
+                   t);
   }
 };
 }  // namespace detail

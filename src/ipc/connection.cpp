@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <atomic>
@@ -17,6 +18,7 @@
 #include "ipc/ring.hpp"
 #include "ipc/ring_upgrade.hpp"
 #include "ipc/socket_stream.hpp"
+#include "mpx/synchronize.hpp"
 #include "sys/fd.hpp"
 #include "sys/mapping.hpp"
 #include "sys/syscall.hpp"
@@ -40,8 +42,13 @@ struct Connection::Impl {
   }
 
   std::shared_ptr<sys::Mapping> mapping;  // shared by both ends while in one process
-  sys::Fd in_socket;                      // data bells in, room bells out
-  sys::Fd out_socket;                     // room bells in, data bells out
+  // The memfd under `mapping` when the pipe was made for a child that is not a fork (a
+  // spawn or forkserver Context's Pipe()), and where this end's rings are in it.
+  std::shared_ptr<sys::Fd> memory;
+  std::size_t in_offset = 0;
+  std::size_t out_offset = 0;
+  sys::Fd in_socket;   // data bells in, room bells out
+  sys::Fd out_socket;  // room bells in, data bells out
   detail::Doorbell in_bell;
   detail::Doorbell out_bell;
   detail::Ring in;   // messages to this end (absent on a write-only end)
@@ -139,9 +146,12 @@ namespace {
 // One end over rings in `mapping`: receiving through `in` (with its bell socket), sending
 // through `out`; either may be absent (nullptr).
 Connection ring_end(const std::shared_ptr<sys::Mapping>& mapping, std::byte* in, sys::Fd in_socket,
-                    std::byte* out, sys::Fd out_socket) {
+                    std::byte* out, sys::Fd out_socket, std::shared_ptr<sys::Fd> memory = nullptr) {
   auto impl = std::make_unique<Connection::Impl>();
   impl->mapping = mapping;
+  impl->memory = std::move(memory);
+  if (in) impl->in_offset = static_cast<std::size_t>(in - mapping->bytes());
+  if (out) impl->out_offset = static_cast<std::size_t>(out - mapping->bytes());
   impl->in_socket = std::move(in_socket);
   impl->out_socket = std::move(out_socket);
   impl->in_bell.fd = impl->in_socket.get();
@@ -175,7 +185,14 @@ std::pair<Connection, Connection> Pipe(bool duplex, std::size_t capacity) {
       detail::Ring::round_capacity(capacity == 0 ? detail::Ring::kDefaultPipeCapacity : capacity);
   const std::size_t ring_bytes = detail::Ring::region_size(cap);
   const int rings = duplex ? 2 : 1;
-  auto mapping = std::make_shared<sys::Mapping>(sys::map_anonymous_shared(ring_bytes * rings));
+  // For a child that is not a fork (a spawn or forkserver Context's Pipe), over a memfd
+  // that can travel; else an anonymous mapping, which fork passes on.
+  std::shared_ptr<sys::Fd> memory;
+  if (detail::KeepBlockFds::active())
+    memory = std::make_shared<sys::Fd>(sys::memfd("mpx-pipe", ring_bytes * rings));
+  auto mapping =
+      std::make_shared<sys::Mapping>(memory ? sys::map_shared(memory->get(), ring_bytes * rings)
+                                            : sys::map_anonymous_shared(ring_bytes * rings));
   std::byte* region[2] = {mapping->bytes(), mapping->bytes() + ring_bytes};
   for (int i = 0; i < rings; ++i)
     detail::Ring::init(region[i], cap, 0);
@@ -188,15 +205,70 @@ std::pair<Connection, Connection> Pipe(bool duplex, std::size_t capacity) {
   if (duplex) {
     // a receives through region[0] and sends through region[1]; b the other way round.
     Connection a = ring_end(mapping, region[0], std::move(pair[0].first), region[1],
-                            std::move(pair[1].second));
+                            std::move(pair[1].second), memory);
     Connection b = ring_end(mapping, region[1], std::move(pair[1].first), region[0],
-                            std::move(pair[0].second));
+                            std::move(pair[0].second), memory);
     return {std::move(a), std::move(b)};
   }
-  Connection reader = ring_end(mapping, region[0], std::move(pair[0].first), nullptr, sys::Fd());
-  Connection writer = ring_end(mapping, nullptr, sys::Fd(), region[0], std::move(pair[0].second));
+  Connection reader =
+      ring_end(mapping, region[0], std::move(pair[0].first), nullptr, sys::Fd(), memory);
+  Connection writer =
+      ring_end(mapping, nullptr, sys::Fd(), region[0], std::move(pair[0].second), memory);
   return {std::move(reader), std::move(writer)};
 }
+
+namespace detail {
+
+namespace {
+// What travels with a handed-off end besides its fds.
+struct EndLayout {
+  std::uint64_t in_offset;
+  std::uint64_t out_offset;
+  bool has_in;
+  bool has_out;
+};
+}  // namespace
+
+void Handoff<Connection>::save(const Connection& c, HandoffWriter& w) {
+  const Connection::Impl* impl = c.impl_.get();
+  if (!impl) throw ValueError("mpx: a closed Connection cannot be handed to a child");
+  if (impl->stream) {
+    throw ValueError(
+        "mpx: a Listener/Client connection cannot reach a spawn or forkserver child in this "
+        "release; let the child connect with mpx::Client itself, or use the fork start method");
+  }
+  if (!impl->memory) {
+    throw ValueError(
+        "mpx: this Pipe end's rings live in an anonymous mapping that only fork passes on, so "
+        "it cannot reach a spawn or forkserver child: make the pipe with that context's "
+        "factory (mpx::get_context(\"spawn\").Pipe())");
+  }
+  w.put_fd(impl->memory->get());
+  const EndLayout layout{impl->in_offset, impl->out_offset, impl->has_in, impl->has_out};
+  w.put(&layout, sizeof layout);
+  if (impl->has_in) w.put_fd(impl->in_socket.get());
+  if (impl->has_out) w.put_fd(impl->out_socket.get());
+}
+
+Connection Handoff<Connection>::load(HandoffReader& r) {
+  auto memory = std::make_shared<sys::Fd>(r.take_fd());
+  EndLayout layout{};
+  r.get(&layout, sizeof layout);
+  sys::Fd in_socket, out_socket;
+  if (layout.has_in) in_socket = sys::Fd(r.take_fd());
+  if (layout.has_out) out_socket = sys::Fd(r.take_fd());
+  struct stat st {};
+  sys::call("fstat(pipe)", [&] { return ::fstat(memory->get(), &st); });
+  const auto size = static_cast<std::size_t>(st.st_size);
+  if ((layout.has_in && layout.in_offset >= size) || (layout.has_out && layout.out_offset >= size))
+    throw std::runtime_error("mpx: a handed-off Pipe end does not fit its rings");
+  auto mapping = std::make_shared<sys::Mapping>(sys::map_shared(memory->get(), size));
+  std::byte* in = layout.has_in ? mapping->bytes() + layout.in_offset : nullptr;
+  std::byte* out = layout.has_out ? mapping->bytes() + layout.out_offset : nullptr;
+  return ring_end(mapping, in, std::move(in_socket), out, std::move(out_socket), std::move(memory));
+}
+
+}  // namespace detail
 
 Connection::Connection() noexcept = default;
 Connection::Connection(std::unique_ptr<Impl> impl) noexcept : impl_(std::move(impl)) {}

@@ -318,8 +318,8 @@ StartedChild start_not_forked(const ChildIdentity& self, StartMethod method,
                      "function pointer, a captureless lambda, an empty function object or one "
                      "with serialize()) whose arguments have a codec or are mpx objects that "
                      "can travel (queues, SharedMemory, a Context's locks, semaphores, events, "
-                     "conditions, values, arrays). A capturing lambda, a Barrier or a Pipe end "
-                     "can only reach a child by fork; pass captured values as arguments");
+                     "conditions, barriers, values, arrays, Pipe ends). A capturing lambda can "
+                     "only reach a child by fork; pass captured values as arguments");
   }
   const std::vector<std::byte> bytes = encode_order(order);
   StartedChild started;

@@ -57,6 +57,9 @@ KeepBlockFds::KeepBlockFds() noexcept {
 KeepBlockFds::~KeepBlockFds() {
   --t_keep_fds;
 }
+bool KeepBlockFds::active() noexcept {
+  return t_keep_fds > 0;
+}
 
 std::shared_ptr<void> allocate_shared_block(std::size_t size) {
   if (t_keep_fds > 0) return memfd_block(sys::memfd("mpx-sync", size), size);

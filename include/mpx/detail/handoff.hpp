@@ -163,8 +163,8 @@ constexpr void require_spawnable() {
   static_assert((Sendable<Args> && ...),
                 "mpx: an argument of a Context's Process cannot reach a spawn or forkserver "
                 "child: it has no codec and is no mpx object that can travel (queues, "
-                "SharedMemory, and the Context's locks, semaphores, events, conditions, values "
-                "and arrays can; a Barrier or Pipe end cannot). Give its type a cereal "
+                "SharedMemory, and the Context's locks, semaphores, events, conditions, "
+                "barriers, values, arrays and Pipe ends can). Give its type a cereal "
                 "serialize() function, pass a supported type (mpx/codec.hpp), or use the "
                 "fork start method.");
 }
