@@ -26,6 +26,7 @@
 #include "mpx/queues.hpp"
 #include "mpx/synchronize.hpp"
 #include "support/leak_check.hpp"
+#include "support/start_methods.hpp"
 #include "sys/fd.hpp"
 #include "sys/pidfd.hpp"
 
@@ -99,17 +100,8 @@ std::string method_name(const ::testing::TestParamInfo<StartMethod>& param) {
   return std::string(mpx::start_method_name(param.param));
 }
 
-// The forkserver lives as long as this binary: started before the first test, so that
-// the leak check does not count it against the test that used it first.
-class StartTheForkserver : public ::testing::Environment {
- public:
-  void SetUp() override {
-    mpx::Process p = mpx::get_context("forkserver").Process([] {});
-    p.start();
-    p.join();
-  }
-};
-const auto* const g_forkserver_env = ::testing::AddGlobalTestEnvironment(new StartTheForkserver);
+const auto* const g_forkserver_env =
+    ::testing::AddGlobalTestEnvironment(new mpx_test::StartTheForkserver);
 
 class ProcessMethods : public ::testing::TestWithParam<StartMethod> {
  protected:
