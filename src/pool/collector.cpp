@@ -58,6 +58,9 @@ bool ProcessImpl::collect(bool on_supervisor, bool if_free, const Deadline& dead
   for (std::size_t i = 0; i < slots_.size(); ++i)
     progress |= read_frames(i, frames_);
   if (frames_.empty()) return progress;
+  // A caller collecting results soon clears `collecting` (collector_leaving()), a line
+  // the workers just read: ask for it now, so that its store does not wait for it.
+  if (!on_supervisor) prefetch_for_write(reinterpret_cast<const std::byte*>(&header_->collecting));
   bool handed_off = false;
   {
     auto lock = lock_soon(mutex);
