@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <memory>
 #include <mutex>
 #include <set>
 #include <string>
@@ -17,8 +18,10 @@
 #include "mpx/errors.hpp"
 #include "mpx/futures.hpp"
 #include "mpx/pool.hpp"
+#include "mpx/queues.hpp"
 #include "process/start_methods.hpp"
 #include "support/leak_check.hpp"
+#include "support/proc_state.hpp"
 #include "support/start_methods.hpp"
 #include "support/watchdog.hpp"
 
@@ -137,6 +140,60 @@ TEST_P(PoolStartMethods, SegfaultingTaskFailsAloneAndPoolGoesOn) {
   auto r = pool.apply_async(segfault, 0);
   mpx_test::expect_lost_to_segfault(r);
   EXPECT_EQ(pool.map(square, iota_vec(50), 1), squares(50));
+}
+
+TEST_P(PoolStartMethods, TaskOverItsTimeoutIsKilledAndItsWorkerReplaced) {
+  mpx_test::Watchdog dog(120s, "a spawn or forkserver pool with a per-task timeout");
+  auto o = options();
+  o.timeout = 300ms;
+  mpx::Pool pool(1, o);
+  const int before = pool.apply(my_pid, 0);
+  auto slow = pool.apply_async(sleep_forever, 0);
+  auto next = pool.apply_async(my_pid, 0);
+  EXPECT_THROW(slow.get(60s), mpx::TimeoutError);
+  EXPECT_NE(next.get(60s), before);
+}
+
+// Built on a thread that is not the main thread (the spawn then runs on mpx's forker
+// thread), used and ended on another.
+TEST_P(PoolStartMethods, PoolBuiltOnAnotherThread) {
+  mpx_test::Watchdog dog(120s, "a spawn or forkserver pool built on another thread");
+  std::unique_ptr<mpx::Pool> pool;
+  std::thread([&] { pool = std::make_unique<mpx::Pool>(2, options()); }).join();
+  EXPECT_EQ(pool->map(square, iota_vec(30), 1), squares(30));
+  std::thread([&] { pool.reset(); }).join();
+}
+
+// The owner of a spawn or forkserver pool killed with SIGKILL: its zygote and workers die
+// with it (nothing orphaned runs on).
+void build_pool_and_wait(StartMethod method, mpx::Queue<std::vector<int>> out) {
+  mpx::PoolOptions o;
+  o.context = method;
+  mpx::Pool pool(2, o);
+  out.put(pool.map(my_pid, iota_vec(8), 1));
+  for (;;)
+    ::pause();
+}
+
+bool gone(int pid) {
+  const char state = mpx_test::proc_state(std::to_string(pid));
+  return state == '?' || state == 'Z' || state == 'X';
+}
+
+TEST_P(PoolStartMethods, WorkersDieWithTheKilledOwner) {
+  mpx_test::Watchdog dog(120s, "the workers of a killed pool owner");
+  mpx::Queue<std::vector<int>> pids;
+  mpx::Process owner(build_pool_and_wait, GetParam(), pids);
+  owner.start();
+  const std::vector<int> workers = pids.get(60s);
+  ASSERT_FALSE(workers.empty());
+  owner.kill();
+  owner.join();
+  for (int pid : workers) {
+    for (int i = 0; i < 3000 && !gone(pid); ++i)
+      std::this_thread::sleep_for(10ms);  // polling the kernel's state: bounded, 30 s
+    EXPECT_TRUE(gone(pid)) << "worker " << pid << " outlived its pool's owner";
+  }
 }
 
 TEST_P(PoolStartMethods, ExecutorWithAContextSubmitsAndReturns) {
