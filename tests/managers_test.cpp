@@ -17,6 +17,7 @@
 #include "mpx/connection.hpp"
 #include "mpx/listener.hpp"
 #include "mpx/process.hpp"
+#include "mpx/queues.hpp"
 #include "support/child.hpp"
 #include "support/leak_check.hpp"
 
@@ -347,19 +348,19 @@ TEST(Managers, AProxyInTransitKeepsItsObject) {
   ServingHere here{manager.get_server()};
   mpx::ManagerServer& server = here.server;
   mpx::SyncManager client(server.address(), std::string("k"));
-  auto [a, b] = mpx::Pipe();
+  mpx::Queue<mpx::DictProxy<int, int>> queue;
   {
     auto d = client.dict<int, int>();
     d.setitem(1, 100);
-    a.send(d);
+    queue.put(d);
     server.set_transit_hold(30s);  // the next holds: long enough for the receiver
-    a.send(d);
+    queue.put(d);
   }
   ASSERT_TRUE(server_reaches(server, 1, 0));  // the sender's reference is gone, not the object
-  Child receiver([&b] {
+  Child receiver([&queue] {
     // The first's hold may have expired by now; the second's keeps the object.
-    auto first = b.recv<mpx::DictProxy<int, int>>();
-    auto second = b.recv<mpx::DictProxy<int, int>>();
+    auto first = queue.get();
+    auto second = queue.get();
     if (first.getitem(1) != 100 || second.getitem(1) != 100) std::_Exit(3);
   });
   EXPECT_EQ(receiver.join(), 0);
