@@ -488,6 +488,56 @@ TEST(QueueTest, AProducerKilledBetweenCountingAndPublishingLeavesQsizeExact) {
   EXPECT_FALSE(q.try_get(50ms));
 }
 
+// Kills the calling process once the item it is putting is committed (its commit word
+// stored), before it published the ring's head.
+void die_between_committing_and_publishing() {
+  mpx::detail::set_commit_hook([](mpx::detail::CommitStep step) noexcept {
+    if (step == mpx::detail::CommitStep::kCommitted) ::raise(SIGKILL);
+  });
+}
+
+TEST(JoinableQueueTest, AProducerKilledAfterCommittingDeliversItsItemOnceAndLeavesCountsExact) {
+  mpx::JoinableQueue<int> q;
+  q.put(1);
+  Child victim([&] {
+    die_between_committing_and_publishing();
+    q.put(2);
+  });
+  EXPECT_EQ(victim.join(), -SIGKILL);
+  // The item was whole and committed: it is in the queue, counted once.
+  EXPECT_EQ(q.qsize(), 2u);
+  EXPECT_EQ(q.get(), 1);
+  EXPECT_EQ(q.get(1s), 2);
+  EXPECT_FALSE(q.try_get(50ms));
+  EXPECT_EQ(q.qsize(), 0u);
+  q.task_done();
+  EXPECT_FALSE(q.join(0ms));
+  q.task_done();
+  EXPECT_TRUE(q.join(10s));
+  q.put(3);  // the next producer finds the ring as the dead one left it
+  EXPECT_EQ(q.qsize(), 1u);
+  EXPECT_EQ(q.get(), 3);
+  q.task_done();
+  EXPECT_TRUE(q.join(0ms));
+}
+
+TEST(QueueTest, AConsumerTakesTheItemOfAProducerKilledAfterCommittingBeforeAnyRepair) {
+  mpx::Queue<int> q;
+  Child victim([&] {
+    die_between_committing_and_publishing();
+    q.put(1);
+  });
+  EXPECT_EQ(victim.join(), -SIGKILL);
+  EXPECT_EQ(q.get(1s), 1);  // no qsize() or put() has repaired head yet
+  EXPECT_EQ(q.qsize(), 0u);
+  q.put(2);
+  q.put(3);
+  EXPECT_EQ(q.qsize(), 2u);
+  EXPECT_EQ(q.get(), 2);
+  EXPECT_EQ(q.get(), 3);
+  EXPECT_FALSE(q.try_get(50ms));
+}
+
 TEST(QueueTest, AConsumerKilledBetweenCountingAndPublishingLeavesTheItemAndQsizeExact) {
   mpx::Queue<int> q;
   q.put(1);

@@ -27,12 +27,9 @@ struct ChunkHeader {
 };
 static_assert(sizeof(ChunkHeader) == 16);
 
-// Bytes before a chunk's header: connections put the chunk's commit word there (see
-// ring.hpp); queues nothing.
-template <bool kCounted>
-inline constexpr uint64_t kCommitBytes = kCounted ? 0 : sizeof(uint64_t);
-template <bool kCounted>
-inline constexpr uint64_t kHeadBytes = kCommitBytes<kCounted> + sizeof(ChunkHeader);
+// Bytes before a chunk's header: the chunk's commit word (see ring.hpp).
+inline constexpr uint64_t kCommitBytes = sizeof(uint64_t);
+inline constexpr uint64_t kHeadBytes = kCommitBytes + sizeof(ChunkHeader);
 
 constexpr uint64_t align8(uint64_t n) noexcept {
   return (n + 7) & ~uint64_t{7};
@@ -196,7 +193,7 @@ Ring::Ring(void* region, Doorbell* bell) noexcept
 
 uint64_t Ring::qsize() noexcept {
   repair_if_abandoned();
-  // items_put is raised before the head store that lets a reader take the item, so
+  // items_put is raised before the commit that lets a reader take the item, so
   // reading got first never yields got > put.
   uint64_t got = h_->items_got.load(std::memory_order_seq_cst);
   uint64_t put = h_->items_put.load(std::memory_order_seq_cst);
@@ -327,13 +324,11 @@ bool Ring::write_locked(std::span<const std::span<const std::byte>> parts, const
   bool first = true;
   do {
     const uint64_t want = std::min<uint64_t>(remaining, h.max_chunk);
-    constexpr uint64_t kCommit = kCommitBytes<kCounted>;
-    constexpr uint64_t kHead = kHeadBytes<kCounted>;
-    const uint64_t need = align8(kHead + want);
+    const uint64_t need = align8(kHeadBytes + want);
     // Stream large messages in whatever room there is (at least 1/16 of the ring) so
-    // that writer and reader copy at the same time. A connection also needs the word
-    // after the chunk: it clears the next commit word there.
-    const uint64_t least = std::min<uint64_t>(need, align8(kHead + cap / 16)) + kCommit;
+    // that writer and reader copy at the same time. The writer also needs the word after
+    // the chunk: it clears the next commit word there.
+    const uint64_t least = std::min<uint64_t>(need, align8(kHeadBytes + cap / 16)) + kCommitBytes;
     if (cap - (head - h.cached_tail) < least) {
       auto room = [&] {
         h.cached_tail = h.tail.load(std::memory_order_seq_cst);
@@ -344,12 +339,12 @@ bool Ring::write_locked(std::span<const std::span<const std::byte>> parts, const
         return false;  // an unfinished message is abandoned; readers drop it
       }
     }
-    const uint64_t room = cap - (head - h.cached_tail) - kCommit;
-    const uint64_t length = std::min<uint64_t>(want, (room - kHead) & ~uint64_t{7});
+    const uint64_t room = cap - (head - h.cached_tail) - kCommitBytes;
+    const uint64_t length = std::min<uint64_t>(want, (room - kHeadBytes) & ~uint64_t{7});
     const bool last = length == remaining;
     ChunkHeader c{total, static_cast<uint32_t>(length), (first ? kFirst : 0) | (last ? kLast : 0)};
-    copy_in(head + kCommit, reinterpret_cast<const std::byte*>(&c), sizeof(c));
-    uint64_t pos = head + kHead;
+    copy_in(head + kCommitBytes, reinterpret_cast<const std::byte*>(&c), sizeof(c));
+    uint64_t pos = head + kHeadBytes;
     uint64_t left = length;
     while (left > 0) {
       auto part = parts[part_index];
@@ -366,15 +361,11 @@ bool Ring::write_locked(std::span<const std::span<const std::byte>> parts, const
     while (part_index < parts.size() && parts[part_index].empty())
       ++part_index;
     const uint64_t start = head;
-    head += align8(kHead + length);
-    if constexpr (kCommit != 0) {
-      commit_word(head).store(0, std::memory_order_relaxed);
-      commit_word(start).store(start + 1, std::memory_order_release);
-      run_commit_hook(CommitStep::kCommitted);
-    }
-    // Queues count items. Connections have no qsize or join, and their round trip is
-    // measurably slower with the counting code merely present on its path (1.05 -> 1.2 us
-    // when the two CPUs share no cache): they get an instance without it.
+    head += align8(kHeadBytes + length);
+    // Queues count items, before the commit (see ring.hpp). Connections have no qsize or
+    // join, and their round trip is measurably slower with the counting code merely
+    // present on its path (1.05 -> 1.2 us when the two CPUs share no cache): they get an
+    // instance without it.
     const bool count = kCounted && last;
     if (count) {
       const uint64_t tasks = h.tasks_put.load(std::memory_order_relaxed);
@@ -383,6 +374,9 @@ bool Ring::write_locked(std::span<const std::span<const std::byte>> parts, const
       if (count_task) h.tasks_put.store(tasks + 1, std::memory_order_relaxed);
       run_commit_hook(CommitStep::kCounted);
     }
+    commit_word(head).store(0, std::memory_order_relaxed);
+    commit_word(start).store(start + 1, std::memory_order_release);
+    run_commit_hook(CommitStep::kCommitted);
     h.head.store(head, std::memory_order_release);
     if (count) journal_end(h.write_journal);
     // Ask now for the lines the next message of this size will fill, so that its stores
@@ -390,7 +384,7 @@ bool Ring::write_locked(std::span<const std::span<const std::byte>> parts, const
     // reader's CPU. Measured on a VM whose two vCPUs share no cache: 5 -> 8-9 M ints/s.
     // The line holding the end of this message is left alone: the reader is about to
     // read it.
-    const uint64_t lines = std::min<uint64_t>(4, (kHead + length) / 64 + 2);
+    const uint64_t lines = std::min<uint64_t>(4, (kHeadBytes + length) / 64 + 2);
     const uint64_t next_line = (head + 63) & ~uint64_t{63};
     for (uint64_t k = 0; k < lines; ++k)
       prefetch_for_write(data_ + ((next_line + 64 * k) & (cap - 1)));
@@ -444,7 +438,7 @@ bool Ring::read_small(ReserveFn reserve, void* ctx, bool spin) {
     const uint64_t t = h_->tail.load(std::memory_order_acquire);
     if (commit_word(t).load(std::memory_order_acquire) == t + 1) {
       ChunkHeader c;
-      copy_out(t + kCommitBytes<false>, reinterpret_cast<std::byte*>(&c), sizeof(c));
+      copy_out(t + kCommitBytes, reinterpret_cast<std::byte*>(&c), sizeof(c));
       if (!is_small(c)) return false;  // (if torn, the locked path looks again)
       if (take_small(t, c.length, reserve, ctx)) return true;
       continue;  // another reader took it
@@ -462,12 +456,12 @@ bool Ring::read_small(ReserveFn reserve, void* ctx, bool spin) {
 
 bool Ring::take_small(uint64_t t, uint32_t length, ReserveFn reserve, void* ctx) {
   std::byte stage[kSmallMessage];
-  copy_out(t + kHeadBytes<false>, stage, length);
+  copy_out(t + kHeadBytes, stage, length);
   // The copy is good if the tail is still at the chunk: then no writer can have touched
   // it. The exchange orders the copy before it (release) and the caller's look at the
   // writers' sleeping flag after it.
   uint64_t expected = t;
-  if (!h_->tail.compare_exchange_strong(expected, t + align8(kHeadBytes<false> + length),
+  if (!h_->tail.compare_exchange_strong(expected, t + align8(kHeadBytes + length),
                                         std::memory_order_seq_cst))
     return false;
   if (std::byte* dest = reserve(ctx, length)) std::memcpy(dest, stage, length);
@@ -477,27 +471,24 @@ bool Ring::take_small(uint64_t t, uint32_t length, ReserveFn reserve, void* ctx)
 template <bool kCounted>
 bool Ring::read_locked(ReserveFn reserve, void* ctx, const Deadline& deadline, bool spun) {
   RingHeader& h = *h_;
-  constexpr uint64_t kHead = kHeadBytes<kCounted>;
   // A connection's small messages may be taken by readers without the lock
   // (read_small()): the tail can move under us, but only forward past such a message.
   uint64_t t = h.tail.load(std::memory_order_acquire);
   if constexpr (!kCounted) h.cached_head = std::max(h.cached_head, t);
-  // cached_head: how far chunks are known to be complete (never behind t). A connection's
-  // reader learns it from the chunk at t itself: polling the writer's head line too
-  // would slow every message down (0.22 -> 0.29 us a round trip). It looks at head only
+  // cached_head: how far chunks are known to be complete (never behind t). The reader
+  // learns it from the chunk at t itself: polling the writer's head line too would slow
+  // every message down (0.22 -> 0.29 us a connection's round trip). It looks at head only
   // now and then, for a chunk whose commit word is not what it should be (the ring's
   // memory overwritten by a stranger); the chunk is then dropped below.
   unsigned polls = 0;
   auto ready = [&] {
-    if constexpr (!kCounted) {
-      // A reader without the lock took the message at t: the loop moves on to the tail.
-      if (h.tail.load(std::memory_order_relaxed) != t) return true;
-      if (const uint64_t end = committed_end(t); end != 0) {
-        h.cached_head = std::max(h.cached_head, end);
-        return true;
-      }
-      if (++polls % 64 != 0) return false;
+    // A reader without the lock took the message at t: the loop moves on to the tail.
+    if (!kCounted && h.tail.load(std::memory_order_relaxed) != t) return true;
+    if (const uint64_t end = committed_end(t); end != 0) {
+      h.cached_head = std::max(h.cached_head, end);
+      return true;
     }
+    if (++polls % 64 != 0) return false;
     h.cached_head = std::max(h.cached_head, h.head.load(std::memory_order_seq_cst));
     return h.cached_head != t;
   };
@@ -531,7 +522,7 @@ bool Ring::read_locked(ReserveFn reserve, void* ctx, const Deadline& deadline, b
     }
 
     ChunkHeader c;
-    copy_out(t + kCommitBytes<kCounted>, reinterpret_cast<std::byte*>(&c), sizeof(c));
+    copy_out(t + kCommitBytes, reinterpret_cast<std::byte*>(&c), sizeof(c));
     if constexpr (!kCounted) {
       // Still at the tail after reading the header: then the header is not torn, and a
       // chunk that is not a small message stays ours.
@@ -547,7 +538,7 @@ bool Ring::read_locked(ReserveFn reserve, void* ctx, const Deadline& deadline, b
         continue;  // another reader took it: the tail check above moves on
       }
     }
-    const uint64_t size = align8(kHead + c.length);
+    const uint64_t size = align8(kHeadBytes + c.length);
     if (c.length > h.max_chunk || size > h.cached_head - t) {
       // Not a chunk a writer of this ring could have made: drop everything published.
       t = h.cached_head;
@@ -566,7 +557,7 @@ bool Ring::read_locked(ReserveFn reserve, void* ctx, const Deadline& deadline, b
       if (got + c.length > total) {
         mid = false;
       } else {
-        if (dest) copy_out(t + kHead, dest + got, c.length);
+        if (dest) copy_out(t + kHeadBytes, dest + got, c.length);
         got += c.length;
       }
     }
@@ -610,25 +601,23 @@ void Ring::repair_reader() {
 uint64_t Ring::committed_end(uint64_t at) const noexcept {
   if (commit_word(at).load(std::memory_order_seq_cst) != at + 1) return 0;
   ChunkHeader c;  // complete: its commit word was stored after it
-  copy_out(at + kCommitBytes<false>, reinterpret_cast<std::byte*>(&c), sizeof(c));
+  copy_out(at + kCommitBytes, reinterpret_cast<std::byte*>(&c), sizeof(c));
   if (c.length > h_->max_chunk) return 0;  // not a chunk a writer could have made
-  return at + align8(kHeadBytes<false> + c.length);
+  return at + align8(kHeadBytes + c.length);
 }
 
 bool Ring::has_data() const noexcept {
-  // A connection's head may lag its tail, after a writer died (see ring.hpp).
+  // Head may lag the tail, after a writer died (see ring.hpp).
   const uint64_t t = h_->tail.load(std::memory_order_acquire);
-  return h_->head.load(std::memory_order_acquire) > t || (bell_ && committed_end(t) != 0);
+  return h_->head.load(std::memory_order_acquire) > t || committed_end(t) != 0;
 }
 
 void Ring::repair_writer() {
-  if (bell_) {
-    // A connection's writer that died between committing chunks and publishing head.
-    uint64_t head = h_->head.load(std::memory_order_relaxed);
-    while (const uint64_t end = committed_end(head))
-      head = end;
-    h_->head.store(head, std::memory_order_seq_cst);
-  }
+  // A writer that died between committing chunks and publishing head.
+  uint64_t head = h_->head.load(std::memory_order_relaxed);
+  while (const uint64_t end = committed_end(head))
+    head = end;
+  h_->head.store(head, std::memory_order_seq_cst);
   std::atomic<uint64_t>* counts[2] = {&h_->items_put, &h_->tasks_put};
   // One task fewer may be what join() waits for.
   if (journal_repair(h_->write_journal, h_->head, counts)) notify(h_->join_word);

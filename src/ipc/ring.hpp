@@ -6,17 +6,17 @@
 // (bytes published by writers) and `tail` (bytes consumed by readers) only grow; the
 // bytes in [tail, head) are whole chunks:
 //
-//   chunk = { u64 total message size, u32 payload length, u32 flags } payload, padding to 8
+//   chunk = u64 commit word, { u64 total message size, u32 payload length, u32 flags }
+//           payload, padding to 8
 //
-// A connection's chunk starts with one more word, its commit word: the writer stores
-// `position + 1` there (release) once the chunk is complete, and publishes head after
-// it. Its reader polls the commit word of the chunk it waits for rather than head, so a
-// message reaches it in the cache lines of the message itself (one transfer between
-// CPUs fewer per message). No stale word can pass for a commit: before it commits a
-// chunk, the writer zeroes the word where the next chunk will start (always inside the
-// room it owns), and positions never repeat. A writer that dies between committing and
-// publishing head leaves committed chunks beyond head: the next writer (kOwnerDied)
-// moves head past them.
+// The writer stores `position + 1` in a chunk's commit word (release) once the chunk is
+// complete, and publishes head after it. A reader polls the commit word of the chunk it
+// waits for rather than head, so a message reaches it in the cache lines of the message
+// itself (one transfer between CPUs fewer per message). No stale word can pass for a
+// commit: before it commits a chunk, the writer zeroes the word where the next chunk will
+// start (always inside the room it owns), and positions never repeat. A writer that dies
+// between committing and publishing head leaves committed chunks beyond head: whoever
+// next takes the write mutex (kOwnerDied) moves head past them.
 //
 // A message is one or more chunks: the first has kFirst, the last kLast (a small message
 // is one chunk with both). A message larger than a chunk streams through the ring: the
@@ -33,9 +33,9 @@
 // it (if not, another reader took a small message, and it moves on); past every other
 // chunk only the holder moves the tail. A reader dies holding nothing on this path.
 //
-// Crash safety comes from two rules: a chunk becomes visible only once complete (head is
-// stored after its bytes), and a reader at a message boundary discards chunks without
-// kFirst, and a reader in the middle of a message discards it when a chunk with kFirst
+// Crash safety comes from two rules: a chunk becomes visible only once complete (its
+// commit word is stored after its bytes), and a reader at a message boundary discards chunks
+// without kFirst, and a reader in the middle of a message discards it when a chunk with kFirst
 // arrives. So:
 //  - a writer killed mid-message leaves a message without kLast: the next writer (robust
 //    mutex: kOwnerDied) simply starts a new message, and the reader throws the partial one
@@ -45,9 +45,11 @@
 //    skips them.
 // The counters of a queue (items put and got, JoinableQueue tasks; connections keep
 // none) change with the position that commits a message's last chunk. The holder of each mutex
-// journals the commit first (old counts, new position, `active`); a holder that dies between
-// counting and publishing leaves an active journal whose position was never stored, and the next
-// holder (kOwnerDied) rolls the counts back. Nothing else needs repair.
+// journals the commit first (old counts, new position, `active`), then counts, then (writer)
+// stores the commit word; a holder that dies before its commit leaves an active journal whose
+// position is never reached, and the next holder (kOwnerDied) rolls the counts back; one that
+// dies after it (writer: the commit word stored, head not) is repaired forward: head moves past
+// the committed chunks, and the counts stand. Nothing else needs repair.
 //
 // Waiting: queues sleep on futexes (detail/waiter.hpp). Connections pass a Doorbell: the
 // sleeping side sets a flag in shared memory and polls its socket; the other side writes
@@ -81,8 +83,8 @@ struct CommitJournal {
 };
 
 // Tests only: called at the commit steps below, in the committing process. kCounted: a
-// queue's message is counted, its position not yet published. kCommitted: a
-// connection's chunk is committed, head not yet published.
+// queue's message is counted, its position not yet published. kCommitted: a chunk is
+// committed, head not yet published.
 enum class CommitStep { kCounted, kCommitted };
 using CommitHook = void (*)(CommitStep) noexcept;
 void set_commit_hook(CommitHook hook) noexcept;
