@@ -6,7 +6,8 @@
 //                       with tasks, delivering outcomes
 //   supervisor.cpp      the supervisor thread's loop: callbacks, timeouts, sleeping
 //   restarts.cpp        workers' lives: spawning through the zygote, deaths, restarts
-// The worker's side and the zygote: src/pool/pool_worker.{hpp,cpp}.
+// The worker's side and the zygote: src/pool/pool_worker.{hpp,cpp}; the zygote of a
+// spawn or forkserver pool: src/pool/zygote_spawn.cpp.
 //
 // Process workers have a pair of shared-memory byte rings each (src/pool/pool_worker.hpp).
 // The task path has no hop through a thread of the pool:
