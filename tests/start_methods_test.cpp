@@ -6,6 +6,8 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -29,9 +31,11 @@
 #include "mpx/sharedctypes.hpp"
 #include "mpx/synchronize.hpp"
 #include "support/leak_check.hpp"
+#include "support/proc_state.hpp"
 #include "support/start_methods.hpp"
 #include "support/watchdog.hpp"
 #include "sys/fd.hpp"
+#include "sys/pidfd.hpp"
 
 namespace {
 
@@ -547,6 +551,47 @@ TEST(Forkserver, ADeadServerIsRestartedByTheNextStart) {
   const pid_t replacement = forkserver_pid();
   EXPECT_GT(replacement, 0);
   EXPECT_NE(replacement, server);
+}
+
+// A fork while another thread waits for the forkserver's answer (holding the client's
+// lock): the forked child starts forkserver children through a server of its own.
+TEST(Forkserver, AForkWhileAnotherThreadTalksToTheServerCanStartChildren) {
+  auto ctx = mpx::get_context("forkserver");
+  EXPECT_EQ(run(StartMethod::forkserver, ctx.Process(exit_with, 0)), 0);  // the server is up
+  const pid_t server = forkserver_pid();
+  ASSERT_GT(server, 0);
+  ASSERT_EQ(::kill(server, SIGSTOP), 0);  // a request now waits for its answer
+  std::atomic<long> tid{0};
+  int code = -1;
+  std::thread talker([&] {
+    tid = ::syscall(SYS_gettid);
+    code = run(StartMethod::forkserver, ctx.Process(exit_with, 6));
+  });
+  {
+    mpx_test::Watchdog dog(60s, "the thread asking the stopped forkserver");
+    const std::string task = std::to_string(::getpid()) + "/task/";
+    while (tid.load() == 0 || mpx_test::proc_state(task + std::to_string(tid.load())) != 'S')
+      std::this_thread::yield();
+  }
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    mpx::Process p = ctx.Process(exit_with, 5);
+    p.start();
+    p.join();
+    ::_exit(p.exitcode() == 5 ? 0 : 1);
+  }
+  ASSERT_GT(pid, 0);
+  mpx::sys::Fd child = mpx::sys::pidfd_open(pid);
+  pollfd ended{child.get(), POLLIN, 0};
+  const bool finished = ::poll(&ended, 1, 60000) == 1;
+  if (!finished) ::kill(pid, SIGKILL);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  ::kill(server, SIGCONT);
+  talker.join();
+  EXPECT_TRUE(finished) << "the forked child hung on its copy of the client's lock";
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  EXPECT_EQ(code, 6);
 }
 
 TEST(Contexts, NamesAndTheProgramsStartMethod) {

@@ -10,6 +10,7 @@
 // the client's socket closes.
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -19,6 +20,7 @@
 #include <cstdio>
 #include <cstring>
 #include <mutex>
+#include <new>
 #include <vector>
 
 #include "mpx/detail/function_id.hpp"
@@ -91,8 +93,18 @@ struct Client {
   pid_t pid = 0;
   sys::Fd sock;
 };
+Client* g_client = nullptr;
+// A fork while another thread talks to the server (holding mu) must not leave the
+// child's copy locked: the child, not the owner, starts its own server (restart).
+void unlock_client_in_child() {
+  if (g_client) new (&g_client->mu) std::mutex;
+}
 Client& client() {
-  static Client* c = new Client;  // never destroyed: children start at exit too
+  static Client* c = [] {
+    g_client = new Client;  // never destroyed: children start at exit too
+    ::pthread_atfork(nullptr, nullptr, unlock_client_in_child);
+    return g_client;
+  }();
   return *c;
 }
 

@@ -1,6 +1,7 @@
 // The spawn start method, the program's start method and executable, mpx::init, and
 // the contexts of mpx/context.hpp.
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/prctl.h>
@@ -15,6 +16,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <new>
 #include <string>
 #include <tuple>
 
@@ -45,8 +47,17 @@ struct Settings {
   std::string executable;  // empty: /proc/self/exe
   std::string argv0;
 };
+Settings* g_settings = nullptr;
+// A fork while another thread reads the settings must not leave the child's copy locked.
+void unlock_settings_in_child() {
+  if (g_settings) new (&g_settings->mu) std::mutex;
+}
 Settings& settings() {
-  static Settings* s = new Settings;  // never destroyed: children start at exit too
+  static Settings* s = [] {
+    g_settings = new Settings;  // never destroyed: children start at exit too
+    ::pthread_atfork(nullptr, nullptr, unlock_settings_in_child);
+    return g_settings;
+  }();
   return *s;
 }
 std::atomic<bool> g_init_called{false};
