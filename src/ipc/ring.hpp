@@ -234,8 +234,9 @@ class Ring {
   // `spin`: spin before sleeping (false: the caller just did).
   template <class Pred>
   bool wait_for(bool for_data, Pred&& ready, const Deadline& deadline, bool spin = true);
-  void wake_readers() noexcept;
-  // `fenced`: the caller's last update of the tail was a sequentially consistent RMW.
+  // `fenced`: a full fence (a sequentially consistent RMW) follows the caller's last
+  // update of the head (tail) already.
+  void wake_readers(bool fenced = false) noexcept;
   void wake_writers(bool fenced = false) noexcept;
   // kCounted: a queue's ring (counts and journals); false for connections.
   template <bool kCounted>

@@ -37,12 +37,23 @@ class RobustMutex {
   void mark_consistent();
   // Throws std::system_error(EPERM) when this thread does not hold it.
   void unlock();
+  // Whether unlock() is a full fence as well: glibc unlocks a robust mutex with an atomic
+  // exchange of its lock word (it must see FUTEX_WAITERS as it clears it), and on x86
+  // every atomic read-modify-write is a full barrier. A caller that needs a seq_cst fence
+  // right after unlock() may skip its own where this is true.
+#if defined(__x86_64__) || defined(__i386__)
+  static constexpr bool kUnlockIsFence = true;
+#else
+  static constexpr bool kUnlockIsFence = false;
+#endif
   // The kernel thread id of the owner, 0 when unlocked or when the owner died (the kernel
   // clears the owner's tid from the futex word when it dies). A relaxed read: exact when
   // the caller compares it with its own tid, a hint otherwise.
   pid_t owner_tid() const noexcept;
   // For callers that inline the uncontended path (pthread_mutex_trylock/unlock).
-  pthread_mutex_t* native_handle() noexcept { return &mutex_; }
+  pthread_mutex_t* native_handle() noexcept {
+    return &mutex_;
+  }
 
  private:
   Result classify(int rc, const char* what);
