@@ -6,6 +6,7 @@
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -194,6 +195,33 @@ TEST(Listener, FramingIsCpythons) {
   ASSERT_EQ(::send(fd, long_form.data(), long_form.size(), MSG_NOSIGNAL), 15);
   EXPECT_EQ(served.get(), "abc");
   ::close(fd);
+}
+
+// Messages that arrive together are read ahead by one recv(): poll() and mpx::wait()
+// still see the ones left in the buffer, though the socket itself has nothing to read.
+TEST(Listener, MessagesReadAheadAreSeenByPollAndWait) {
+  mpx::Listener listener;
+  mpx_test::Serving served(listener, [&] { return listener.accept(); });
+  mpx::Connection client = mpx::Client(listener.address());
+  mpx::Connection server = served.get();
+  for (const char* m : {"one", "two", "three"})
+    client.send_bytes(span_of(m));  // a Unix socket: all queued at the server on return
+  EXPECT_EQ(text(server.recv_bytes()), "one");
+  pollfd p{server.fileno(), POLLIN, 0};
+  EXPECT_EQ(::poll(&p, 1, 0), 0);  // read ahead: the socket is empty
+  EXPECT_TRUE(server.poll());
+  auto [a, b] = mpx::Pipe();
+  auto ready = mpx::wait({a, server}, 0s);
+  ASSERT_EQ(ready.size(), 1u);
+  EXPECT_EQ(ready[0].connection(), &server);
+  EXPECT_EQ(text(server.recv_bytes()), "two");
+  EXPECT_EQ(mpx::wait({server}, 0s).size(), 1u);
+  EXPECT_EQ(text(server.recv_bytes()), "three");
+  EXPECT_FALSE(server.poll());
+  EXPECT_TRUE(mpx::wait({a, server}, 0s).empty());
+  client.close();
+  EXPECT_TRUE(server.poll(5s));
+  EXPECT_THROW(server.recv_bytes(), mpx::EOFError);
 }
 
 TEST(Listener, AuthkeyBetweenMpxPeers) {

@@ -408,17 +408,22 @@ namespace detail {
 std::vector<Waitable> wait_objects(const std::vector<Waitable>& objects, const Deadline& deadline) {
   std::vector<Connection::Impl*> impls(objects.size(), nullptr);
   std::vector<int> plain_fds(objects.size());  // fds and socket connections
+  std::vector<const SocketStream*> streams(objects.size(), nullptr);
   for (std::size_t i = 0; i < objects.size(); ++i) {
     plain_fds[i] = objects[i].fd();
     if (Connection* c = objects[i].connection()) {
       Connection::Impl& impl = c->checked(true, false);
-      if (impl.stream)
+      if (impl.stream) {
         plain_fds[i] = impl.stream->fd();
-      else
+        streams[i] = impl.stream.get();
+      } else {
         impls[i] = &impl;
+      }
     }
   }
+  // A ring connection with a message or EOF, or a socket one with bytes read ahead.
   auto ready_now = [&](std::size_t i) {
+    if (streams[i]) return streams[i]->buffered();
     Connection::Impl* impl = impls[i];
     return impl && (impl->in.has_data() || impl->in_bell.gone());
   };
@@ -443,7 +448,8 @@ std::vector<Waitable> wait_objects(const std::vector<Waitable>& objects, const D
   auto collect = [&] {
     std::vector<Waitable> ready;
     for (std::size_t i = 0; i < objects.size(); ++i) {
-      if (impls[i] ? ready_now(i) : fds[i].revents != 0) ready.push_back(objects[i]);
+      if (impls[i] ? ready_now(i) : fds[i].revents != 0 || ready_now(i))
+        ready.push_back(objects[i]);
     }
     return ready;
   };

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdint>
+#include <cstring>
 #include <system_error>
 #include <vector>
 
@@ -20,6 +21,8 @@ namespace {
 
 constexpr std::size_t kFirstChunk = std::size_t{64} << 10;
 constexpr std::uint64_t kMaxShortLength = 0x7fffffff;
+// The read-ahead buffer: a header and a small message in one recv().
+constexpr std::size_t kReadAhead = 8192;
 
 void put_be(std::byte* p, std::uint64_t v, int bytes) {
   for (int i = bytes - 1; i >= 0; --i) {
@@ -83,6 +86,7 @@ void SocketStream::send(Parts parts) {
 }
 
 bool SocketStream::poll(const Deadline& deadline) const {
+  if (buffered()) return true;
   pollfd p{fd_.get(), POLLIN, 0};
   for (;;) {
     const int rc =
@@ -100,27 +104,50 @@ void SocketStream::wait_readable(const Deadline& deadline) {
   }
 }
 
+void SocketStream::set_ahead(std::size_t begin, std::size_t end) noexcept {
+  ahead_begin_ = begin;
+  ahead_size_.store(end - begin, std::memory_order_release);
+}
+
+std::size_t SocketStream::read_some(std::byte* p, std::size_t n, const Deadline& deadline,
+                                    bool eof_ok, std::size_t got) {
+  wait_readable(deadline);
+  const ssize_t r = sys::call_raw("recv(connection)", [&] { return ::recv(fd_.get(), p, n, 0); });
+  if (r < 0) {
+    const int err = errno;
+    broken_ = true;
+    if (err == ECONNRESET) {
+      if (eof_ok && got == 0) throw EOFError("recv: the peer reset the connection");
+      throw OSError("got end of file during message");
+    }
+    sys::throw_errno("recv(connection)", err);
+  }
+  if (r == 0 && !(eof_ok && got == 0)) {
+    broken_ = true;
+    throw OSError("got end of file during message");
+  }
+  return static_cast<std::size_t>(r);
+}
+
 bool SocketStream::read_exact(std::byte* p, std::size_t n, const Deadline& deadline, bool eof_ok) {
   std::size_t got = 0;
   while (got < n) {
-    wait_readable(deadline);
-    const ssize_t r =
-        sys::call_raw("recv(connection)", [&] { return ::recv(fd_.get(), p + got, n - got, 0); });
-    if (r < 0) {
-      const int err = errno;
-      broken_ = true;
-      if (err == ECONNRESET) {
-        if (eof_ok && got == 0) throw EOFError("recv: the peer reset the connection");
-        throw OSError("got end of file during message");
-      }
-      sys::throw_errno("recv(connection)", err);
+    const std::size_t have = ahead_size_.load(std::memory_order_relaxed);
+    if (have > 0) {
+      const std::size_t take = std::min(have, n - got);
+      std::memcpy(p + got, ahead_.get() + ahead_begin_, take);
+      set_ahead(ahead_begin_ + take, ahead_begin_ + have);
+      got += take;
+    } else if (n - got >= kReadAhead) {  // large: straight into p, no copy
+      const std::size_t r = read_some(p + got, n - got, deadline, eof_ok, got);
+      if (r == 0) return false;
+      got += r;
+    } else {
+      if (!ahead_) ahead_ = std::make_unique<std::byte[]>(kReadAhead);
+      const std::size_t r = read_some(ahead_.get(), kReadAhead, deadline, eof_ok, got);
+      if (r == 0) return false;
+      set_ahead(0, r);
     }
-    if (r == 0) {
-      if (eof_ok && got == 0) return false;
-      broken_ = true;
-      throw OSError("got end of file during message");
-    }
-    got += static_cast<std::size_t>(r);
   }
   return true;
 }
