@@ -11,14 +11,19 @@
 #include <cstdio>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 
+#include "mpx/context.hpp"
 #include "mpx/process.hpp"
 
 void f(const std::string& name) {
   std::printf("hello %s from %s\n", name.c_str(), mpx::current_process().name().c_str());
 }
 
-int main() {
+int main(int argc, char** argv) {
+  mpx::init(argc, argv);  // first: a spawned child runs its target here (mpx/context.hpp)
+  // `--start-method spawn` (or forkserver): Python's mp.set_start_method('spawn').
+  if (argc == 3 && std::string_view(argv[1]) == "--start-method") mpx::set_start_method(argv[2]);
   mpx::Process p(f, std::string("bob"));
   p.start();
   p.join();
@@ -39,4 +44,5 @@ int main() {
     c->join();
   std::printf("exitcodes: %d %d %d %d\n", *p.exitcode(), *exits.exitcode(), *throws.exitcode(),
               *sleeps.exitcode());
+  std::printf("start method: %s\n", mpx::get_start_method().c_str());
 }

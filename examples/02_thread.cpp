@@ -6,8 +6,10 @@
 // expect: process: counter = 0
 #include <atomic>
 #include <cstdio>
+#include <string_view>
 #include <vector>
 
+#include "mpx/context.hpp"
 #include "mpx/process.hpp"
 #include "mpx/thread.hpp"
 
@@ -32,7 +34,11 @@ void run(const char* kind) {
   std::printf("%s: counter = %d\n", kind, counter.load());
 }
 
-int main() {
+int main(int argc, char** argv) {
+  mpx::init(argc, argv);  // first: a spawned child runs its target here (mpx/context.hpp)
+  // `--start-method spawn` (or forkserver): Python's mp.set_start_method('spawn').
+  if (argc == 3 && std::string_view(argv[1]) == "--start-method") mpx::set_start_method(argv[2]);
   run<mpx::Thread>("thread");
   run<mpx::Process>("process");
+  std::printf("start method: %s\n", mpx::get_start_method().c_str());
 }

@@ -7,30 +7,37 @@
 //   p = Process(target=f, args=(child_conn,)); p.start()
 //   print(parent_conn.recv()); p.join()
 //
-// Each process closes the end it does not use; then the parent sees EOFError once the
-// child's end is gone, and mpx::wait() watches many connections (and process sentinels)
-// at once.
+// Each process closes the end it does not use (here the parent's end of the child is
+// moved into the Process); then the parent sees EOFError once the child's end is gone, and
+// mpx::wait() watches many connections (and process sentinels) at once.
 //
 // expect: pipe example done: 42 hello, 3 replies, EOF seen
 #include <cstdio>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
 #include "mpx/connection.hpp"
+#include "mpx/context.hpp"
 #include "mpx/process.hpp"
 
-int main() {
-  auto [parent_conn, child_conn] = mpx::Pipe();
-  mpx::Process p([&] {
-    parent_conn.close();
-    child_conn.send(std::pair<int, std::string>(42, "hello"));
-    // An echo service: doubles what it gets until it gets a negative number.
-    for (int n; (n = child_conn.recv<int>()) >= 0;)
-      child_conn.send(2 * n);
-  });
+// The child: a greeting, then an echo service that doubles what it gets until it gets
+// a negative number.
+void f(mpx::Connection conn) {
+  conn.send(std::pair<int, std::string>(42, "hello"));
+  for (int n; (n = conn.recv<int>()) >= 0;)
+    conn.send(2 * n);
+}
+
+int main(int argc, char** argv) {
+  mpx::init(argc, argv);  // first: a spawned child runs its target here (mpx/context.hpp)
+  // `--start-method spawn` (or forkserver): Python's mp.set_start_method('spawn').
+  if (argc == 3 && std::string_view(argv[1]) == "--start-method") mpx::set_start_method(argv[2]);
+  auto [parent_conn, child_conn] = mpx::get_context().Pipe();  // Python's ctx.Pipe()
+  // The child's end is moved in: the parent keeps no copy of it after start().
+  mpx::Process p(f, std::move(child_conn));
   p.start();
-  child_conn.close();
 
   auto [number, word] = parent_conn.recv<std::pair<int, std::string>>();
   std::printf("received %d %s\n", number, word.c_str());
@@ -53,4 +60,5 @@ int main() {
   p.join();
   std::printf("pipe example done: %d %s, %d replies, %s\n", number, word.c_str(), replies,
               eof && !ready.empty() ? "EOF seen" : "no EOF");
+  std::printf("start method: %s\n", mpx::get_start_method().c_str());
 }

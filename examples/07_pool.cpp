@@ -16,16 +16,21 @@
 // expect: sum of squares below 1000: 332833500
 #include <cstdio>
 #include <ranges>
+#include <string_view>
 #include <tuple>
 #include <vector>
 
+#include "mpx/context.hpp"
 #include "mpx/pool.hpp"
 
 int square(int x) {
   return x * x;
 }
 
-int main() {
+int main(int argc, char** argv) {
+  mpx::init(argc, argv);  // first: a spawned child runs its target here (mpx/context.hpp)
+  // `--start-method spawn` (or forkserver): Python's mp.set_start_method('spawn').
+  if (argc == 3 && std::string_view(argv[1]) == "--start-method") mpx::set_start_method(argv[2]);
   mpx::Pool pool(4);
 
   std::printf("map:");
@@ -56,4 +61,5 @@ int main() {
   // Unlike Python's with-block, leaving the scope finishes the submitted work (close +
   // join); terminate() drops it. The endless imap above must be dropped:
   pool.terminate();
+  std::printf("start method: %s\n", mpx::get_start_method().c_str());
 }

@@ -11,8 +11,10 @@
 // expect: threads took a capturing lambda: 105
 // expect: callback saw 9
 #include <cstdio>
+#include <string_view>
 #include <vector>
 
+#include "mpx/context.hpp"
 #include "mpx/futures.hpp"
 
 int square(int x) {
@@ -22,7 +24,10 @@ int mul(int a, int b) {
   return a * b;
 }
 
-int main() {
+int main(int argc, char** argv) {
+  mpx::init(argc, argv);  // first: a spawned child runs its target here (mpx/context.hpp)
+  // `--start-method spawn` (or forkserver): Python's mp.set_start_method('spawn').
+  if (argc == 3 && std::string_view(argv[1]) == "--start-method") mpx::set_start_method(argv[2]);
   mpx::ProcessPoolExecutor ex(2);
 
   mpx::Future<int> f = ex.submit(mul, 6, 7);
@@ -54,4 +59,5 @@ int main() {
       [](const mpx::Future<int>& fut) { std::printf("callback saw %d\n", fut.result()); });
   h.result();
   ex.shutdown();  // runs the callback first if it had not run yet
+  std::printf("start method: %s\n", mpx::get_start_method().c_str());
 }

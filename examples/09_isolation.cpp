@@ -16,9 +16,11 @@
 #include <chrono>
 #include <cstdio>
 #include <stdexcept>
+#include <string_view>
 #include <thread>
 #include <vector>
 
+#include "mpx/context.hpp"
 #include "mpx/pool.hpp"
 
 using namespace std::chrono_literals;
@@ -46,7 +48,10 @@ int square(int x) {
   return x * x;
 }
 
-int main() {
+int main(int argc, char** argv) {
+  mpx::init(argc, argv);  // first: a spawned child runs its target here (mpx/context.hpp)
+  // `--start-method spawn` (or forkserver): Python's mp.set_start_method('spawn').
+  if (argc == 3 && std::string_view(argv[1]) == "--start-method") mpx::set_start_method(argv[2]);
   mpx::PoolOptions options;
   options.timeout = 2s;  // per task (generous: a loaded or sanitized machine is slow)
   mpx::Pool pool(2, options);
@@ -75,4 +80,5 @@ int main() {
   for (int r : pool.map(square, std::vector{0, 1, 2, 3, 4}))
     std::printf(" %d", r);
   std::printf("\n");
+  std::printf("start method: %s\n", mpx::get_start_method().c_str());
 }

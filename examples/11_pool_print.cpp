@@ -18,18 +18,24 @@
 // expect: worker 5
 // expect: done
 #include <cstdio>
+#include <string_view>
 #include <vector>
 
+#include "mpx/context.hpp"
 #include "mpx/pool.hpp"
 
 void worker_function(int x) {
   std::printf("worker %d\n", x);
 }
 
-int main() {
+int main(int argc, char** argv) {
+  mpx::init(argc, argv);  // first: a spawned child runs its target here (mpx/context.hpp)
+  // `--start-method spawn` (or forkserver): Python's mp.set_start_method('spawn').
+  if (argc == 3 && std::string_view(argv[1]) == "--start-method") mpx::set_start_method(argv[2]);
   {
     mpx::Pool pool(3);
     pool.map(worker_function, std::vector{0, 1, 2, 3, 4, 5});
   }  // close + join: the workers flush and exit
   std::printf("done\n");
+  std::printf("start method: %s\n", mpx::get_start_method().c_str());
 }

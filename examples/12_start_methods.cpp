@@ -1,4 +1,4 @@
-// 11 — Start methods: fork, spawn and forkserver (Python: multiprocessing.get_context).
+// 12 — Start methods: fork, spawn and forkserver (Python: multiprocessing.get_context).
 //
 //   import multiprocessing as mp
 //   def f(name, method): print('hello', name, 'by', method)
