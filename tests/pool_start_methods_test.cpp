@@ -119,6 +119,52 @@ TEST_P(PoolStartMethods, InitializerRunsInEveryWorker) {
   EXPECT_EQ(g_initialized_with, 0);
 }
 
+// mpx objects among the initializer's arguments (Python's initargs=(queue,)): kept by
+// each worker, used by its tasks.
+std::unique_ptr<mpx::Queue<int>> g_queue;
+std::unique_ptr<mpx::Lock> g_lock;
+void keep_objects(mpx::Queue<int> q, mpx::Lock lock, int offset) {
+  g_queue = std::make_unique<mpx::Queue<int>>(std::move(q));
+  g_lock = std::make_unique<mpx::Lock>(std::move(lock));
+  g_initialized_with = offset;
+}
+int put_under_lock(int x) {
+  std::lock_guard hold(*g_lock);
+  g_queue->put(x + g_initialized_with);
+  return x;
+}
+
+int put_through_objects(mpx::Pool& pool, mpx::Queue<int>& q) {
+  EXPECT_EQ(pool.map(put_under_lock, iota_vec(20), 1), iota_vec(20));
+  int sum = 0;
+  for (int i = 0; i < 20; ++i)
+    sum += q.get(60s);
+  return sum;
+}
+
+TEST_P(PoolStartMethods, InitializerArgumentsMayBeMpxObjects) {
+  mpx_test::Watchdog dog(120s, "a spawn or forkserver pool's initializer with a Queue");
+  mpx::Queue<int> q;
+  auto o = options();
+  o.initializer(keep_objects, q, ctx().Lock(), 100);
+  o.maxtasksperchild = 7;  // replacements get them too
+  mpx::Pool pool(2, o);
+  EXPECT_EQ(put_through_objects(pool, q), 190 + 20 * 100);
+}
+
+TEST_P(PoolStartMethods, InitializerObjectsThatCannotTravelAreRefused) {
+  mpx::Queue<int> q;
+  auto o = options();
+  o.initializer(keep_objects, q, mpx::Lock(), 0);  // by its constructor: fork only
+  try {
+    mpx::Pool pool(1, o);
+    ADD_FAILURE() << "a constructor's Lock reached a " << mpx::start_method_name(GetParam())
+                  << " pool";
+  } catch (const mpx::ValueError& e) {
+    EXPECT_NE(std::string(e.what()).find("initializer's arguments"), std::string::npos) << e.what();
+  }
+}
+
 TEST_P(PoolStartMethods, MaxtasksperchildReplacesWorkers) {
   mpx_test::Watchdog dog(120s, "a spawn or forkserver pool with maxtasksperchild");
   auto o = options();
@@ -292,6 +338,17 @@ TEST_P(PoolStartMethods, WithoutInitThePoolThrowsTheClearError) {
 INSTANTIATE_TEST_SUITE_P(All, PoolStartMethods,
                          ::testing::Values(StartMethod::spawn, StartMethod::forkserver),
                          method_name);
+
+// Under fork the workers inherit the initializer's objects, whatever made them.
+TEST(PoolForkInitializer, ArgumentsMayBeAnyMpxObjects) {
+  mpx_test::Watchdog dog(120s, "a fork pool's initializer with a Queue and a Lock");
+  mpx::Queue<int> q;
+  mpx::PoolOptions o;
+  o.context = StartMethod::fork;
+  o.initializer(keep_objects, q, mpx::Lock(), 1);
+  mpx::Pool pool(2, o);
+  EXPECT_EQ(put_through_objects(pool, q), 190 + 20);
+}
 
 // The program's start method is a pool's default; fork_map forks whatever it is.
 TEST(PoolDefaultStartMethod, FollowsTheProgramsAndForkMapStillForks) {

@@ -21,8 +21,10 @@
 // shared memory as memfds and forks the workers as under fork, so that tasks cost the
 // same. Tasks and the initializer must then be code of a module the new run loads too
 // (they are portable callables anyway), and the initializer's arguments travel through
-// the codec. fork_map and fork_imap always fork. Each worker holds a short queue
-// of tasks (a deep one while tasks take microseconds); once nothing else waits, an idle
+// the codec or are mpx objects that reach such a child (a Queue, a ctx.Lock(): see
+// mpx/context.hpp; under fork any mpx object, inherited). fork_map and fork_imap
+// always fork. Each worker holds a short queue of tasks (a deep one while tasks take
+// microseconds); once nothing else waits, an idle
 // worker takes over a task queued behind another worker's running one, so that no task
 // waits behind a long one while a worker idles. With options.timeout, a task
 // running longer has its worker killed and fails with TimeoutError. A task's exception

@@ -67,11 +67,17 @@ class WorkerLoop {
     // them in the heap rather than mapping them and faulting them in anew every time.
     ::mallopt(M_MMAP_THRESHOLD, 8 << 20);
     ::mallopt(M_TRIM_THRESHOLD, 16 << 20);
-    if (options.initializer) {
+    // A process pool's thread_initializer: the initializer with mpx objects among its
+    // arguments, inherited by this fork of the pool's process (EngineOptions).
+    if (options.initializer || options.thread_initializer) {
       slot_.in_init.store(1, std::memory_order_seq_cst);
       try {
         ByteVector ignored;
-        options.initializer(options.initargs, ignored);
+        if (options.initializer) {
+          options.initializer(options.initargs, ignored);
+        } else {
+          options.thread_initializer();
+        }
         slot_.in_init.store(0, std::memory_order_seq_cst);
       } catch (...) {
         report_initializer_failure(std::current_exception());

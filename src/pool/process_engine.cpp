@@ -2,8 +2,10 @@
 // forked before the supervisor thread exists) and the submitting side.
 #include <sys/eventfd.h>
 
+#include <string>
 #include <system_error>
 
+#include "mpx/errors.hpp"
 #include "mpx/process.hpp"
 #include "pool/process_engine.hpp"
 #include "process/start_methods.hpp"
@@ -25,6 +27,12 @@ ProcessImpl::ProcessImpl(EngineOptions opts) : Impl(std::move(opts)) {
   slots_ = std::vector<SlotState>(options.workers);  // built in place: a slot cannot be copied
   reads_.resize(options.workers);
   // The zygote is forked (or spawned) now, before the supervisor thread exists.
+  if (!forked && options.init_objects && !options.init_objects->error.empty()) {
+    throw ValueError(
+        std::string("mpx: the initializer's arguments cannot reach the workers of a ") +
+        (method == StartMethod::spawn ? "spawn" : "forkserver") +
+        " pool: " + options.init_objects->error);
+  }
   zygote_ = forked ? start_zygote(*pool_, options)
                    : start_zygote_by(method, *pool_, shared_collector->take_fd(), options);
   try {

@@ -16,6 +16,7 @@
 
 #include "mpx/codec.hpp"
 #include "mpx/detail/function_id.hpp"
+#include "mpx/detail/pool_entry.hpp"
 #include "mpx/errors.hpp"
 #include "mpx/process.hpp"
 #include "pool/pool_worker.hpp"
@@ -34,8 +35,12 @@ enum ZygoteFd { kSocket, kHeader, kRings, kDoorbell, kZygoteFds };
 constexpr std::size_t kHeaderPage = 4096;
 
 // The zygote's target (a SpawnEntry): takes the fds, maps the regions, runs the zygote.
+// The initializer's objects' fds, in this zygote and its workers.
+std::vector<int>* g_initializer_fds = new std::vector<int>;  // never destroyed
+
 void zygote_entry(std::span<const std::byte> in, std::vector<int>& fds) {
-  if (fds.size() != kZygoteFds) throw ProcessError("mpx: a pool's zygote got the wrong fds");
+  if (fds.size() < kZygoteFds) throw ProcessError("mpx: a pool's zygote got the wrong fds");
+  g_initializer_fds->assign(fds.begin() + kZygoteFds, fds.end());
   sys::Fd sock(fds[kSocket]);
   sys::Fd header_fd(fds[kHeader]);
   sys::Fd rings_fd(fds[kRings]);
@@ -80,6 +85,10 @@ class ZygoteCall final : public BoundCall {
 
 }  // namespace
 
+const std::vector<int>& initializer_fds() noexcept {
+  return *g_initializer_fds;
+}
+
 Zygote start_zygote_by(StartMethod method, WorkerShared& shared, sys::Fd header,
                        const EngineOptions& options) {
   int sv[2];
@@ -93,11 +102,18 @@ Zygote start_zygote_by(StartMethod method, WorkerShared& shared, sys::Fd header,
   fds[kHeader] = header.get();
   fds[kRings] = rings.get();
   fds[kDoorbell] = shared.doorbell;
-  const ZygoteCall call(
-      mpx::encode(ZygoteSetup{options.workers, options.maxtasksperchild,
-                              reinterpret_cast<std::uint64_t>(options.initializer),
-                              options.initargs}),
-      std::move(fds));
+  // The initializer: its arguments encoded, or with mpx objects handed over (their fds
+  // follow the zygote's own).
+  Entry init = options.initializer;
+  const ByteVector* initargs = &options.initargs;
+  if (const InitObjects* objects = options.init_objects.get()) {
+    init = objects->entry;
+    initargs = &objects->args;
+    fds.insert(fds.end(), objects->fds.begin(), objects->fds.end());
+  }
+  const ZygoteCall call(mpx::encode(ZygoteSetup{options.workers, options.maxtasksperchild,
+                                                reinterpret_cast<std::uint64_t>(init), *initargs}),
+                        std::move(fds));
   // Its workers are named as Python names a pool's (less the number), daemons as theirs.
   ChildIdentity self;
   self.name = method == StartMethod::spawn ? "SpawnPoolWorker" : "ForkServerPoolWorker";

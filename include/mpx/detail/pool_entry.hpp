@@ -137,6 +137,19 @@ void init_entry(std::span<const std::byte> in, ByteVector&) {
   std::apply(f, args);
 }
 
+// In a worker of a zygote that is not a fork: the fds of the mpx objects among the
+// initializer's arguments, as the zygote received them (src/pool/zygote_spawn.cpp).
+const std::vector<int>& initializer_fds() noexcept;
+
+// Worker side: an initializer whose arguments include mpx objects (InitObjects).
+template <class F, class... Args>
+void init_objects_entry(std::span<const std::byte> in, ByteVector&) {
+  F f = decode_callable<F>(in);
+  std::vector<int> fds = initializer_fds();  // this worker's copies, taken by the objects
+  std::tuple<Args...> args{decode_arg<Args>(in, fds)...};  // in order: braced
+  std::apply([&f](Args&... a) { std::invoke(f, a...); }, args);
+}
+
 // Room for a callable's encoding (a function pointer's) and a message's head, reserved
 // at once so that a small task's bytes take one allocation, not one per append.
 inline constexpr std::size_t kTaskHeadBytes = 64;

@@ -35,6 +35,7 @@ struct Initializer {
   std::function<void()> thread;  // thread pools
   Entry entry = nullptr;         // process pools (a portable callable)
   ByteVector args;
+  std::shared_ptr<InitObjects> objects;  // process pools, arguments with mpx objects
 };
 // Python's keyword arguments callback= and error_callback= (mpx::callback(),
 // mpx::error_callback()).
@@ -81,8 +82,11 @@ struct PoolOptions {
   std::optional<StartMethod> context{};
 
   // Sets the initializer: fn(args...) runs once in each new worker. For a process pool
-  // fn must be portable (see Pool) and args encodable; if it throws, the pool breaks
-  // (tasks fail with BrokenPool) instead of restarting workers forever.
+  // fn must be portable (see Pool) and args encodable, or mpx objects (a Queue,
+  // SharedMemory, ...: under fork any, inherited; under spawn and forkserver those that
+  // can reach such a child, see mpx/context.hpp, else the pool's constructor throws
+  // ValueError); if it throws, the pool breaks (tasks fail with BrokenPool) instead of
+  // restarting workers forever.
   template <class F, class... Args>
   PoolOptions& initializer(F fn, Args... args) {
     static_assert(std::is_invocable_v<F&, Args&...>,
@@ -90,9 +94,22 @@ struct PoolOptions {
                   "initializer(f, a, b) calls f(a, b) in each new worker.");
     if constexpr (std::is_invocable_v<F&, Args&...>) {
       init.thread = [fn, args...]() mutable { std::invoke(fn, args...); };
-      if constexpr (detail::PortableCallable<F>) {
+      init.objects.reset();
+      init.args.clear();
+      if constexpr (detail::PortableCallable<F> && !(detail::encodable_v<Args> && ...) &&
+                    (detail::Sendable<Args> && ...)) {
+        init.entry = nullptr;
+        auto objects = std::make_shared<detail::InitObjects>();
+        objects->entry = &detail::init_objects_entry<F, Args...>;
+        detail::encode_callable(fn, objects->args);
+        try {
+          (detail::encode_arg(args, objects->args, objects->fds), ...);
+        } catch (const std::exception& e) {  // fine under fork: said at the pool's start
+          objects->error = e.what();
+        }
+        init.objects = std::move(objects);
+      } else if constexpr (detail::PortableCallable<F>) {
         init.entry = &detail::init_entry<F, Args...>;
-        init.args.clear();
         detail::encode_callable(fn, init.args);
         mpx::encode_append(std::tuple<Args...>(args...), init.args);
       } else {
@@ -382,10 +399,14 @@ class BasicPool {
     o.timeout = options.timeout;
     o.start_method = options.context;
     if constexpr (kProcesses) {
-      if (options.init.thread && !options.init.entry)
+      if (options.init.thread && !options.init.entry && !options.init.objects)
         throw ValueError("a process pool's initializer must be a portable callable");
       o.initializer = options.init.entry;
       o.initargs = std::move(options.init.args);
+      if (options.init.objects) {
+        o.init_objects = std::move(options.init.objects);
+        o.thread_initializer = std::move(options.init.thread);
+      }
     } else {
       if (options.timeout) throw ValueError("a thread pool has no per-task timeout");
       o.thread_initializer = std::move(options.init.thread);

@@ -19,6 +19,7 @@
 #include <mutex>
 #include <optional>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "mpx/detail/bound_call.hpp"
@@ -158,14 +159,27 @@ class EngineWaker {
   void* impl_ = nullptr;  // Engine::Impl*, reset when the engine goes away
 };
 
+// mpx objects (a Queue, a Context's Lock, ...) among a process pool's initializer
+// arguments. Under fork the workers run the initializer's closure they inherit
+// (EngineOptions::thread_initializer); a zygote that is not a fork receives the objects'
+// fds and runs `entry` (init_objects_entry) on `args`.
+struct InitObjects {
+  Entry entry = nullptr;
+  ByteVector args;
+  std::vector<int> fds;  // the objects' own, kept open by the closure's copies
+  std::string error;     // why they cannot reach such a zygote (empty: they can)
+};
+
 struct EngineOptions {
   std::size_t workers = 0;  // 0: cpu_count()
   bool processes = false;
   // Process workers: run once in each new worker before its first task.
   Entry initializer = nullptr;
   ByteVector initargs;
-  // Thread workers: run once in each worker thread.
+  // Thread workers: run once in each worker thread. Process workers forked from the
+  // caller's memory: the initializer, when its arguments include mpx objects.
   std::function<void()> thread_initializer;
+  std::shared_ptr<const InitObjects> init_objects;  // null: none
   std::size_t maxtasksperchild = 0;                 // 0: unlimited (process workers only)
   std::optional<std::chrono::nanoseconds> timeout;  // per task (process workers only)
   // Thread workers: started as tasks come, a new one only when no idle one can take a
