@@ -623,6 +623,26 @@ TEST(Contexts, NamesAndTheProgramsStartMethod) {
   mpx::set_forkserver_preload({"anything"});  // nothing to preload in C++
 }
 
+// A child that is not a fork starts its own children by its parent's start method (as
+// Python's spawn passes it on), so that what the program set holds in every process.
+void report_start_method(Lines out) {
+  out.put(mpx::get_start_method(true).value_or("none"));
+}
+
+TEST(Contexts, ChildrenKeepTheProgramsStartMethod) {
+  Lines out;
+  mpx::set_start_method("forkserver", true);
+  EXPECT_EQ(run(StartMethod::spawn, mpx::get_context("spawn").Process(report_start_method, out)),
+            0);
+  EXPECT_EQ(out.get(), "forkserver");
+  mpx::set_start_method("spawn", true);
+  EXPECT_EQ(run(StartMethod::forkserver,
+                mpx::get_context("forkserver").Process(report_start_method, out)),
+            0);
+  EXPECT_EQ(out.get(), "spawn");
+  mpx::set_start_method("fork", true);
+}
+
 // A spawned child that runs another build than its parent refuses with a clear error.
 TEST(Contexts, AnotherBinaryIsRefused) {
   const std::string self = mpx::get_executable();

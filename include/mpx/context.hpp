@@ -186,7 +186,8 @@ class Context {
 // 'x'", as Python).
 Context get_context(std::string_view method = {});
 
-// Sets the program's start method, used by every Process whose options name none.
+// Sets the program's start method, used by every Process whose options name none (in
+// this process and, as in Python, in its spawn and forkserver children).
 // Throws: InvalidStateError("context has already been set") when it was set (or read by
 // get_start_method()) before and `force` is false; ValueError for an unknown name.
 void set_start_method(std::string_view method, bool force = false);

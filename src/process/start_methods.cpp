@@ -222,12 +222,12 @@ std::vector<std::byte> recv_frame(int fd, std::vector<sys::Fd>* fds) {
 
 namespace {
 using OrderTuple = std::tuple<std::string, bool, std::vector<int>, std::string, bool, int,
-                              std::uint64_t, std::vector<std::byte>>;
+                              std::uint64_t, std::vector<std::byte>, int>;
 }  // namespace
 
 std::vector<std::byte> encode_order(const ChildOrder& o) {
   return mpx::encode(OrderTuple{o.self.name, o.self.daemon, o.self.identity, o.self.parent_name,
-                                o.self.parent_daemon, o.parent, o.entry, o.target});
+                                o.self.parent_daemon, o.parent, o.entry, o.target, o.start_method});
 }
 
 void run_order(int channel) {
@@ -236,7 +236,7 @@ void run_order(int channel) {
   try {
     auto t = mpx::decode<OrderTuple>(recv_frame(channel, &fds));
     std::tie(o.self.name, o.self.daemon, o.self.identity, o.self.parent_name, o.self.parent_daemon,
-             o.parent, o.entry, o.target) = std::move(t);
+             o.parent, o.entry, o.target, o.start_method) = std::move(t);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "mpx: a spawned child could not read its order: %s\n", e.what());
     ::_exit(1);
@@ -244,6 +244,11 @@ void run_order(int channel) {
   ::close(channel);
   for (sys::Fd& fd : fds)
     o.fds.push_back(fd.release());  // each taken by its object; the rest die with us
+  if (o.start_method >= 0) {
+    Settings& s = settings();
+    std::lock_guard lock(s.mu);
+    s.method = static_cast<StartMethod>(o.start_method);
+  }
   become_child(o.self, o.parent);
   run_child_target(o.self.name, [&o] {
     if (o.entry == 0) return;
@@ -323,6 +328,11 @@ StartedChild start_not_forked(const ChildIdentity& self, StartMethod method,
   ChildOrder order;
   order.self = self;
   order.parent = ::getpid();
+  {
+    Settings& s = settings();
+    std::lock_guard lock(s.mu);
+    if (s.method) order.start_method = static_cast<int>(*s.method);
+  }
   if (target && !target->encode_for_spawn(order.entry, order.target, order.fds)) {
     throw ValueError(std::string("mpx: the target of a ") + name +
                      " Process cannot reach its child: it must be a portable callable (a "

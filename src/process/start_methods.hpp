@@ -86,13 +86,15 @@ bool recv_with_fds(int sock, void* value, std::size_t size, std::vector<sys::Fd>
 bool send_frame(int fd, std::span<const std::byte> bytes, std::span<const int> fds = {});
 std::vector<std::byte> recv_frame(int fd, std::vector<sys::Fd>* fds = nullptr);
 
-// What a child that is not a fork receives: who it is, its parent's pid, its target.
+// What a child that is not a fork receives: who it is, its parent's pid, its target, and
+// its parent's start method (Python's spawn preparation data carries it too).
 struct ChildOrder {
   ChildIdentity self;
   pid_t parent = 0;
   std::uint64_t entry = 0;  // a SpawnEntry of the parent's, 0: no target
   std::vector<std::byte> target;
-  std::vector<int> fds;  // of the mpx objects among the arguments (the parent's)
+  std::vector<int> fds;   // of the mpx objects among the arguments (the parent's)
+  int start_method = -1;  // the parent's set_start_method (a StartMethod), -1: none
 };
 std::vector<std::byte> encode_order(const ChildOrder& order);
 // In the child: reads its order from `channel`, becomes the Process, runs the target
