@@ -9,11 +9,14 @@
 //
 // expect: counter = 400000, owner died and the lock was recovered
 #include <signal.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <mutex>
+#include <string_view>
 #include <vector>
 
+#include "mpx/context.hpp"
 #include "mpx/process.hpp"
 #include "mpx/sharedctypes.hpp"
 #include "mpx/synchronize.hpp"
@@ -28,9 +31,23 @@ void work(mpx::Value<long> counter, mpx::Lock print_lock, int id) {
   std::fflush(stdout);
 }
 
-int main() {
-  mpx::Value<long> counter(0);
-  mpx::Lock print_lock;
+// Takes the lock and never lets go (until it is killed).
+void hold_forever(mpx::Lock lock, mpx::Event held) {
+  lock.acquire();
+  held.set();
+  for (;;)
+    ::pause();
+}
+
+int main(int argc, char** argv) {
+  mpx::init(argc, argv);  // first: a spawned child runs its target here (mpx/context.hpp)
+  // `--start-method spawn` (or forkserver): Python's mp.set_start_method('spawn').
+  if (argc == 3 && std::string_view(argv[1]) == "--start-method") mpx::set_start_method(argv[2]);
+  // Made by the program's context (Python's ctx.Value), they reach a child by any start
+  // method; made by their constructors (mpx::Value<long> counter(0)), by fork only.
+  auto ctx = mpx::get_context();
+  auto counter = ctx.Value<long>(0);
+  auto print_lock = ctx.Lock();
   std::vector<mpx::Process> workers;
   for (int id = 0; id < 4; ++id)
     workers.emplace_back(work, counter, print_lock, id);
@@ -41,14 +58,9 @@ int main() {
   std::printf("counter = %ld", counter.value());
 
   // A process killed while holding a Lock: the next acquire is told, and holds the lock.
-  mpx::Lock lock;
-  mpx::Event held;
-  mpx::Process owner([&] {
-    lock.acquire();
-    held.set();
-    for (;;)
-      ::pause();
-  });
+  auto lock = ctx.Lock();
+  auto held = ctx.Event();
+  mpx::Process owner(hold_forever, lock, held);
   owner.start();
   held.wait();
   owner.kill();
@@ -60,4 +72,5 @@ int main() {
   }
   lock.release();
   std::printf(" and the lock was recovered\n");
+  std::printf("start method: %s\n", mpx::get_start_method().c_str());
 }
