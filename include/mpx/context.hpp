@@ -19,7 +19,8 @@
 // run of it) and lives until that process exits; it is single-threaded and forks each
 // child on request. A process forked from its starter starts its own.
 //
-// mpx objects among a spawn or forkserver target's arguments: a Queue, JoinableQueue,
+// mpx objects among a spawn or forkserver target's arguments (or a spawn or forkserver
+// pool's initializer arguments, mpx/pool.hpp): a Queue, JoinableQueue,
 // SimpleQueue or SharedMemory arrives working in the child (its memfd or shared memory
 // object travels by SCM_RIGHTS; the child's handle shares the parent's). So do a Lock,
 // RLock, Semaphore, BoundedSemaphore, Event, Condition, Barrier, Value, Array, RawValue,
