@@ -21,9 +21,11 @@
 #include <thread>
 #include <vector>
 
+#include "mpx/connection.hpp"
 #include "mpx/context.hpp"
 #include "mpx/errors.hpp"
 #include "mpx/queues.hpp"
+#include "mpx/sharedctypes.hpp"
 #include "mpx/synchronize.hpp"
 #include "support/leak_check.hpp"
 #include "support/start_methods.hpp"
@@ -614,6 +616,35 @@ TEST_P(ProcessMethods, CpuCountFollowsTheAffinityMask) {
   p.start();
   p.join();
   EXPECT_EQ(p.exitcode(), 1);
+}
+
+// As Python's module-level objects: after set_start_method, a Lock, a Value and a Pipe end
+// made by their constructors reach the child; after set_start_method("fork") again, a
+// new Lock reaches a spawn or forkserver child no more.
+void under_the_lock_add(mpx::Lock lock, mpx::Value<int> value, mpx::Connection out) {
+  std::lock_guard guard(lock);
+  value.set(value.value() + 41);
+  out.send(value.value());
+}
+
+TEST_P(ProcessMethods, ConstructorsFollowTheProgramsStartMethod) {
+  mpx::set_start_method(method(), true);
+  struct Restore {
+    ~Restore() { mpx::set_start_method("fork", true); }
+  } restore;
+  mpx::Lock lock;
+  mpx::Value<int> value(1);
+  auto [in, out] = mpx::Pipe(false);
+  mpx::Process p(under_the_lock_add, lock, value, std::move(out));
+  p.start();
+  EXPECT_EQ(in.recv<int>(), 42);
+  p.join();
+  EXPECT_EQ(p.exitcode(), 0);
+  EXPECT_EQ(value.value(), 42);
+  mpx::set_start_method("fork", true);
+  if (GetParam() == StartMethod::fork) return;
+  mpx::Process q = ctx().Process([](mpx::Lock) {}, mpx::Lock());
+  EXPECT_THROW(q.start(), mpx::ValueError);
 }
 
 INSTANTIATE_TEST_SUITE_P(All, ProcessMethods,

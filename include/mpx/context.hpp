@@ -25,9 +25,11 @@
 // object travels by SCM_RIGHTS; the child's handle shares the parent's). So do a Lock,
 // RLock, Semaphore, BoundedSemaphore, Event, Condition, Barrier, Value, Array, RawValue,
 // RawArray or Pipe end (a Connection, moved in) made by a spawn or forkserver Context
-// (ctx.Lock(), ctx.Value<int>(0), ctx.Pipe()), as in Python; made by their constructors
-// (or mpx::Pipe()) they live in an anonymous mapping that only fork passes on, and
-// start() throws ValueError saying so. A handed-off Pipe end behaves as under fork: the
+// (ctx.Lock(), ctx.Value<int>(0), ctx.Pipe()), as in Python, or by their constructors
+// (and mpx::Pipe()) while the program's start method is spawn or forkserver
+// (set_start_method, as Python's module-level objects); made by their constructors
+// under fork they live in an anonymous mapping that only fork passes on, and start()
+// throws ValueError saying so. A handed-off Pipe end behaves as under fork: the
 // parent drops its copy at start(), and the other end sees EOF when the child dies. A
 // Barrier with an action cannot travel (the action is this process's): ValueError. A
 // Listener/Client connection cannot travel in this release: ValueError.

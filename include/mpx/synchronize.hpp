@@ -73,15 +73,20 @@ struct BarrierState;
 
 // A zero-filled MAP_SHARED|MAP_ANONYMOUS mapping of `size` bytes, unmapped when the last
 // shared_ptr in this process goes away. Throws std::system_error. While a KeepBlockFds
-// lives on the calling thread, a memfd's mapping instead, the memfd kept open with it
-// (for a child that is not a fork: the factories of a spawn or forkserver Context).
+// lives on the calling thread, or while the program's start method is spawn or
+// forkserver, a memfd's mapping instead, the memfd kept open with it (for a child that
+// is not a fork: the factories of a spawn or forkserver Context, and the constructors
+// after set_start_method("spawn"), as Python's module-level objects).
 std::shared_ptr<void> allocate_shared_block(std::size_t size);
 class KeepBlockFds {
  public:
   KeepBlockFds() noexcept;
   ~KeepBlockFds();
-  // Whether one lives on the calling thread (for the other shared pages: a Pipe's rings).
+  // Whether one lives on the calling thread or the default is set (for the other shared
+  // pages: a Pipe's rings).
   static bool active() noexcept;
+  // The default for every thread: set_start_method sets it when the method is not fork.
+  static void set_default(bool keep) noexcept;
   KeepBlockFds(const KeepBlockFds&) = delete;
   KeepBlockFds& operator=(const KeepBlockFds&) = delete;
 };

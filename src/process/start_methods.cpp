@@ -25,6 +25,7 @@
 #include "mpx/detail/function_id.hpp"
 #include "mpx/detail/handoff.hpp"
 #include "mpx/errors.hpp"
+#include "mpx/synchronize.hpp"
 #include "process/start_methods.hpp"
 #include "sys/fd_passing.hpp"
 #include "sys/pidfd.hpp"
@@ -94,6 +95,8 @@ void set_start_method(std::string_view method, bool force) {
   std::lock_guard lock(s.mu);
   if (s.method && !force) throw InvalidStateError("context has already been set");
   s.method = m;
+  // Objects made by their constructors from now on can reach a child that is not a fork.
+  detail::KeepBlockFds::set_default(m != StartMethod::fork);
 }
 
 std::optional<std::string> get_start_method(bool allow_none) {
@@ -248,6 +251,7 @@ void run_order(int channel) {
     Settings& s = settings();
     std::lock_guard lock(s.mu);
     s.method = static_cast<StartMethod>(o.start_method);
+    detail::KeepBlockFds::set_default(*s.method != StartMethod::fork);
   }
   become_child(o.self, o.parent);
   run_child_target(o.self.name, [&o] {

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -20,6 +21,8 @@ namespace mpx::detail {
 
 namespace {
 thread_local int t_keep_fds = 0;
+// Set while the program's start method is spawn or forkserver (set_start_method).
+std::atomic<bool> g_keep_fds{false};
 // The memfds of the blocks that have one, by address.
 struct BlockFds {
   std::mutex mu;
@@ -58,11 +61,14 @@ KeepBlockFds::~KeepBlockFds() {
   --t_keep_fds;
 }
 bool KeepBlockFds::active() noexcept {
-  return t_keep_fds > 0;
+  return t_keep_fds > 0 || g_keep_fds.load(std::memory_order_relaxed);
+}
+void KeepBlockFds::set_default(bool keep) noexcept {
+  g_keep_fds.store(keep, std::memory_order_relaxed);
 }
 
 std::shared_ptr<void> allocate_shared_block(std::size_t size) {
-  if (t_keep_fds > 0) return memfd_block(sys::memfd("mpx-sync", size), size);
+  if (KeepBlockFds::active()) return memfd_block(sys::memfd("mpx-sync", size), size);
   auto* mapping = new sys::Mapping(sys::map_anonymous_shared(size));
   return std::shared_ptr<void>(mapping->data(), [mapping](void*) { delete mapping; });
 }
