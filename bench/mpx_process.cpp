@@ -3,6 +3,8 @@
 //                        (us/op)
 //   process_start_join_spawn       the same under the spawn start method (a function
 //   process_start_join_forkserver  pointer target; the forkserver started before) (us/op)
+#include <cstring>
+
 #include "mpx/context.hpp"
 #include "mpx/process.hpp"
 #include "mpx_bench.hpp"
@@ -47,6 +49,8 @@ BENCHMARK(process_start_join_forkserver)
 }  // namespace
 
 int main(int argc, char** argv) {
+  // The spawn floor's child (bench/floor.cpp): this binary, loaded and gone at once.
+  if (argc == 2 && std::strcmp(argv[1], "--exit-at-once") == 0) return 0;
   mpx::init(argc, argv);  // a spawned child runs its target here
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
