@@ -93,19 +93,10 @@ struct Client {
   pid_t pid = 0;
   sys::Fd sock;
 };
-Client* g_client = nullptr;
-// A fork while another thread talks to the server (holding mu) must not leave the
-// child's copy locked: the child, not the owner, starts its own server (restart).
-void unlock_client_in_child() {
-  if (g_client) new (&g_client->mu) std::mutex;
-}
+// A fork while another thread talks to the server (holding mu): the child, not the
+// owner, starts its own server (restart).
 Client& client() {
-  static Client* c = [] {
-    g_client = new Client;  // never destroyed: children start at exit too
-    ::pthread_atfork(nullptr, nullptr, unlock_client_in_child);
-    return g_client;
-  }();
-  return *c;
+  return ForkSafeInstance<Client>::get();
 }
 
 // Starts a server for this process, after the previous one (dead, or a fork parent's).

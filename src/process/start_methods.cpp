@@ -48,18 +48,8 @@ struct Settings {
   std::string executable;  // empty: /proc/self/exe
   std::string argv0;
 };
-Settings* g_settings = nullptr;
-// A fork while another thread reads the settings must not leave the child's copy locked.
-void unlock_settings_in_child() {
-  if (g_settings) new (&g_settings->mu) std::mutex;
-}
 Settings& settings() {
-  static Settings* s = [] {
-    g_settings = new Settings;  // never destroyed: children start at exit too
-    ::pthread_atfork(nullptr, nullptr, unlock_settings_in_child);
-    return g_settings;
-  }();
-  return *s;
+  return detail::ForkSafeInstance<Settings>::get();
 }
 std::atomic<bool> g_init_called{false};
 

@@ -3,11 +3,14 @@
 // forkserver.cpp).
 #pragma once
 
+#include <pthread.h>
 #include <sys/types.h>
 
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <mutex>
+#include <new>
 #include <optional>
 #include <span>
 #include <string>
@@ -112,5 +115,27 @@ int forkserver_client_fd();
 // The server's loop, in the process that mpx::init recognised as the forkserver (and
 // tied to its client's life); the client's socket is fd 3. Never returns.
 [[noreturn]] void forkserver_main();
+
+// The process-wide T (a struct with a std::mutex `mu`) of the start methods' state:
+// made on first use, never destroyed (children start at exit too), and a forked child
+// gets its mutex fresh, so that a fork while another thread holds it leaves the child's
+// copy unlocked.
+template <class T>
+class ForkSafeInstance {
+ public:
+  static T& get() {
+    static T* const instance = [] {
+      ptr_ = new T;
+      ::pthread_atfork(nullptr, nullptr, [] {
+        if (ptr_) new (&ptr_->mu) std::mutex;
+      });
+      return ptr_;
+    }();
+    return *instance;
+  }
+
+ private:
+  static inline T* ptr_ = nullptr;
+};
 
 }  // namespace mpx::detail
