@@ -93,7 +93,7 @@ void ProcessImpl::deliver() {
     } else {
       results_.clear();
       for (std::size_t j = k; j < end; ++j)
-        results_.push_back({deliveries_[j].tag, deliveries_[j].body});
+        results_.push_back({deliveries_[j].tag, deliveries_[j].body, deliveries_[j].placed});
       d.sink->task_results(results_);
     }
     for (; k < end; ++k)
@@ -109,7 +109,7 @@ void ProcessImpl::collector_leaving() noexcept {
 }
 
 // Reads the complete frames in worker i's outbox (read_mutex_ held).
-bool ProcessImpl::read_frames(std::size_t i, std::vector<Frame>& out) {
+bool ProcessImpl::read_frames(std::size_t i, std::vector<Frame>& out, bool places) {
   ReadState& r = reads_[i];
   ByteRing& ring = pool_->slot(i).outbox;
   bool progress = false;
@@ -126,21 +126,31 @@ bool ProcessImpl::read_frames(std::size_t i, std::vector<Frame>& out) {
         spare_bodies_.pop_back();
         spare_bytes_ -= r.body.capacity();
       }
-      reserve_prefaulted(r.body, r.header.size);
-      r.body.resize(r.header.size);
+      const bool placed = places && r.header.kind == kFrameResult && r.header.size >= kLargeBody &&
+                          find_place(i, r);
+      const std::size_t to_body = placed ? r.place.head : r.header.size;
+      reserve_prefaulted(r.body, to_body);
+      r.body.resize(to_body);
       r.body_got = 0;
     }
-    if (r.body_got < r.body.size()) {
-      std::size_t n = ring.read(r.body.data() + r.body_got, r.body.size() - r.body_got);
+    if (r.body_got < r.header.size) {
+      // The head (or all) to the body, the rest to the sink's place.
+      const bool to_body = r.body_got < r.body.size();
+      std::byte* dst =
+          to_body ? r.body.data() + r.body_got : r.place.rest + (r.body_got - r.body.size());
+      const std::size_t want = to_body ? r.body.size() - r.body_got : r.header.size - r.body_got;
+      std::size_t n = ring.read(dst, want);
       if (n == 0) break;
       progress = true;
       r.body_got += n;
-      if (r.body_got < r.body.size()) continue;
+      if (r.body_got < r.header.size) continue;
     }
     r.header_got = 0;
-    const bool large = r.body.size() >= kLargeBody;
-    out.push_back({i, r.header, std::move(r.body)});
+    const bool large = r.header.size >= kLargeBody;
+    out.push_back({i, r.header, std::move(r.body), r.place.rest != nullptr});
     r.body = ByteVector();
+    r.place = {};
+    r.sink.reset();
     // A large body is delivered (and its buffer recycled) before the next is read:
     // the next one then reuses that memory instead of faulting in its own (a map of
     // a million ints: eight 500 KB results, 1000 page faults at microseconds each).
@@ -148,6 +158,24 @@ bool ProcessImpl::read_frames(std::size_t i, std::vector<Frame>& out) {
   }
   if (progress) wake_sleepers(ring.word);  // it may wait for room
   return progress;
+}
+
+// Asks the sink of the task whose result frame begins in worker i's outbox where its body
+// may go (TaskSink::result_place); sets r.place and r.sink, or returns false.
+bool ProcessImpl::find_place(std::size_t i, ReadState& r) {
+  std::size_t tag = 0;
+  {
+    auto lock = lock_soon(mutex);
+    const SlotState& s = slots_[i];
+    if (s.assigned.empty() || s.assigned.front().id != r.header.task_id) return false;
+    r.sink = s.assigned.front().task.sink;
+    tag = s.assigned.front().task.tag;
+  }
+  if (r.sink) r.place = r.sink->result_place(tag, r.header.size);
+  if (r.place.rest != nullptr && r.place.head <= r.header.size) return true;
+  r.place = {};
+  r.sink.reset();
+  return false;
 }
 
 // Keeps a delivered body's buffer for a later frame (read_mutex_ held): memory the
@@ -196,7 +224,8 @@ bool ProcessImpl::match(Frame& f, std::vector<Delivery>& out, int64_t now) {
       record_task_time(f.header.entry);
       s.assigned.pop_front();
       recycle_args(a.task.args);
-      Delivery d{std::move(a.task.sink), a.task.tag, f.header.kind, std::move(f.body), nullptr};
+      Delivery d{std::move(a.task.sink), a.task.tag, f.header.kind,
+                 std::move(f.body),      nullptr,    f.placed};
       if (d.sink && d.sink->has_callbacks()) {
         handoff_.push_back(std::move(d));
         handoffs_.store(handoff_.size(), std::memory_order_release);

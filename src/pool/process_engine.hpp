@@ -204,11 +204,17 @@ class ProcessImpl final : public Engine::Impl {
     std::size_t header_got = 0;
     ByteVector body;
     std::size_t body_got = 0;
+    // A large result read straight to its sink's place (TaskSink::result_place): its
+    // first place.head bytes go to `body`, the rest to place.rest. `sink` keeps the
+    // place alive.
+    ResultPlace place;
+    std::shared_ptr<TaskSink> sink;
   };
   struct Frame {
     std::size_t slot;
     FrameHeader header;
     ByteVector body;
+    bool placed = false;  // ReadState::place: `body` holds the head only
   };
   // A task's outcome, to hand to its sink outside the engine's lock.
   struct Delivery {
@@ -217,9 +223,13 @@ class ProcessImpl final : public Engine::Impl {
     uint32_t kind = 0;  // kFrameResult or kFrameError (body); 0: `error`
     ByteVector body;
     std::exception_ptr error;
+    bool placed = false;  // Frame::placed
     void run() noexcept {
       if (!sink) return;
-      if (kind == kFrameResult) {
+      if (kind == kFrameResult && placed) {
+        const TaskResult one{tag, body, true};
+        sink->task_results(std::span(&one, 1));
+      } else if (kind == kFrameResult) {
         sink->task_result(tag, body);
       } else if (kind == kFrameError) {
         sink->task_failed(tag, decode_exception(body));
@@ -302,7 +312,10 @@ class ProcessImpl final : public Engine::Impl {
   }
 
   // collector.cpp: reading frames.
-  bool read_frames(std::size_t i, std::vector<Frame>& out);
+  // `places`: large results may go straight to their sinks' places (not with the
+  // engine's lock held).
+  bool read_frames(std::size_t i, std::vector<Frame>& out, bool places = true);
+  bool find_place(std::size_t i, ReadState& r);
   void recycle(ByteVector& body);
   bool match(Frame& f, std::vector<Delivery>& out, int64_t now);
   static constexpr std::size_t kLargeBody = std::size_t{64} << 10;

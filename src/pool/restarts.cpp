@@ -91,7 +91,7 @@ void ProcessImpl::worker_exited(std::size_t i, pid_t pid, int status) {
     if (s.pid != pid) return;
     // What it wrote before it died still counts.
     frames_.clear();
-    read_frames(i, frames_);
+    read_frames(i, frames_, false);
     const int64_t now = monotonic_ns();
     for (auto& f : frames_)
       match(f, done, now);

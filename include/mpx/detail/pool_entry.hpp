@@ -12,7 +12,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <iterator>
 #include <span>
+#include <string>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -40,6 +42,21 @@ auto decode_result(std::span<const std::byte> bytes) {
 template <class R>
 std::vector<R> decode_chunk(std::span<const std::byte> bytes) {
   return mpx::decode<std::vector<R>>(bytes);
+}
+
+// The head (type tag and count) of a std::vector<R> message of `count` elements, whose
+// elements were read elsewhere (TaskSink::result_place): what append_vector_head wrote.
+// Throws DecodeError.
+template <class R>
+void check_vector_head(std::span<const std::byte> head, std::size_t count) {
+  std::byte expected[sizeof(std::uint64_t) + 10];
+  const std::uint64_t tag = type_tag<std::vector<R>>();
+  std::memcpy(expected, &tag, sizeof tag);
+  const std::size_t n = sizeof tag + put_varint(count, expected + sizeof tag);
+  if (head.size() != n || std::memcmp(head.data(), expected, n) != 0)
+    throw_decode_error(
+        &Codec<std::vector<R>>::name, 0,
+        "a map chunk's results do not start as a vector of " + std::to_string(count) + " elements");
 }
 
 // Worker side: one call f(args...).
@@ -186,6 +203,28 @@ Task process_raw_chunk_task(const F& f, std::size_t count, std::byte*& items,
   encode_callable(f, t.args);
   items = append_vector_head<Item>(count, t.args);
   return t;
+}
+
+// Writes the next `count` elements from `it` (up to `end`) as raw Item bytes at `out`,
+// advancing `it`. Returns false if the range ended first.
+template <class Item, class It, class End>
+bool copy_raw_items(It& it, const End& end, std::size_t count, std::byte* out) {
+  if constexpr (std::random_access_iterator<It> && std::sized_sentinel_for<End, It>) {
+    using D = std::iter_difference_t<It>;
+    if (end - it < static_cast<D>(count)) return false;
+    for (std::size_t k = 0; k < count; ++k) {
+      const Item item = static_cast<Item>(it[static_cast<D>(k)]);
+      std::memcpy(out + k * sizeof(Item), static_cast<const void*>(&item), sizeof(Item));
+    }
+    it += static_cast<D>(count);
+  } else {
+    for (std::size_t k = 0; k < count; ++k, ++it) {
+      if (it == end) return false;
+      const Item item = static_cast<Item>(*it);
+      std::memcpy(out + k * sizeof(Item), static_cast<const void*>(&item), sizeof(Item));
+    }
+  }
+  return true;
 }
 
 template <class F, class Item, bool Star>

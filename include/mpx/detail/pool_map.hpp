@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <deque>
 #include <exception>
 #include <iterator>
@@ -22,6 +23,7 @@
 
 #include "mpx/codec.hpp"
 #include "mpx/detail/deadline.hpp"
+#include "mpx/detail/pool_entry.hpp"
 #include "mpx/detail/pool_future.hpp"
 #include "mpx/detail/pool_iterator.hpp"
 #include "mpx/detail/pool_task.hpp"
@@ -96,7 +98,7 @@ class MapState final : public TaskSink {
                       Chunk (*decoder)(std::span<const std::byte>)) {
     if constexpr (trivially_encodable_v<R>) {
       if (chunksize_ != 0) {
-        const TaskResult one{index, bytes};
+        const TaskResult one{index, bytes, false};
         place_results(std::span(&one, 1));
         return;
       }
@@ -114,7 +116,11 @@ class MapState final : public TaskSink {
     for (const TaskResult& r : results) {
       if (finished(r.tag)) continue;  // its place may be given away already
       try {
-        decode_vector_into(r.bytes, place_of(r.tag));
+        if (r.placed) {
+          check_vector_head<R>(r.bytes, place_of(r.tag).size());
+        } else {
+          decode_vector_into(r.bytes, place_of(r.tag));
+        }
       } catch (const DecodeError&) {
         failed.emplace_back(r.tag, std::current_exception());
         continue;
@@ -312,9 +318,37 @@ class MapState final : public TaskSink {
           return;
         } catch (...) {  // no memory: one by one, each failing on its own if it must
         }
+        for (const TaskResult& r : results) {
+          try {
+            place_results(std::span(&r, 1));
+          } catch (...) {
+            fail(r.tag, std::current_exception());
+          }
+        }
+        return;
       }
     }
     TaskSink::task_results(results);
+  }
+  // map/map_async: a chunk's results are read from the worker straight to their place
+  // in the result vector (sized here, once): its message's head (type tag and count)
+  // comes after, to task_results(), and is checked then.
+  ResultPlace result_place(std::size_t index, std::size_t bytes) noexcept override {
+    if constexpr (trivially_encodable_v<R>) {
+      if (chunksize_ == 0) return {};
+      try {
+        std::lock_guard lock(mutex_);
+        if (finished(index)) return {};
+        size_results();
+        const std::span<R> place = place_of(index);
+        const std::size_t head = sizeof(std::uint64_t) + varint_size(place.size());
+        if (bytes != head + place.size_bytes()) return {};  // read whole, to fail as usual
+        return {reinterpret_cast<std::byte*>(place.data()), head};
+      } catch (...) {  // no memory for the results: they come as usual (and fail)
+        return {};
+      }
+    }
+    return {};
   }
   void task_failed(std::size_t index, std::exception_ptr error) noexcept override {
     fail(index, std::move(error));
@@ -616,54 +650,6 @@ class RangeFeeder final : public Feeder {
   std::size_t index_ = 0;
   bool started_ = false;
   bool exhausted_ = false;
-};
-
-// The elements of several views taken in parallel, as tuples, until the shortest ends
-// (std::views::zip is C++23).
-template <class... Views>
-class ZipView {
- public:
-  explicit ZipView(Views... views) : views_(std::move(views)...) {}
-
-  class iterator {
-   public:
-    using value_type = std::tuple<std::ranges::range_value_t<Views>...>;
-    using difference_type = std::ptrdiff_t;
-    iterator() = default;
-    iterator(ZipView* owner, std::tuple<std::ranges::iterator_t<Views>...> its)
-        : owner_(owner), its_(std::move(its)) {}
-    value_type operator*() const {
-      return std::apply([](const auto&... it) { return value_type(*it...); }, its_);
-    }
-    iterator& operator++() {
-      std::apply([](auto&... it) { (++it, ...); }, its_);
-      return *this;
-    }
-    void operator++(int) { ++*this; }
-    friend bool operator==(const iterator& it, std::default_sentinel_t) {
-      return [&]<std::size_t... I>(std::index_sequence<I...>) {
-        return ((std::get<I>(it.its_) == it.owner_->template view_end<I>()) || ...);
-      }
-      (std::index_sequence_for<Views...>());
-    }
-
-   private:
-    ZipView* owner_ = nullptr;
-    std::tuple<std::ranges::iterator_t<Views>...> its_;
-  };
-
-  template <std::size_t I>
-  auto view_end() {
-    return std::ranges::end(std::get<I>(views_));
-  }
-  iterator begin() {
-    return iterator(
-        this, std::apply([](auto&... v) { return std::tuple(std::ranges::begin(v)...); }, views_));
-  }
-  std::default_sentinel_t end() { return {}; }
-
- private:
-  std::tuple<Views...> views_;
 };
 
 // Python's default map chunksize: ceil(n / (4 * workers)).

@@ -47,10 +47,20 @@ void reserve_prefaulted(ByteVector& v, std::size_t n);
 // to `out`. Throws what the call throws (the worker sends it back).
 using Entry = void (*)(std::span<const std::byte> args, ByteVector& out);
 
-// A task's encoded result (process workers), for TaskSink::task_results().
+// A task's encoded result (process workers), for TaskSink::task_results(). `placed`:
+// the result was read straight to the place TaskSink::result_place() gave, and `bytes`
+// holds only its first bytes (ResultPlace::head), for the sink to check.
 struct TaskResult {
   std::size_t tag;
   std::span<const std::byte> bytes;
+  bool placed = false;
+};
+
+// Where a large encoded result may be read to instead of a buffer of the engine's: its
+// first `head` bytes go to the engine, the rest to `rest` (none: no such place).
+struct ResultPlace {
+  std::byte* rest = nullptr;
+  std::size_t head = 0;
 };
 
 // Where the outcome of a task goes. Called from the engine's threads, never under an
@@ -70,6 +80,13 @@ class TaskSink {
   virtual void task_results(std::span<const TaskResult> results) noexcept {
     for (const TaskResult& r : results)
       task_result(r.tag, r.bytes);
+  }
+  // Process workers: where the `bytes` of a task's result may be read straight to (a
+  // map's chunk: its place in the result vector), skipping a copy; its results then
+  // come to task_results() as placed. The place must stay valid while the sink lives
+  // and the task has no outcome. By default, none.
+  virtual ResultPlace result_place(std::size_t /*tag*/, std::size_t /*bytes*/) noexcept {
+    return {};
   }
   virtual void task_failed(std::size_t tag, std::exception_ptr error) noexcept = 0;
   // The task will not run (terminate, shutdown(cancel_futures)): end as cancelled.
