@@ -21,6 +21,7 @@
 #include "mpx/process.hpp"
 #include "support/child.hpp"
 #include "support/leak_check.hpp"
+#include "support/proc_state.hpp"
 
 namespace {
 
@@ -63,6 +64,28 @@ TEST(QueueTest, ItemsComeOutInFifoOrder) {
   EXPECT_EQ(s.get(), "one");
   EXPECT_EQ(s.get(), std::string(5000, 'x'));
   EXPECT_EQ(s.get(), "");
+}
+
+// A consumer whose last get found its item waiting looks for the next one lazily (ring.hpp,
+// "Waiting"); once that spin is over it sleeps, and a put must still wake it.
+TEST(QueueTest, AConsumerThatKeptUpAndThenFellAsleepIsWokenByTheNextPut) {
+  mpx::Queue<int> q;
+  mpx::Queue<int> ack;
+  q.put(1);
+  Child consumer([&] {
+    if (q.get() != 1) ::_exit(2);  // found waiting
+    ack.put(0);
+    ::_exit(q.get(30s) == 2 ? 0 : 3);  // throws Empty (exit 1) if never woken
+  });
+  EXPECT_EQ(ack.get(10s), 0);
+  const auto give_up = Clock::now() + 10s;
+  while (mpx_test::proc_state(std::to_string(consumer.pid())) != 'S' && Clock::now() < give_up)
+    std::this_thread::yield();
+  ASSERT_EQ(mpx_test::proc_state(std::to_string(consumer.pid())), 'S');
+  const auto put_at = Clock::now();
+  q.put(2);
+  EXPECT_EQ(consumer.join(), 0);
+  EXPECT_LT(Clock::now() - put_at, 10s);
 }
 
 TEST(QueueTest, GetWithTimeoutThrowsEmptyWhenNothingArrives) {

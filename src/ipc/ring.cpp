@@ -97,13 +97,13 @@ bool journal_repair(CommitJournal& j, const std::atomic<uint64_t>& published,
   return rolled_back;
 }
 
-// wait_until() of detail/waiter.hpp, plus the `woken` flag (see RingHeader): a sleeper
-// clears it before it registers, the first waker sets it and makes the futex call.
+// wait_until() of detail/waiter.hpp (spinning first if `spin`), plus the `woken` flag (see
+// RingHeader): a sleeper clears it before it registers, the first waker sets it and calls.
 template <class Pred>
 bool sleep_until(WaitWord& word, std::atomic<uint32_t>& woken, Pred& ready,
-                 const Deadline& deadline) {
+                 const Deadline& deadline, bool spin) {
   if (ready()) return true;
-  if (spin_until(ready, spin_limit())) return true;
+  if (spin && spin_until(ready, spin_limit())) return true;
   for (;;) {
     woken.store(0, std::memory_order_seq_cst);
     const uint32_t seq = word.seq.load(std::memory_order_seq_cst);
@@ -229,8 +229,8 @@ template <class Pred>
 bool Ring::wait_for(bool for_data, Pred&& ready, const Deadline& deadline, bool spin) {
   if (deadline.expired()) return ready();  // a non-blocking call does not spin
   if (!bell_) {
-    return for_data ? sleep_until(h_->data_word, h_->data_woken, ready, deadline)
-                    : sleep_until(h_->space_word, h_->space_woken, ready, deadline);
+    return for_data ? sleep_until(h_->data_word, h_->data_woken, ready, deadline, spin)
+                    : sleep_until(h_->space_word, h_->space_woken, ready, deadline, spin);
   }
 
   if (ready()) return true;
@@ -502,7 +502,17 @@ bool Ring::read_locked(ReserveFn reserve, void* ctx, const Deadline& deadline, b
   for (;;) {
     if (h.cached_head == t && !ready()) {
       if (!mid) {
-        if (!wait_for(true, ready, deadline, !spun)) {
+        bool spin = !spun;
+        bool came = false;
+        if constexpr (kCounted) {
+          const bool lazily = keeping_up() && !deadline.expired();
+          set_keeping_up(false);
+          if (lazily) {
+            spin = false;
+            came = spin_lazily(ready);
+          }
+        }
+        if (!came && !wait_for(true, ready, deadline, spin)) {
           if (bell_ && bell_->gone() && !ready()) throw EOFError();
           if (!ready()) return false;
         }
@@ -522,6 +532,8 @@ bool Ring::read_locked(ReserveFn reserve, void* ctx, const Deadline& deadline, b
         }
         if (!mid) continue;
       }
+    } else if (kCounted && !mid) {
+      set_keeping_up(true);  // a message was waiting: the producer is ahead
     }
 
     ChunkHeader c;
