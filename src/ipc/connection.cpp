@@ -300,28 +300,46 @@ int Connection::fileno() const {
   return impl.has_in ? impl.in_socket.get() : impl.out_socket.get();
 }
 
-Connection::Impl& Connection::checked(bool want_read, bool want_write) const {
-  if (!impl_) throw InvalidStateError("connection is closed");
-  if (want_read && !impl_->has_in) throw InvalidStateError("connection is write-only");
-  if (want_write && !impl_->has_out) throw InvalidStateError("connection is read-only");
-  return *impl_;
+namespace {
+
+[[noreturn, gnu::noinline, gnu::cold]] void throw_unusable(const Connection::Impl* impl,
+                                                           bool want_read) {
+  if (!impl) throw InvalidStateError("connection is closed");
+  throw InvalidStateError(want_read ? "connection is write-only" : "connection is read-only");
 }
 
-void Connection::send_parts(detail::Parts parts) {
-  Impl& impl = checked(false, true);
+}  // namespace
+
+// Inlined into every send and receive: the throws stay out of line.
+Connection::Impl& Connection::checked(bool want_read, bool want_write) const {
+  Impl* impl = impl_.get();
+  if (!impl || (want_read && !impl->has_in) || (want_write && !impl->has_out)) [[unlikely]]
+    throw_unusable(impl, want_read && impl && !impl->has_in);
+  return *impl;
+}
+
+namespace {
+
+void send_to(Connection::Impl& impl, detail::Parts parts) {
   if (impl.stream) return impl.stream->send(parts);
   impl.out.write(parts, detail::Deadline::never());
 }
 
+}  // namespace
+
+void Connection::send_parts(detail::Parts parts) {
+  send_to(checked(false, true), parts);
+}
+
 void Connection::send_bytes(std::span<const std::byte> buffer, std::size_t offset,
                             std::size_t size) {
-  checked(false, true);
+  Impl& impl = checked(false, true);
   if (offset > buffer.size()) throw ValueError("send_bytes: offset is beyond the buffer");
   if (size == npos) size = buffer.size() - offset;
   if (size > buffer.size() - offset)
     throw ValueError("send_bytes: offset + size is beyond the buffer");
   const std::span<const std::byte> part = buffer.subspan(offset, size);
-  send_parts(std::span<const std::span<const std::byte>>(&part, 1));
+  send_to(impl, std::span<const std::span<const std::byte>>(&part, 1));
 }
 
 namespace {

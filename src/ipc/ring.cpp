@@ -7,9 +7,11 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cstddef>
 #include <cstring>
 #include <new>
 
+#include "ipc/chunk.hpp"
 #include "mpx/errors.hpp"
 #include "sys/syscall.hpp"
 
@@ -17,23 +19,6 @@ namespace mpx::detail {
 
 namespace {
 
-constexpr uint32_t kFirst = 1;
-constexpr uint32_t kLast = 2;
-
-struct ChunkHeader {
-  uint64_t total;
-  uint32_t length;
-  uint32_t flags;
-};
-static_assert(sizeof(ChunkHeader) == 16);
-
-// Bytes before a chunk's header: the chunk's commit word (see ring.hpp).
-inline constexpr uint64_t kCommitBytes = sizeof(uint64_t);
-inline constexpr uint64_t kHeadBytes = kCommitBytes + sizeof(ChunkHeader);
-
-constexpr uint64_t align8(uint64_t n) noexcept {
-  return (n + 7) & ~uint64_t{7};
-}
 constexpr std::size_t align64(std::size_t n) noexcept {
   return (n + 63) & ~std::size_t{63};
 }
@@ -346,13 +331,16 @@ bool Ring::write_locked(std::span<const std::span<const std::byte>> parts, const
     const uint64_t length = std::min<uint64_t>(want, (room - kHeadBytes) & ~uint64_t{7});
     const bool last = length == remaining;
     ChunkHeader c{total, static_cast<uint32_t>(length), (first ? kFirst : 0) | (last ? kLast : 0)};
-    copy_in(head + kCommitBytes, reinterpret_cast<const std::byte*>(&c), sizeof(c));
+    store_header(data_, cap, head + kCommitBytes, c);
     uint64_t pos = head + kHeadBytes;
     uint64_t left = length;
     while (left > 0) {
       auto part = parts[part_index];
       const uint64_t n = std::min<uint64_t>(left, part.size() - part_offset);
-      copy_in(pos, part.data() + part_offset, n);
+      if (const uint64_t at = pos & (cap - 1); at + n <= cap)
+        copy_short(data_ + at, part.data() + part_offset, static_cast<std::size_t>(n));
+      else
+        copy_in(pos, part.data() + part_offset, n);
       pos += n;
       left -= n;
       part_offset += n;
@@ -440,8 +428,7 @@ bool Ring::read_small(ReserveFn reserve, void* ctx, bool spin) {
   for (int i = 0;;) {
     const uint64_t t = h_->tail.load(std::memory_order_acquire);
     if (commit_word(t).load(std::memory_order_acquire) == t + 1) {
-      ChunkHeader c;
-      copy_out(t + kCommitBytes, reinterpret_cast<std::byte*>(&c), sizeof(c));
+      const ChunkHeader c = load_header(data_, h_->capacity, t + kCommitBytes);
       if (!is_small(c)) return false;  // (if torn, the locked path looks again)
       if (take_small(t, c.length, reserve, ctx)) return true;
       continue;  // another reader took it
@@ -459,7 +446,10 @@ bool Ring::read_small(ReserveFn reserve, void* ctx, bool spin) {
 
 bool Ring::take_small(uint64_t t, uint32_t length, ReserveFn reserve, void* ctx) {
   std::byte stage[kSmallMessage];
-  copy_out(t + kHeadBytes, stage, length);
+  if (const uint64_t at = (t + kHeadBytes) & (h_->capacity - 1); at + length <= h_->capacity)
+    copy_short(stage, data_ + at, length);
+  else
+    copy_out(t + kHeadBytes, stage, length);
   // The copy is good if the tail is still at the chunk: then no writer can have touched
   // it. The exchange orders the copy before it (release) and the caller's look at the
   // writers' sleeping flag after it.
@@ -467,7 +457,7 @@ bool Ring::take_small(uint64_t t, uint32_t length, ReserveFn reserve, void* ctx)
   if (!h_->tail.compare_exchange_strong(expected, t + align8(kHeadBytes + length),
                                         std::memory_order_seq_cst))
     return false;
-  if (std::byte* dest = reserve(ctx, length)) std::memcpy(dest, stage, length);
+  if (std::byte* dest = reserve(ctx, length)) copy_short(dest, stage, length);
   return true;
 }
 
@@ -536,8 +526,7 @@ bool Ring::read_locked(ReserveFn reserve, void* ctx, const Deadline& deadline, b
       set_keeping_up(true);  // a message was waiting: the producer is ahead
     }
 
-    ChunkHeader c;
-    copy_out(t + kCommitBytes, reinterpret_cast<std::byte*>(&c), sizeof(c));
+    const ChunkHeader c = load_header(data_, h_->capacity, t + kCommitBytes);
     if constexpr (!kCounted) {
       // Still at the tail after reading the header: then the header is not torn, and a
       // chunk that is not a small message stays ours.
@@ -615,8 +604,8 @@ void Ring::repair_reader() {
 
 uint64_t Ring::committed_end(uint64_t at) const noexcept {
   if (commit_word(at).load(std::memory_order_seq_cst) != at + 1) return 0;
-  ChunkHeader c;  // complete: its commit word was stored after it
-  copy_out(at + kCommitBytes, reinterpret_cast<std::byte*>(&c), sizeof(c));
+  // Complete: its commit word was stored after it.
+  const ChunkHeader c = load_header(data_, h_->capacity, at + kCommitBytes);
   if (c.length > h_->max_chunk) return 0;  // not a chunk a writer could have made
   return at + align8(kHeadBytes + c.length);
 }
