@@ -1,14 +1,18 @@
-// Maps whose chunks' results are large (64 KiB and more): the collector reads them from
-// the workers straight to their place in the result vector (TaskSink::result_place).
-// The results must come whole and in order, also when a chunk's result is larger than a
-// worker's ring (it streams through in pieces), when the pool is reused, and when a
-// worker dies or a call throws in the middle of such a map.
+// Maps whose chunks are large (64 KiB and more): a worker reads such a chunk in place
+// from its inbox (kInPlaceFrame), the pool keeps no copy of it meanwhile, and the
+// collector reads the results straight to their place in the result vector
+// (TaskSink::result_place). The results must come whole and in order, also when a
+// chunk's result is larger than a worker's ring (it streams through in pieces), when
+// the pool is reused, when a worker dies or a call throws in the middle of such a map,
+// and for the chunks that go to another worker (queued behind a dead worker's, or
+// taken back for an idle worker), whose bytes come back from the inbox.
 #include <gtest/gtest.h>
 #include <signal.h>
 
 #include <chrono>
 #include <cstddef>
 #include <stdexcept>
+#include <thread>
 #include <vector>
 
 #include "mpx/errors.hpp"
@@ -40,6 +44,24 @@ int segfault_at_700k(int x) {
 
 int throw_at_700k(int x) {
   if (x == 700000) throw std::invalid_argument("700000");
+  return affine(x);
+}
+
+int segfault_later(int) {
+  std::this_thread::sleep_for(100ms);
+  ::raise(SIGSEGV);
+  return 0;
+}
+
+long long total(const std::vector<int>& v) {
+  long long sum = 0;
+  for (int x : v)
+    sum += x;
+  return sum;
+}
+
+int slow_at_0(int x) {
+  if (x == 0) std::this_thread::sleep_for(300ms);
   return affine(x);
 }
 
@@ -98,6 +120,61 @@ TEST(PoolLargeMapTest, AWorkerLostInALargeMapFailsItAndThePoolGoesOn) {
   auto lost = pool.map_async(segfault_at_700k, xs);
   mpx_test::expect_lost_to_segfault(lost);
   EXPECT_EQ(first_wrong(pool.map(affine, xs), n), -1);
+}
+
+TEST(PoolLargeMapTest, ChunksQueuedBehindALostOneRunElsewhereWithTheirOwnItems) {
+  mpx_test::Watchdog dog(120s, "an imap of large chunks losing a worker");
+  constexpr int n = 1000000;
+  constexpr int chunk = 20000;  // 80 KB chunks, several queued in each inbox
+  const std::vector<int> xs = inputs(n);
+  mpx::Pool pool(2);
+  auto it = pool.imap(segfault_at_700k, xs, chunk);
+  int index = 0, lost = 0, wrong = 0;
+  for (;;) {
+    try {
+      auto r = it.next();
+      if (!r) break;
+      if (*r != affine(index)) ++wrong;
+      ++index;
+    } catch (const mpx::WorkerLost&) {  // the chunk holding 700000, skipped
+      ++lost;
+      index += chunk;
+    }
+  }
+  EXPECT_EQ(lost, 1);
+  EXPECT_EQ(wrong, 0);
+  EXPECT_EQ(index, n);
+}
+
+TEST(PoolLargeMapTest, LargeCallsQueuedBehindALostOneRunElsewhereWithTheirOwnArguments) {
+  mpx_test::Watchdog dog(120s, "large calls queued behind a crashing one");
+  mpx::Pool pool(2);
+  auto crash = pool.apply_async(segfault_later, 0);
+  auto busy = pool.apply_async(slow_at_0, 0);  // no worker idles to take tasks back
+  std::vector<std::vector<int>> args;
+  std::vector<mpx::AsyncResult<long long>> sums;
+  for (int k = 0; k < 6; ++k) {  // 400 KB each: read in place, one queued per worker
+    args.push_back(std::vector<int>(100000, k + 1));
+    sums.push_back(pool.apply_async(total, args.back()));
+  }
+  mpx_test::expect_lost_to_segfault(crash);
+  EXPECT_EQ(busy.get(60s), affine(0));
+  for (int k = 0; k < 6; ++k)
+    EXPECT_EQ(sums[static_cast<std::size_t>(k)].get(60s), 100000LL * (k + 1)) << k;
+}
+
+TEST(PoolLargeMapTest, ChunksTakenBackForAnIdleWorkerKeepTheirItems) {
+  mpx_test::Watchdog dog(120s, "a large map with a slow first chunk");
+  constexpr int n = 400000;
+  const std::vector<int> xs = inputs(n);
+  mpx::Pool pool(2);
+  // The first chunk sleeps: the chunks queued behind it go to the other worker.
+  std::vector<int> results = pool.map(slow_at_0, xs, 20000);
+  ASSERT_EQ(results.size(), xs.size());
+  long wrong = -1;
+  for (int i = 0; i < n && wrong < 0; ++i)
+    if (results[static_cast<std::size_t>(i)] != affine(i)) wrong = i;
+  EXPECT_EQ(wrong, -1);
 }
 
 TEST(PoolLargeMapTest, AThrowingCallInALargeMapFailsItAndThePoolGoesOn) {

@@ -20,6 +20,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <span>
 
 #include "mpx/detail/waiter.hpp"
 
@@ -139,6 +140,37 @@ struct ByteRing {
     ring_copy_out(data, kCapacity, t, dst, n);
     tail.store(t + n, std::memory_order_release);
     return n;
+  }
+  // The reader: the next n bytes where they lie, without consuming them, if they are all
+  // written and do not cross the area's end (else empty). consume() drops them after.
+  std::span<const std::byte> peek(std::size_t n) noexcept {
+    const uint64_t t = tail.load(std::memory_order_relaxed);
+    const std::size_t at = static_cast<std::size_t>(t & (kCapacity - 1));
+    if (n > kCapacity - at) return {};
+    if (head_seen - t < n) head_seen = head.load(std::memory_order_acquire);
+    if (head_seen - t < n) return {};
+    return {data + at, n};
+  }
+  // Drops n bytes that are written (peek(), readable()).
+  void consume(std::size_t n) noexcept {
+    const uint64_t t = tail.load(std::memory_order_relaxed) + n;
+    if (head_seen - t > kCapacity) head_seen = t;  // it was behind them
+    tail.store(t, std::memory_order_release);
+  }
+  // The writer, before a frame of n bytes (a header of `head` bytes first) that would
+  // cross the area's end: if a header and the frame after it fit before the reader's
+  // position, writes `header` (which must say that `skip`, its argument, bytes follow)
+  // and skips to the start of the area, so that the reader finds the frame in one piece.
+  template <class Header>
+  bool pad_before(std::size_t n, Header (*header)(std::size_t skip)) noexcept {
+    const uint64_t h = head.load(std::memory_order_relaxed);
+    const std::size_t to_end = kCapacity - static_cast<std::size_t>(h & (kCapacity - 1));
+    if (n <= to_end || to_end < sizeof(Header) || to_end + n > room_for(h, to_end + n))
+      return false;
+    const Header pad = header(to_end - sizeof(Header));
+    ring_copy_in(data, kCapacity, h, reinterpret_cast<const std::byte*>(&pad), sizeof pad);
+    head.store(h + to_end, std::memory_order_release);
+    return true;
   }
 };
 

@@ -58,8 +58,20 @@ bool ProcessImpl::rebalance() {
         busy = static_cast<long>(i);
       }
     }
-    if (idle < 0 || busy < 0 || !take_back(static_cast<std::size_t>(busy))) return moved;
+    if (idle < 0 || busy < 0) return moved;
     SlotState& from = slots_[static_cast<std::size_t>(busy)];
+    ByteVector args;  // for a body read in place: allocated before the task is taken
+    if (from.assigned.back().body_size != 0 && !take_args(from.assigned.back(), args)) return moved;
+    if (!take_back(static_cast<std::size_t>(busy))) {
+      recycle_args(args);
+      return moved;
+    }
+    if (!args.empty()) {
+      const Assigned& a = from.assigned.back();
+      ring_copy_out(pool_->slot(static_cast<std::size_t>(busy)).inbox.data, ByteRing::kCapacity,
+                    a.body_at, args.data(), a.body_size);
+      from.assigned.back().task.args = std::move(args);
+    }
     Task task = std::move(from.assigned.back().task);
     from.assigned.pop_back();
     from.closed = true;
@@ -203,15 +215,46 @@ void ProcessImpl::assign(std::size_t i, Task task, int64_t now, bool of_group) {
   // comes after) or when the worker is gone (then `out` is cleared too).
   const ByteVector& body = s.assigned.back().task.args;
   WorkerSlot& slot = pool_->slot(i);
+  if (s.out.empty() && body.size() >= kInPlaceFrame) {  // in one piece, for the worker
+    slot.inbox.pad_before(
+        sizeof h + body.size(), +[](std::size_t skip) {
+          FrameHeader pad{};
+          pad.kind = kFramePad;
+          pad.size = skip;
+          return pad;
+        });
+  }
   if (s.out.empty() && slot.inbox.write_frame(reinterpret_cast<const std::byte*>(&h), sizeof h,
                                               body.data(), body.size())) {
     slot.last_seq.store(h.seq, std::memory_order_release);
     s.written = true;  // the caller wakes the worker (wake_assigned())
+    const uint64_t body_at = slot.inbox.head.load(std::memory_order_relaxed) - body.size();
+    if (body.size() >= kInPlaceFrame &&
+        (body_at & (ByteRing::kCapacity - 1)) + body.size() <= ByteRing::kCapacity) {
+      Assigned& a = s.assigned.back();
+      a.body_at = body_at;
+      a.body_size = body.size();
+      recycle_args(a.task.args);  // kept, or left in the task when the spares are full
+    }
     return;
   }
   s.out.push_back({h, &body});
   outgoing_.fetch_add(1, std::memory_order_relaxed);
   pump(i);
+}
+
+// For a task whose body worker i reads in place (Assigned::body_at), a buffer for its
+// bytes, to be copied from the inbox once the task is the caller's (lock held). Returns
+// false for want of memory; an empty `buffer` if the task still holds its bytes.
+bool ProcessImpl::take_args(Assigned& a, ByteVector& buffer) noexcept {
+  if (!a.task.args.empty()) return true;
+  try {
+    buffer = take_spare();
+    buffer.resize(a.body_size);
+  } catch (const std::bad_alloc&) {
+    return false;
+  }
+  return true;
 }
 
 // Forgets the frames not yet written to a slot's inbox (lock held).

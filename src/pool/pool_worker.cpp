@@ -98,11 +98,24 @@ class WorkerLoop {
         release_held();
         finish(0);
       }
+      if (h.kind == kFramePad) {
+        skip(h.size);
+        continue;
+      }
       warm(slot_.inbox, inbox_warm_, slot_.inbox.tail.load(std::memory_order_relaxed), h.size);
-      reserve_prefaulted(args, h.size);
-      args.resize(h.size);
-      read_exact(args.data(), args.size());
-      if (!take(h.seq)) {  // the parent gave it to an idle worker
+      // A large frame whole in the inbox and in one piece is read where it lies
+      // (kInPlaceFrame), and dropped from the inbox once the call returned.
+      std::span<const std::byte> in;
+      if (h.size >= kInPlaceFrame) in = slot_.inbox.peek(h.size);
+      const std::size_t in_place = in.size();
+      if (in_place == 0) {
+        reserve_prefaulted(args, h.size);
+        args.resize(h.size);
+        read_exact(args.data(), args.size());
+        in = args;
+      }
+      if (!take(h.seq, in_place)) {  // the parent gave it to an idle worker
+        if (in_place != 0) dropped(in_place);
         // The next frame's kFrameSameGroup is about this one, not the results held.
         release_held();
         continue;
@@ -118,7 +131,7 @@ class WorkerLoop {
       out.resize(sizeof(FrameHeader));
       uint16_t kind = kFrameResult;
       try {
-        reinterpret_cast<Entry>(local_address(h.entry))(args, out);
+        reinterpret_cast<Entry>(local_address(h.entry))(in, out);
       } catch (...) {
         out.resize(sizeof(FrameHeader));
         kind = kFrameError;
@@ -129,6 +142,7 @@ class WorkerLoop {
         }
       }
       last_task_ns_ = monotonic_ns() - started;
+      if (in_place != 0) dropped(in_place);
       FrameHeader r{};
       r.kind = kind;
       r.task_id = h.task_id;
@@ -166,17 +180,18 @@ class WorkerLoop {
     ::_exit(code);
   }
 
-  // Whether this worker runs the task of frame `seq`, which it just read, or the parent
-  // took it back (WorkerSlot::claim). Frames come in the order they were assigned and the
-  // parent takes back the last ones, so once one is taken back, so are all after it.
-  bool take(uint32_t seq) noexcept {
+  // Whether this worker runs the task of frame `seq`, which it just read (all but the
+  // `unread` bytes it reads in place), or the parent took it back (WorkerSlot::claim).
+  // Frames come in the order they were assigned and the parent takes back the last ones,
+  // so once one is taken back, so are all after it.
+  bool take(uint32_t seq, std::size_t unread) noexcept {
     uint64_t c = slot_.claim.load(std::memory_order_acquire);
     for (;;) {
       const auto from = static_cast<uint32_t>(c >> 32);
       const bool taken_back = from != 0 && static_cast<int32_t>(seq - from) >= 0;
       // Past the last frame taken back (nothing follows them: the parent gives this
       // worker nothing new meanwhile): open for new tasks again.
-      const bool reopen = taken_back && slot_.inbox.readable() == 0;
+      const bool reopen = taken_back && slot_.inbox.readable() == unread;
       const uint64_t next = (reopen ? 0 : uint64_t{from} << 32) | seq;
       if (slot_.claim.compare_exchange_weak(c, next, std::memory_order_acq_rel)) {
         if (reopen) {  // the supervisor may have tasks for this worker now
@@ -364,6 +379,25 @@ class WorkerLoop {
         holding_ = false;  // woken for all
         results_written();
       }
+    }
+  }
+
+  // Drops n bytes read in place from the inbox (ByteRing::peek).
+  void dropped(std::size_t n) noexcept {
+    slot_.inbox.consume(n);
+    inbox_read();
+  }
+  // Drops the next n bytes of the inbox, waiting for them as read_exact() does.
+  void skip(std::size_t n) {
+    ByteRing& ring = slot_.inbox;
+    while (n != 0) {
+      const std::size_t k = std::min(n, ring.readable());
+      if (k == 0) {
+        wait_inbox();
+        continue;
+      }
+      dropped(k);
+      n -= k;
     }
   }
 

@@ -142,6 +142,7 @@ enum FrameKind : uint16_t {
   kFrameResult,
   kFrameError,
   kFrameStop,  // parent -> worker: no more tasks; flush stdio and exit (close, join)
+  kFramePad,   // parent -> worker: `size` bytes to skip (PaddedFrames)
 };
 
 // Task frame flags. A task of a group (a map's chunks, whose results are needed only all
@@ -152,6 +153,12 @@ enum FrameFlags : uint16_t {
   kFrameGrouped = 1,    // a task of a group
   kFrameSameGroup = 2,  // of the same group as the frame before it in this inbox
 };
+
+// Task frames of this size and more (a map's large chunks) are read by their worker in
+// place, from its inbox, not copied out first (nor into a buffer faulted in for them):
+// their bytes stay there until the call returns. The parent makes them start at the
+// inbox's start rather than cross its end, after a kFramePad frame, when it can.
+inline constexpr std::size_t kInPlaceFrame = std::size_t{64} << 10;
 
 // 32 bytes: 8 more per frame cost a chunksize-1 map 5%.
 struct FrameHeader {

@@ -169,6 +169,13 @@ class ProcessImpl final : public Engine::Impl {
     uint32_t seq;  // its frame's number in this worker's inbox (WorkerSlot::claim)
     Task task;
     int64_t dispatched_ns;
+    // A large frame written whole and in one piece: its worker reads the body in place
+    // (kInPlaceFrame), where it stays until the call returns, so task.args went back
+    // for reuse at once (a map of a million ints faulted in a fresh 500 KB buffer for
+    // most of its chunks) and is copied back from there should another worker need it
+    // (take_args()). Its position in the inbox, and its size (0: not so).
+    uint64_t body_at = 0;
+    std::size_t body_size = 0;
   };
   struct Outgoing {
     FrameHeader header;
@@ -292,6 +299,7 @@ class ProcessImpl final : public Engine::Impl {
   void wake_elsewhere(std::size_t i, cpu_set_t& taken, int here) noexcept;
   void assign(std::size_t i, Task task, int64_t now, bool of_group);
   void drop_outgoing(SlotState& s) noexcept;
+  bool take_args(Assigned& a, ByteVector& buffer) noexcept;
   bool pump(std::size_t i);
   bool dispatch();
   // Whether a task is of a group (FrameFlags): its sink needs its tasks' results only all

@@ -113,9 +113,26 @@ void ProcessImpl::worker_exited(std::size_t i, pid_t pid, int status) {
         s.worked = true;  // its task's doing: no crash loop
         done.push_back({std::move(a.task.sink), a.task.tag, 0, {}, error});
       }
-      // Tasks it had not started go back to the front of the queue, in order.
-      for (auto it = s.assigned.rbegin(); it != s.assigned.rend(); ++it)
+      // Tasks it had not started go back to the front of the queue, in order, with their
+      // bytes from its inbox where it was to read them in place (they are still there).
+      for (auto it = s.assigned.rbegin(); it != s.assigned.rend(); ++it) {
+        ByteVector args;
+        if (it->body_size != 0 && !take_args(*it, args)) {
+          done.push_back({std::move(it->task.sink),
+                          it->task.tag,
+                          0,
+                          {},
+                          std::make_exception_ptr(std::bad_alloc()),
+                          false});
+          continue;
+        }
+        if (!args.empty()) {
+          ring_copy_out(slot.inbox.data, ByteRing::kCapacity, it->body_at, args.data(),
+                        it->body_size);
+          it->task.args = std::move(args);
+        }
         pending.push_front(std::move(it->task));
+      }
       pending_count.store(pending.size(), std::memory_order_relaxed);
       s.assigned.clear();
     }
