@@ -29,14 +29,23 @@ class RobustMutex {
   // owner died holding it; call mark_consistent() once the guarded state is repaired,
   // or unlock() without it to make the mutex unusable (ENOTRECOVERABLE -> throws).
   // Throws std::system_error (EDEADLK when this thread holds it already).
-  Result lock(const mpx::detail::Deadline& deadline = mpx::detail::Deadline::never());
+  // (The uncontended paths are inline: a channel takes a lock per message.)
+  Result lock(const mpx::detail::Deadline& deadline = mpx::detail::Deadline::never()) {
+    const Result r = try_lock();
+    return r != Result::kTimedOut ? r : lock_contended(deadline);
+  }
   // As lock(), for a caller whose try_lock() just failed: spins, then sleeps.
   Result lock_contended(const mpx::detail::Deadline& deadline);
   // Never blocks; kTimedOut when another holds it.
-  Result try_lock();
+  Result try_lock() {
+    const int rc = ::pthread_mutex_trylock(&mutex_);
+    return rc == 0 ? Result::kAcquired : classify(rc, "pthread_mutex_trylock");
+  }
   void mark_consistent();
   // Throws std::system_error(EPERM) when this thread does not hold it.
-  void unlock();
+  void unlock() {
+    if (const int rc = ::pthread_mutex_unlock(&mutex_)) unlock_failed(rc);
+  }
   // Whether unlock() is a full fence as well: glibc unlocks a robust mutex with an atomic
   // exchange of its lock word (it must see FUTEX_WAITERS as it clears it), and on x86
   // every atomic read-modify-write is a full barrier. A caller that needs a seq_cst fence
@@ -57,6 +66,7 @@ class RobustMutex {
 
  private:
   Result classify(int rc, const char* what);
+  [[noreturn]] static void unlock_failed(int rc);
   pthread_mutex_t mutex_;
 };
 

@@ -198,16 +198,6 @@ RobustMutex::Result RobustMutex::classify(int rc, const char* what) {
   }
 }
 
-RobustMutex::Result RobustMutex::try_lock() {
-  return classify(::pthread_mutex_trylock(&mutex_), "pthread_mutex_trylock");
-}
-
-RobustMutex::Result RobustMutex::lock(const mpx::detail::Deadline& deadline) {
-  Result r = try_lock();
-  if (r != Result::kTimedOut) return r;
-  return lock_contended(deadline);
-}
-
 RobustMutex::Result RobustMutex::lock_contended(const mpx::detail::Deadline& deadline) {
   Result r = Result::kTimedOut;
   for (int i = mpx::detail::spin_limit() / 16; i > 0; --i) {
@@ -228,8 +218,8 @@ void RobustMutex::mark_consistent() {
   if (int rc = ::pthread_mutex_consistent(&mutex_)) throw_errno("pthread_mutex_consistent", rc);
 }
 
-void RobustMutex::unlock() {
-  if (int rc = ::pthread_mutex_unlock(&mutex_)) throw_errno("pthread_mutex_unlock", rc);
+void RobustMutex::unlock_failed(int rc) {
+  throw_errno("pthread_mutex_unlock", rc);
 }
 
 pid_t RobustMutex::owner_tid() const noexcept {
