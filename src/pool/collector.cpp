@@ -103,8 +103,8 @@ void ProcessImpl::deliver() {
 }
 
 void ProcessImpl::collector_leaving() noexcept {
-  header_->collecting.store(0, std::memory_order_seq_cst);
-  std::atomic_thread_fence(std::memory_order_seq_cst);
+  header_->collecting.store(0, std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_seq_cst);  // the store, then the looks
   if (results_readable() || pending_count.load(std::memory_order_relaxed) != 0) wake();
 }
 
@@ -278,6 +278,7 @@ bool ProcessCollector::collect(ProcessImpl& impl, ReadyRef ready, const Deadline
   for (unsigned i = 1;; ++i) {
     if (ready()) return true;
     if (impl.collect(false, false, deadline)) {
+      if (ready()) return true;  // before reading the clock again
       idle_since = monotonic_ns();
       if (spin && !spinning()) {
         spin = false;

@@ -4,6 +4,8 @@
 // queued behind a long one for an idle worker (rebalance, take_back).
 #include <sched.h>
 
+#include <algorithm>
+
 #include "pool/process_engine.hpp"
 
 namespace mpx::detail {
@@ -135,6 +137,9 @@ bool ProcessImpl::fill(std::unique_lock<std::mutex>& lock, bool use_feeders) {
 // (the kernel then moves it to a CPU that looks idle: where it sent the previous one);
 // then wake_elsewhere().
 void ProcessImpl::wake_assigned() noexcept {
+  // Nothing written (a collector's fill() that found no task): no fence to pay.
+  if (std::none_of(slots_.begin(), slots_.end(), [](const SlotState& s) { return s.written; }))
+    return;
   std::atomic_thread_fence(std::memory_order_seq_cst);  // as in wake_sleepers()
   std::size_t sleeping = 0;
   for (std::size_t i = 0; i < slots_.size(); ++i) {

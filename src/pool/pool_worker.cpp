@@ -93,7 +93,8 @@ class WorkerLoop {
     ByteVector out;
     for (;;) {
       FrameHeader h{};
-      read_exact(reinterpret_cast<std::byte*>(&h), sizeof h);
+      // The parent hears of the room the header made with the body's (read_exact()).
+      read_exact(reinterpret_cast<std::byte*>(&h), sizeof h, false);
       if (h.kind == kFrameStop) {  // the pool closed and its tasks are done
         release_held();
         finish(0);
@@ -103,11 +104,12 @@ class WorkerLoop {
         continue;
       }
       warm(slot_.inbox, inbox_warm_, slot_.inbox.tail.load(std::memory_order_relaxed), h.size);
-      // A large frame whole in the inbox and in one piece is read where it lies
-      // (kInPlaceFrame), and dropped from the inbox once the call returned.
-      std::span<const std::byte> in;
-      if (h.size >= kInPlaceFrame) in = slot_.inbox.peek(h.size);
+      // A frame whole in the inbox and in one piece is read where it lies, and dropped
+      // from the inbox once the call returned (a large one, kInPlaceFrame) or once its
+      // result is out (a small one: the parent hears of the room, a fence, after that).
+      std::span<const std::byte> in = slot_.inbox.peek(h.size);
       const std::size_t in_place = in.size();
+      const bool large = in_place >= kInPlaceFrame;
       if (in_place == 0) {
         reserve_prefaulted(args, h.size);
         args.resize(h.size);
@@ -142,7 +144,7 @@ class WorkerLoop {
         }
       }
       last_task_ns_ = monotonic_ns() - started;
-      if (in_place != 0) dropped(in_place);
+      if (large) dropped(in_place);
       FrameHeader r{};
       r.kind = kind;
       r.task_id = h.task_id;
@@ -159,6 +161,7 @@ class WorkerLoop {
       const bool hold = (h.flags & kFrameGrouped) != 0 && kind == kFrameResult &&
                         last_task_ns_ > kShortTaskNs && queued_after(h.seq) >= 2;
       write_all(out.data(), out.size(), hold);
+      if (in_place != 0 && !large) dropped(in_place);
       // Cleared only once the result is in the ring: a worker that dies before this
       // line is seen holding the task (its result, if complete, is read first).
       slot_.current.store(0, std::memory_order_release);
@@ -401,15 +404,24 @@ class WorkerLoop {
     }
   }
 
-  void read_exact(std::byte* p, std::size_t n) {
+  // `tell`: the parent hears of the room made at once (inbox_read(), a fence); else it
+  // does before this waits, or with the next read that tells.
+  void read_exact(std::byte* p, std::size_t n, bool tell = true) {
     ByteRing& ring = slot_.inbox;
+    bool untold = false;
     while (n != 0) {
       std::size_t k = ring.read(p, n);
       if (k == 0) {
+        if (untold) inbox_read();
+        untold = false;
         wait_inbox();
         continue;
       }
-      inbox_read();
+      if (tell) {
+        inbox_read();
+      } else {
+        untold = true;
+      }
       p += k;
       n -= k;
     }

@@ -154,10 +154,11 @@ enum FrameFlags : uint16_t {
   kFrameSameGroup = 2,  // of the same group as the frame before it in this inbox
 };
 
-// Task frames of this size and more (a map's large chunks) are read by their worker in
-// place, from its inbox, not copied out first (nor into a buffer faulted in for them):
-// their bytes stay there until the call returns. The parent makes them start at the
-// inbox's start rather than cross its end, after a kFramePad frame, when it can.
+// A worker reads a task frame that is whole in its inbox and in one piece where it lies,
+// not copied out first (nor into a buffer faulted in for it). The bytes of frames of
+// this size and more (a map's large chunks) stay there until the call returns: the
+// parent makes them start at the inbox's start rather than cross its end, after a
+// kFramePad frame, when it can, and keeps no copy of them (Assigned::body_at).
 inline constexpr std::size_t kInPlaceFrame = std::size_t{64} << 10;
 
 // 32 bytes: 8 more per frame cost a chunksize-1 map 5%.
