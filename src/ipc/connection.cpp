@@ -19,6 +19,7 @@
 #include "ipc/ring_upgrade.hpp"
 #include "ipc/socket_stream.hpp"
 #include "mpx/synchronize.hpp"
+#include "sys/atfork.hpp"
 #include "sys/fd.hpp"
 #include "sys/mapping.hpp"
 #include "sys/syscall.hpp"
@@ -78,8 +79,8 @@ ReadEnds& read_ends() {
   static ReadEnds* r = [] {
     auto* ends = new ReadEnds;  // never destroyed: used until the process ends
     // A fork while another thread holds the lock must not leave the child's copy held.
-    ::pthread_atfork([] { read_ends().mu.lock(); }, [] { read_ends().mu.unlock(); },
-                     [] { read_ends().mu.unlock(); });
+    sys::atfork([] { read_ends().mu.lock(); }, [] { read_ends().mu.unlock(); },
+                [] { read_ends().mu.unlock(); });
     return ends;
   }();
   return *r;

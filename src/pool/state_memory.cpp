@@ -8,6 +8,8 @@
 #include <memory>
 #include <new>
 
+#include "sys/atfork.hpp"
+
 namespace mpx::detail {
 
 namespace {
@@ -47,7 +49,7 @@ struct ForkGuard {
 StateMemory::StateMemory()
     : pool_(std::pmr::pool_options{kMaxBlocksPerChunk, kLargestPooled}, &regions_) {
   std::call_once(g_fork_handlers, [] {
-    ::pthread_atfork(&ForkGuard::prepare, &ForkGuard::release, &ForkGuard::release);
+    sys::atfork(&ForkGuard::prepare, &ForkGuard::release, &ForkGuard::release);
   });
   std::lock_guard lock(g_all_mutex);
   next_ = g_all;

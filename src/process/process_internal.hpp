@@ -11,6 +11,8 @@
 #include <thread>
 #include <typeinfo>
 
+#include "sys/atfork.hpp"
+
 namespace mpx::detail {
 
 // The one instance of a registry of this process's objects (its children, its Threads),
@@ -57,7 +59,7 @@ class ForkAwareRegistry {
   // thread-local state on every call).
   static void install_handlers(void (*at_exit)()) {
     static const bool installed = [at_exit] {
-      ::pthread_atfork(lock, unlock, mark_stale);
+      sys::atfork(lock, unlock, mark_stale);
       std::atexit(at_exit);
       return true;
     }();

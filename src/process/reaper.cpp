@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "process/subprocess_internal.hpp"
+#include "sys/atfork.hpp"
 #include "sys/fd.hpp"
 #include "sys/syscall.hpp"
 
@@ -89,7 +90,7 @@ void reaper_loop(Reaper* r) {
 
 Reaper& reaper() {
   static const bool installed = [] {
-    ::pthread_atfork(lock_reaper, unlock_reaper, unlock_reaper_in_child);
+    sys::atfork(lock_reaper, unlock_reaper, unlock_reaper_in_child);
     return true;
   }();
   static_cast<void>(installed);

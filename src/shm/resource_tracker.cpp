@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "mpx/errors.hpp"
+#include "sys/atfork.hpp"
 #include "sys/fd.hpp"
 #include "sys/fd_passing.hpp"
 #include "sys/syscall.hpp"
@@ -91,7 +92,7 @@ void reply(int socket, int err, int fd) noexcept {
 // Starts this process's tracker; g_mutex is held.
 void start_tracker() {
   static const bool atfork_installed = [] {
-    ::pthread_atfork(nullptr, nullptr, forget_tracker_in_child);
+    sys::atfork(nullptr, nullptr, forget_tracker_in_child);
     return true;
   }();
   (void)atfork_installed;

@@ -2,8 +2,8 @@
 //
 // getpid()/gettid() are system calls in glibc; locks ask for the tid on every ownership
 // check, so both are cached and the caches are reset in the child after fork()
-// (pthread_atfork). A child made without fork()'s atfork handlers (raw clone) must call
-// refresh_after_fork() itself.
+// (sys::atfork). A child made by another clone than fork() must call
+// refresh_after_fork() itself (or be made by sys::fork_with_handlers once it ran).
 #pragma once
 
 #include <sys/types.h>

@@ -14,6 +14,7 @@
 #include <string>
 
 #include "mpx/detail/waiter.hpp"
+#include "sys/atfork.hpp"
 #include "sys/fd.hpp"
 #include "sys/mapping.hpp"
 #include "sys/pidfd.hpp"
@@ -239,7 +240,7 @@ void reset_after_fork() noexcept {
 
 void install_atfork() noexcept {
   static const bool installed = [] {
-    ::pthread_atfork(nullptr, nullptr, reset_after_fork);
+    atfork(nullptr, nullptr, reset_after_fork);
     return true;
   }();
   (void)installed;
