@@ -520,37 +520,55 @@ TEST(ForkHazard, ForkedChildDeadlocksOnALockAnotherThreadHeld) {
   p.join();
 }
 
-// The forkserver's pid, found among this process's children by its name.
+// A process's state and parent, from /proc/PID/stat ({'?', 0} when it cannot be read).
+std::pair<char, pid_t> state_and_parent(const std::filesystem::path& proc_entry) {
+  std::ifstream stat(proc_entry / "stat");
+  std::string line;
+  if (!std::getline(stat, line) || line.rfind(')') == std::string::npos) return {'?', 0};
+  std::istringstream rest(line.substr(line.rfind(')') + 1));
+  char state = '?';
+  long ppid = 0;
+  rest >> state >> ppid;
+  return {state, static_cast<pid_t>(ppid)};
+}
+
+// The forkserver's pid, found among this process's children by its name (its children
+// have the program's).
 pid_t forkserver_pid() {
   for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
     const std::string name = entry.path().filename();
     if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-    std::ifstream stat(entry.path() / "stat");
+    std::ifstream comm(entry.path() / "comm");
     std::string line;
-    if (!std::getline(stat, line) || line.find("(mpx-forkserver)") == std::string::npos) continue;
-    std::istringstream rest(line.substr(line.rfind(')') + 1));
-    char state = '?';
-    long ppid = 0;
-    rest >> state >> ppid;
+    if (!std::getline(comm, line) || line != "mpx-forkserver") continue;
+    const auto [state, ppid] = state_and_parent(entry.path());
     if (ppid == ::getpid() && state != 'Z') return static_cast<pid_t>(std::stol(name));
   }
   return 0;
 }
 
-// A forkserver that died is replaced by the next start; its children died with it.
+// A forkserver that died is replaced by the next start. Its children are this process's
+// (the server forks them with CLONE_PARENT): they live on, and are joined, terminated
+// and reaped here as fork's children are.
 TEST(Forkserver, ADeadServerIsRestartedByTheNextStart) {
   auto ctx = mpx::get_context("forkserver");
   mpx::Process running = ctx.Process(sleep_forever);
   running.start();
+  EXPECT_EQ(state_and_parent("/proc/" + std::to_string(running.pid())).second, ::getpid());
   const pid_t server = forkserver_pid();
   ASSERT_GT(server, 0);
   ASSERT_EQ(::kill(server, SIGKILL), 0);
-  running.join(60s);
-  EXPECT_FALSE(running.is_alive());  // killed with its server (PR_SET_PDEATHSIG)
+  mpx::sys::Fd server_fd = mpx::sys::pidfd_open(server);
+  pollfd gone{server_fd.get(), POLLIN, 0};
+  ASSERT_EQ(::poll(&gone, 1, 60000), 1);
   EXPECT_EQ(run(StartMethod::forkserver, ctx.Process(exit_with, 4)), 4);
   const pid_t replacement = forkserver_pid();
   EXPECT_GT(replacement, 0);
   EXPECT_NE(replacement, server);
+  EXPECT_TRUE(running.is_alive());
+  running.terminate();
+  running.join(60s);
+  EXPECT_EQ(running.exitcode(), -SIGTERM);
 }
 
 // A fork while another thread waits for the forkserver's answer (holding the client's

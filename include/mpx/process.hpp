@@ -31,7 +31,11 @@
 //    a portable callable with encodable arguments (mpx/detail/handoff.hpp), sent over a
 //    socket. No lock of the parent reaches it.
 //  - forkserver: a single-threaded server, spawned on first use, forks the child on
-//    request: a fork's speed with a spawn's safety, the same targets as spawn.
+//    request: a fork's speed with a spawn's safety, the same targets as spawn. The child
+//    is the caller's (clone with CLONE_PARENT: getppid() is the caller, the exit status
+//    comes from the kernel, and it lives on if the server dies). mpx's fork handlers run
+//    in it; other libraries' pthread_atfork handlers do not (the server runs nothing
+//    but mpx's loop).
 // What the child does to its memory is not seen by the parent: share state through
 // mpx's shared memory, queues and pipes.
 //

@@ -218,10 +218,6 @@ struct ZygoteMessage {
 struct Zygote {
   pid_t pid = -1;
   sys::Fd socket;  // SOCK_SEQPACKET to the zygote; closing it stops the zygote
-  // A forkserver's child (not ours to reap): its pidfd, and the pipe on which the server
-  // reports its exit. Empty for a fork or spawn zygote.
-  sys::Fd pidfd;
-  sys::Fd status;
 };
 
 // Forks the zygote (from the calling thread). Throws std::system_error.

@@ -240,14 +240,6 @@ void ProcessImpl::stop_zygote() {
     send_zygote({kZygoteStop, 0, 0, 0});
   }
   zygote_.socket.reset();
-  if (zygote_.pidfd) {
-    // A forkserver's child: the server reaps it; it is gone once its pidfd is readable.
-    pollfd gone{zygote_.pidfd.get(), POLLIN, 0};
-    sys::call_raw("poll(zygote)", [&] { return ::poll(&gone, 1, -1); });
-    zygote_.pidfd.reset();
-    zygote_.status.reset();
-    return;
-  }
   int status = 0;
   sys::call_raw("waitpid", [&] { return ::waitpid(zygote_.pid, &status, 0); });
 }

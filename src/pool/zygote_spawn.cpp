@@ -125,10 +125,6 @@ Zygote start_zygote_by(StartMethod method, WorkerShared& shared, sys::Fd header,
   Zygote z;
   z.pid = started.pid;
   z.socket = std::move(ours);
-  if (method == StartMethod::forkserver) {  // the server's child: it reaps it
-    z.pidfd = std::move(started.pidfd);
-    z.status = std::move(started.status);
-  }
   return z;
 }
 

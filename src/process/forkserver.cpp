@@ -2,22 +2,26 @@
 // forkserver start, that forks children on request (mpx/process.hpp).
 //
 // Protocol on the client's socket (the server's fd 3): first the client's module table
-// (a frame); then per child a request, one byte with two fds (SCM_RIGHTS): the child's
-// channel, on which the child reads its order, and the write end of a pipe on which the
-// server writes the child's exit code once it has reaped it. The server answers each
-// request with the child's pid (an int, negative: -errno) and its pidfd. The server's
-// children die with it (PR_SET_PDEATHSIG), and it dies with its client; it exits when
-// the client's socket closes.
+// (a frame); then per child a request, one byte with one fd (SCM_RIGHTS): the child's
+// channel. The server forks the child as a child of the client (clone with
+// CLONE_PARENT), so the client reaps it, waits on its pidfd and learns its exit status
+// from the kernel, as for a fork of its own; the server keeps no children. The child's
+// first word on its channel is its pid (the server writes -errno there instead when it
+// cannot fork); then it reads its order, which the client sends right after the request.
+// The server dies with its client (PR_SET_PDEATHSIG) and exits when the client's socket
+// closes; the children die with the client as fork's do, not with the server.
 #include <fcntl.h>
-#include <poll.h>
+#include <linux/sched.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <new>
@@ -26,7 +30,9 @@
 #include "mpx/detail/function_id.hpp"
 #include "mpx/errors.hpp"
 #include "process/start_methods.hpp"
+#include "sys/atfork.hpp"
 #include "sys/pidfd.hpp"
+#include "sys/self.hpp"
 #include "sys/syscall.hpp"
 
 namespace mpx::detail {
@@ -35,55 +41,67 @@ namespace {
 
 constexpr int kClientFd = 3;
 
-struct Child {
-  sys::Fd pidfd;
-  sys::Fd status;  // the client's pipe
+// What a child needs to be a thread of its own, as glibc's fork() gives it: the kernel
+// writes the child's tid into glibc's thread descriptor (CLONE_CHILD_SETTID, at the
+// address glibc registered with set_tid_address), and the child registers its robust
+// mutex list again (the kernel clears it in a new process). Locks owned by the child,
+// robust ones included, are then recorded under its own tid.
+struct ThreadRecord {
+  int* tid = nullptr;
+  void* robust_head = nullptr;
+  std::size_t robust_len = 0;
 };
 
-// The server's side of one request: forks the child, answers with its pid and pidfd.
-void serve_request(std::vector<sys::Fd>& fds, std::vector<Child>& children) {
-  if (fds.size() != 2) return;  // a malformed request: nothing to answer
-  const pid_t server = ::getpid();
-  int answer = 0;
-  sys::Fd pidfd;
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    // The child: only its channel stays open (the others are the server's).
-    ::close(kClientFd);
-    for (Child& c : children) {
-      ::close(c.pidfd.release());
-      ::close(c.status.release());
-    }
-    ::close(fds[1].release());
-    if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != server) ::_exit(1);
-    run_order(fds[0].release());
+ThreadRecord this_thread_record() {
+  ThreadRecord r;
+  if (::prctl(PR_GET_TID_ADDRESS, &r.tid) != 0 || r.tid == nullptr ||
+      ::syscall(SYS_get_robust_list, 0, &r.robust_head, &r.robust_len) != 0) {
+    std::fprintf(stderr, "mpx: the forkserver cannot find this thread's records: %s\n",
+                 std::strerror(errno));
+    ::_exit(1);
   }
-  if (pid < 0) {
-    answer = -errno;
-  } else {
-    try {
-      pidfd = sys::pidfd_open(pid);
-      answer = pid;
-    } catch (const std::system_error& e) {
-      ::kill(pid, SIGKILL);
-      ::waitpid(pid, nullptr, 0);
-      answer = -e.code().value();
-    }
-  }
-  int fd = pidfd.get();
-  send_with_fds(kClientFd, &answer, sizeof answer, std::span<const int>(&fd, pidfd ? 1 : 0));
-  if (pidfd) children.push_back({std::move(pidfd), std::move(fds[1])});
+  return r;
 }
 
-// Reaps an exited child and writes its exit code to its client's pipe.
-void report_exit(Child& c) {
-  siginfo_t info{};
-  if (::waitid(P_PIDFD, static_cast<id_t>(c.pidfd.get()), &info, WEXITED) != 0) return;
-  int code = info.si_code == CLD_EXITED ? info.si_status : -info.si_status;
-  ssize_t n = ::write(c.status.get(), &code, sizeof code);
-  static_cast<void>(n);  // a client gone does not read it
-  c.pidfd.reset();
-  c.status.reset();
+// fork(), but the child is the client's (CLONE_PARENT), with mpx's fork handlers run
+// around it as fork() runs them. The server is single-threaded and holds no lock here,
+// so glibc's own fork handlers would have nothing to do; other libraries' do not run.
+pid_t fork_for_client(ThreadRecord self) {
+  const auto fork_like = [](void* record) -> pid_t {
+    const auto& r = *static_cast<const ThreadRecord*>(record);
+    clone_args args{};
+    args.flags = CLONE_PARENT | CLONE_CHILD_SETTID | CLONE_CHILD_CLEARTID;
+    args.child_tid = reinterpret_cast<std::uintptr_t>(r.tid);
+    const long pid = ::syscall(SYS_clone3, &args, sizeof args);
+    if (pid == 0) ::syscall(SYS_set_robust_list, r.robust_head, r.robust_len);
+    return static_cast<pid_t>(pid);
+  };
+  const pid_t pid = sys::fork_with_handlers(fork_like, &self);
+  if (pid == 0) sys::refresh_after_fork();  // registered on first use only
+  return pid;
+}
+
+// The server's side of one request: forks the child, which tells the client its pid.
+void serve_request(std::vector<sys::Fd>& fds, const ThreadRecord& self, pid_t client,
+                   const char* program) {
+  if (fds.size() != 1) return;  // a malformed request: nothing to answer
+  const pid_t pid = fork_for_client(self);
+  if (pid == 0) {
+    // The child: named as the program again, and only its channel stays open (the other
+    // fd is the server's).
+    ::prctl(PR_SET_NAME, program);
+    ::close(kClientFd);
+    const int channel = fds[0].release();
+    const pid_t me = ::getpid();
+    if (::send(channel, &me, sizeof me, MSG_NOSIGNAL) != sizeof me) ::_exit(1);
+    if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != client) ::_exit(1);
+    run_order(channel);
+  }
+  if (pid < 0) {
+    const int answer = -errno;
+    ssize_t n = ::send(fds[0].get(), &answer, sizeof answer, MSG_NOSIGNAL);
+    static_cast<void>(n);  // a client gone does not read it
+  }
 }
 
 // The client's side: the server of this process, or none.
@@ -111,7 +129,17 @@ void restart(Client& c) {
   int sv[2];
   sys::call("socketpair", [&] { return ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv); });
   sys::Fd mine(sv[0]), theirs(sv[1]);
-  const pid_t pid = spawn_executable(kForkserverArg, theirs.get());
+  // The server binds every symbol as it loads (LD_BIND_NOW): each child it forks would
+  // otherwise resolve the lazy PLT entries of all the code it runs, a fifth of a child's
+  // start. The value marks it as ours: the server takes it out of its environment again,
+  // so that its children see the program's.
+  std::vector<char*> env;
+  for (char** e = environ; *e; ++e)
+    env.push_back(*e);
+  static char bind_now[] = "LD_BIND_NOW=mpx-forkserver";
+  if (!std::getenv("LD_BIND_NOW")) env.push_back(bind_now);
+  env.push_back(nullptr);
+  const pid_t pid = spawn_executable(kForkserverArg, theirs.get(), env.data());
   c.owner = ::getpid();
   c.pid = pid;
   c.sock = std::move(mine);
@@ -121,32 +149,24 @@ void restart(Client& c) {
 }  // namespace
 
 void forkserver_main() {
+  char program[16] = {};
+  ::prctl(PR_GET_NAME, program);
   ::prctl(PR_SET_NAME, "mpx-forkserver");
+  if (const char* v = std::getenv("LD_BIND_NOW"); v && std::strcmp(v, "mpx-forkserver") == 0)
+    ::unsetenv("LD_BIND_NOW");
   try {
     adopt_module_table(recv_frame(kClientFd));
   } catch (const std::exception& e) {
     std::fprintf(stderr, "mpx: the forkserver cannot serve its client: %s\n", e.what());
     ::_exit(1);
   }
-  std::vector<Child> children;
-  std::vector<pollfd> polled;
+  const ThreadRecord self = this_thread_record();
+  const pid_t client = ::getppid();
   for (;;) {
-    polled.assign(1, pollfd{kClientFd, POLLIN, 0});
-    for (const Child& c : children)
-      polled.push_back({c.pidfd.get(), POLLIN, 0});
-    if (::poll(polled.data(), polled.size(), -1) < 0) {
-      if (errno == EINTR) continue;
-      ::_exit(1);
-    }
-    for (std::size_t i = 1; i < polled.size(); ++i)
-      if (polled[i].revents != 0) report_exit(children[i - 1]);
-    std::erase_if(children, [](const Child& c) { return !c.pidfd; });
-    if (polled[0].revents != 0) {
-      char request = 0;
-      std::vector<sys::Fd> fds;
-      if (!recv_with_fds(kClientFd, &request, 1, fds)) ::_exit(0);  // the client is gone
-      serve_request(fds, children);
-    }
+    char request = 0;
+    std::vector<sys::Fd> fds;
+    if (!recv_with_fds(kClientFd, &request, 1, fds)) ::_exit(0);  // the client is gone
+    serve_request(fds, self, client, program);
   }
 }
 
@@ -156,7 +176,8 @@ int forkserver_client_fd() {
   return c.owner == ::getpid() ? c.sock.get() : -1;
 }
 
-StartedChild forkserver_start(sys::Fd& channel) {
+StartedChild forkserver_start(std::span<const std::byte> order, std::span<const int> fds,
+                              sys::Fd& channel) {
   Client& c = client();
   std::lock_guard lock(c.mu);
   for (int attempt = 0;; ++attempt) {
@@ -165,23 +186,30 @@ StartedChild forkserver_start(sys::Fd& channel) {
     sys::call("socketpair",
               [&] { return ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv); });
     sys::Fd mine(sv[0]), theirs(sv[1]);
-    auto [status_r, status_w] = sys::make_pipe(O_NONBLOCK);
-    const int fds[2] = {theirs.get(), status_w.get()};
     const char request = 'F';
+    const int sent = theirs.get();
     int answer = 0;
-    std::vector<sys::Fd> pidfd;
-    if (!send_with_fds(c.sock.get(), &request, 1, fds) ||
-        !recv_with_fds(c.sock.get(), &answer, sizeof answer, pidfd)) {
+    std::vector<sys::Fd> no_fds;
+    bool served = send_with_fds(c.sock.get(), &request, 1, std::span<const int>(&sent, 1));
+    if (served) {
+      // The request holds the child's end of the channel now: EOF before a pid means that
+      // no child was made (the server died). The order follows the request at once, to
+      // be on the channel when the child looks; sending it fails only when no child
+      // will read it, which the pid (or its absence) tells.
+      theirs.reset();
+      send_frame(mine.get(), order, fds);
+      served = recv_with_fds(mine.get(), &answer, sizeof answer, no_fds);
+    }
+    if (!served) {
       // The server died: start another, once.
       c.sock.reset();
       if (attempt == 0) continue;
       throw ProcessError("mpx: the forkserver died while starting a child");
     }
-    if (answer <= 0 || pidfd.size() != 1) sys::throw_errno("fork (forkserver)", -answer);
+    if (answer <= 0) sys::throw_errno("fork (forkserver)", -answer);
     StartedChild started;
     started.pid = answer;
-    started.pidfd = std::move(pidfd[0]);
-    started.status = std::move(status_r);
+    started.pidfd = child_pidfd(started.pid);
     channel = std::move(mine);
     return started;
   }

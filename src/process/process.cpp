@@ -54,7 +54,6 @@ struct ProcessState {
   pid_t creator = 0;  // the process that created the object; only it may start/join
   pid_t pid = 0;
   sys::Fd pidfd;
-  sys::Fd status;  // forkserver children: the server writes the exit code here
   std::optional<StartMethod> method;
   std::optional<int> returncode;
   std::unique_ptr<BoundCall> target;
@@ -221,12 +220,6 @@ void forget_child(const ProcessState* st) {
 // st.mu held and the child started.
 std::optional<int> poll_locked(ProcessState& st) {
   if (st.returncode || !st.pidfd) return st.returncode;
-  if (st.status) {
-    st.returncode = detail::read_exit_status(st.status.get());
-    if (!st.returncode) return std::nullopt;
-    forget_child(&st);
-    return st.returncode;
-  }
   siginfo_t info{};
   int rc = sys::call_raw("waitid(P_PIDFD)", [&] {
     return ::waitid(P_PIDFD, static_cast<id_t>(st.pidfd.get()), &info, WEXITED | WNOHANG);
@@ -289,7 +282,7 @@ bool wait_exit(ProcessState& st, const detail::Deadline& deadline) {
     {
       std::lock_guard lock(st.mu);
       if (poll_locked(st)) return true;
-      fd = st.status ? st.status.get() : st.pidfd.get();
+      fd = st.pidfd.get();
     }
     pollfd p{fd, POLLIN, 0};
     int rc = sys::call("poll(pidfd)", [&] { return ::poll(&p, 1, deadline.poll_timeout_ms()); });
@@ -308,6 +301,7 @@ void shutdown_children() noexcept {
       r.exiting = true;
     }
     auto children = running_children();
+    if (children.empty()) return;  // as most children: no clock read, no page touched
     for (auto& st : children)
       if (st->daemon) sys::pidfd_send_signal(st->pidfd.get(), SIGTERM);
     auto grace = detail::Deadline::after(std::chrono::seconds(1));
@@ -512,7 +506,6 @@ void Process::start() {
       std::lock_guard lock(st.mu);
       st.pid = started.pid;
       st.pidfd = std::move(started.pidfd);
-      st.status = std::move(started.status);
       st.phase = Phase::kStarted;
       // As Python, the parent drops the target once the child has its copy.
       target = std::move(st.target);
@@ -632,7 +625,6 @@ void Process::close() {
     }
     st.phase = Phase::kClosed;
     st.pidfd.reset();
-    st.status.reset();
     st.target.reset();
   }
   forget_child(&st);
@@ -642,7 +634,7 @@ int Process::sentinel() const {
   ProcessState& st = checked("sentinel");
   std::lock_guard lock(st.mu);
   if (st.phase != Phase::kStarted) throw InvalidStateError("process not started");
-  return st.status ? st.status.get() : st.pidfd.get();
+  return st.pidfd.get();
 }
 
 // ---------------------------------------------------------------------------

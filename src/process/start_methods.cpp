@@ -251,7 +251,7 @@ void run_order(int channel) {
   });
 }
 
-pid_t spawn_executable(const char* marker, int channel) {
+pid_t spawn_executable(const char* marker, int channel, char* const* envp) {
   std::string path, argv0;
   {
     Settings& s = settings();
@@ -281,7 +281,7 @@ pid_t spawn_executable(const char* marker, int channel) {
   char* argv[] = {argv0.data(), const_cast<char*>(marker), parent.data(), nullptr};
   const std::function<pid_t()> job = [&] {
     pid_t pid = 0;
-    int rc = ::posix_spawn(&pid, path.c_str(), &actions, &attr, argv, environ);
+    int rc = ::posix_spawn(&pid, path.c_str(), &actions, &attr, argv, envp ? envp : environ);
     if (rc != 0) {
       errno = rc;
       return pid_t{-1};
@@ -339,30 +339,16 @@ StartedChild start_not_forked(const ChildIdentity& self, StartMethod method,
   const std::vector<std::byte> bytes = encode_order(order);
   StartedChild started;
   sys::Fd channel;
-  if (method == StartMethod::forkserver) {
-    started = forkserver_start(channel);
-  } else {
-    int sv[2];
-    sys::call("socketpair",
-              [&] { return ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv); });
-    channel = sys::Fd(sv[0]);
-    sys::Fd theirs(sv[1]);
-    started.pid = spawn_executable(kSpawnMarker, theirs.get());
-    started.pidfd = child_pidfd(started.pid);
-    // A child that died before reading it has its exit code already: nothing to report.
-    if (!send_frame(channel.get(), encode_module_table())) return started;
-  }
-  send_frame(channel.get(), bytes, order.fds);
+  if (method == StartMethod::forkserver) return forkserver_start(bytes, order.fds, channel);
+  int sv[2];
+  sys::call("socketpair", [&] { return ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv); });
+  channel = sys::Fd(sv[0]);
+  sys::Fd theirs(sv[1]);
+  started.pid = spawn_executable(kSpawnMarker, theirs.get());
+  started.pidfd = child_pidfd(started.pid);
+  // A child that died before reading it has its exit code already: nothing to report.
+  if (send_frame(channel.get(), encode_module_table())) send_frame(channel.get(), bytes, order.fds);
   return started;
-}
-
-std::optional<int> read_exit_status(int status_fd) {
-  int code = 0;
-  ssize_t n =
-      sys::call_raw("read(exit status)", [&] { return ::read(status_fd, &code, sizeof code); });
-  if (n == sizeof code) return code;
-  if (n < 0 && errno == EAGAIN) return std::nullopt;
-  return 255;  // the server died without reporting: the status is lost
 }
 
 }  // namespace detail

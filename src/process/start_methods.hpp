@@ -18,6 +18,7 @@
 
 #include "mpx/detail/bound_call.hpp"
 #include "mpx/process.hpp"
+#include "sys/atfork.hpp"
 #include "sys/fd.hpp"
 
 namespace mpx::detail {
@@ -32,12 +33,10 @@ struct ChildIdentity {
   bool parent_daemon = false;
 };
 
-// A started child: its pid and pidfd; for a forkserver child, the pipe on which the
-// server writes its exit code (read_exit_status).
+// A started child (this process's child, whatever its start method): its pid and pidfd.
 struct StartedChild {
   pid_t pid = 0;
   sys::Fd pidfd;
-  sys::Fd status;
 };
 
 // --- process.cpp
@@ -69,14 +68,11 @@ StartMethod default_start_method();
 // Throws ValueError when the target cannot travel, InvalidStateError without mpx::init.
 StartedChild start_not_forked(const ChildIdentity& self, StartMethod method,
                               const BoundCall* target);
-// The exit code a forkserver wrote on `status_fd`, empty while the child runs (255 when
-// the server died without writing one).
-std::optional<int> read_exit_status(int status_fd);
 
 // posix_spawn of the executable with argv {argv0, marker, the caller's pid}, `channel`
 // as its fd 3, /dev/null as stdin, no other fd but stdout and stderr; on the forker when
 // needed. mpx::init recognises the marker and ties the child's life to that pid.
-pid_t spawn_executable(const char* marker, int channel);
+pid_t spawn_executable(const char* marker, int channel, char* const* envp = nullptr);
 inline constexpr const char* kForkserverArg = "--mpx-forkserver";
 // `size` bytes with fds (SCM_RIGHTS, at most kMaxFds) on a Unix socket; false when the
 // peer is gone.
@@ -107,8 +103,10 @@ std::vector<std::byte> encode_order(const ChildOrder& order);
 // --- forkserver.cpp
 
 // A forkserver child: asks the server (started on first use, restarted when it died) to
-// fork a child that reads its order from the socket returned in `channel`.
-StartedChild forkserver_start(sys::Fd& channel);
+// fork a child of this process that reads `order` (a frame, with `fds`) from the socket
+// left in `channel`.
+StartedChild forkserver_start(std::span<const std::byte> order, std::span<const int> fds,
+                              sys::Fd& channel);
 // This process's socket to its forkserver, or -1 (for the tests' leak check: the server
 // lives as long as the process).
 int forkserver_client_fd();
@@ -126,7 +124,7 @@ class ForkSafeInstance {
   static T& get() {
     static T* const instance = [] {
       ptr_ = new T;
-      ::pthread_atfork(nullptr, nullptr, [] {
+      sys::atfork(nullptr, nullptr, [] {
         if (ptr_) new (&ptr_->mu) std::mutex;
       });
       return ptr_;
