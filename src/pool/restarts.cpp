@@ -89,9 +89,12 @@ void ProcessImpl::worker_exited(std::size_t i, pid_t pid, int status) {
     std::unique_lock lock(mutex);
     SlotState& s = slots_[i];
     if (s.pid != pid) return;
-    // What it wrote before it died still counts.
+    // What it wrote before it died still counts: all of it (read_frames() stops after a
+    // large frame), so that the task it held is the first not answered, and those
+    // after it are the ones it had not started.
     frames_.clear();
-    read_frames(i, frames_, false);
+    while (read_frames(i, frames_, false)) {
+    }
     const int64_t now = monotonic_ns();
     for (auto& f : frames_)
       match(f, done, now);
