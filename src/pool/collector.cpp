@@ -64,9 +64,8 @@ bool ProcessImpl::collect(bool on_supervisor, bool if_free, const Deadline& dead
   bool handed_off = false;
   {
     auto lock = lock_soon(mutex);
-    const int64_t now = monotonic_ns();  // one clock read for all these results
     for (auto& f : frames_)
-      handed_off |= match(f, deliveries_, now);
+      handed_off |= match(f, deliveries_);
     fill(lock, true);
   }
   // Closed: the supervisor stops the workers once no task is left, which it cannot see
@@ -196,7 +195,7 @@ void ProcessImpl::recycle(ByteVector& body) {
 // the supervisor runs those in run_handoffs(), holding no lock of the engine, so that a
 // callback that blocks (on a lock a caller holds while it waits for a result with a
 // timeout) blocks no reader.
-bool ProcessImpl::match(Frame& f, std::vector<Delivery>& out, int64_t now) {
+bool ProcessImpl::match(Frame& f, std::vector<Delivery>& out) {
   SlotState& s = slots_[f.slot];
   switch (f.header.kind) {
     case kFrameInitOk:
@@ -218,7 +217,7 @@ bool ProcessImpl::match(Frame& f, std::vector<Delivery>& out, int64_t now) {
     case kFrameError: {
       if (s.assigned.empty() || s.assigned.front().id != f.header.task_id) return false;
       Assigned a = std::move(s.assigned.front());
-      s.last_result_ns = now;
+      s.last_result = ++results_matched_;
       s.worked = true;
       s.failures = 0;
       record_task_time(f.header.entry);

@@ -21,7 +21,7 @@ long ProcessImpl::pick(bool of_group) noexcept {
     if (best >= 0) {
       const SlotState& b = slots_[static_cast<std::size_t>(best)];
       if (s.assigned.size() > b.assigned.size()) continue;
-      if (s.assigned.size() == b.assigned.size() && s.last_result_ns <= b.last_result_ns) continue;
+      if (s.assigned.size() == b.assigned.size() && s.last_result <= b.last_result) continue;
     }
     best = static_cast<long>(i);
   }
@@ -119,7 +119,8 @@ bool ProcessImpl::fill(std::unique_lock<std::mutex>& lock, bool use_feeders) {
     }
     if (task->sink && !task->sink->task_running(task->tag)) continue;
     // A feeder (run by pop, unlocked) may have taken its time: read the clock again.
-    if (now == 0 || (use_feeders && !feeders.empty())) now = monotonic_ns();
+    // (Only per-task timeouts need it: Assigned::dispatched_ns.)
+    if (options.timeout && (now == 0 || (use_feeders && !feeders.empty()))) now = monotonic_ns();
     assign(static_cast<std::size_t>(i), std::move(*task), now, of_group);
     progress = true;
   }

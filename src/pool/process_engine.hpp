@@ -188,9 +188,9 @@ class ProcessImpl final : public Engine::Impl {
     std::size_t given = 0;                 // tasks handed to this worker over its life
     uint32_t seq = 0;                      // of the last frame for its inbox (FrameHeader::seq)
     const TaskSink* last_group = nullptr;  // that frame's group (FrameFlags), if any
-    bool closed = false;  // tasks were taken back from it: it gets none until it passed them
-    int64_t last_result_ns = 0;
-    uint64_t timed_out = 0;  // id of the task it was killed for
+    bool closed = false;       // tasks were taken back from it: it gets none until it passed them
+    uint64_t last_result = 0;  // when it answered last: results_matched_ then
+    uint64_t timed_out = 0;    // id of the task it was killed for
     std::deque<Assigned> assigned;
     // Frames being written to its inbox (they did not fit at once).
     std::deque<Outgoing> out;
@@ -325,7 +325,7 @@ class ProcessImpl final : public Engine::Impl {
   bool read_frames(std::size_t i, std::vector<Frame>& out, bool places = true);
   bool find_place(std::size_t i, ReadState& r);
   void recycle(ByteVector& body);
-  bool match(Frame& f, std::vector<Delivery>& out, int64_t now);
+  bool match(Frame& f, std::vector<Delivery>& out);
   static constexpr std::size_t kLargeBody = std::size_t{64} << 10;
 
   // restarts.cpp: workers' lives.
@@ -365,6 +365,7 @@ class ProcessImpl final : public Engine::Impl {
   std::atomic<std::size_t> handoffs_{0};  // handoff_.size(), readable without the lock
   std::atomic<std::size_t> outgoing_{0};  // frames in the slots' `out`, likewise
   uint64_t next_id_ = 0;
+  uint64_t results_matched_ = 0;  // match(): results so far
   int init_failures_ = 0;
   // Written under `mutex`, read anywhere. Unknown at first: shallow queues.
   std::atomic<int64_t> avg_task_ns_{kShortTaskNs};

@@ -97,7 +97,7 @@ void ProcessImpl::worker_exited(std::size_t i, pid_t pid, int status) {
     }
     const int64_t now = monotonic_ns();
     for (auto& f : frames_)
-      match(f, done, now);
+      match(f, done);
     frames_.clear();
     WorkerSlot& slot = pool_->slot(i);
     if (!s.assigned.empty()) {
