@@ -19,6 +19,10 @@ namespace {
 // which ThreadSanitizer does not intercept (it then reports unlocks of unlocked
 // mutexes). The reader holds the lock for short stretches, and only a timed wait for a
 // result comes here while another thread reads.
+// The collector whose role this thread holds, in ProcessCollector::collect() (null:
+// none). Only that thread sleeps on the collector's results word.
+thread_local const ProcessCollector* t_collecting = nullptr;
+
 bool lock_until(std::unique_lock<std::mutex>& lock, const Deadline& deadline) {
   for (int tries = 0; !lock.try_lock(); ++tries) {
     if (deadline.expired()) return false;
@@ -257,6 +261,12 @@ void ProcessCollector::give_role(ProcessImpl* impl) {
   released_.notify_all();
 }
 
+// A future completed by the collecting thread itself (deliver()) wakes nobody: the only
+// sleeper on `results` is that thread.
+void ProcessCollector::poke() noexcept {
+  if (t_collecting != this) wake_sleepers(header()->results);
+}
+
 bool ProcessCollector::collect(ProcessImpl& impl, ReadyRef ready, const Deadline& deadline) {
   // Spinning pays only while results come within microseconds. Asked again after every
   // result: a caller that entered while tasks were short and spun on through a map of
@@ -271,8 +281,12 @@ bool ProcessCollector::collect(ProcessImpl& impl, ReadyRef ready, const Deadline
   std::atomic<int32_t>& cpu = header()->collector_cpu;
   struct Gone {
     std::atomic<int32_t>& cpu;
-    ~Gone() { cpu.store(-1, std::memory_order_relaxed); }
+    ~Gone() {
+      cpu.store(-1, std::memory_order_relaxed);
+      t_collecting = nullptr;
+    }
   } gone{cpu};
+  t_collecting = this;
   if (spin) cpu.store(::sched_getcpu(), std::memory_order_relaxed);
   for (unsigned i = 1;; ++i) {
     if (ready()) return true;

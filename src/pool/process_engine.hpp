@@ -87,7 +87,7 @@ class ProcessCollector final : public Collector {
   static constexpr std::size_t kPage = 4096;
 
   bool wait(WaitWord& word, ReadyRef ready, const Deadline& deadline) override;
-  void poke() noexcept override { wake_sleepers(header()->results); }
+  void poke() noexcept override;
 
   void attach(ProcessImpl* impl) {
     std::lock_guard lock(mutex_);
