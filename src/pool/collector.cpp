@@ -124,17 +124,28 @@ bool ProcessImpl::read_frames(std::size_t i, std::vector<Frame>& out, bool place
       progress = true;
       r.header_got += n;
       if (r.header_got < sizeof(FrameHeader)) continue;
-      if (r.body.capacity() == 0 && !spare_bodies_.empty()) {
-        r.body = std::move(spare_bodies_.back());
-        spare_bodies_.pop_back();
-        spare_bytes_ -= r.body.capacity();
-      }
-      const bool placed = places && r.header.kind == kFrameResult && r.header.size >= kLargeBody &&
-                          find_place(i, r);
-      const std::size_t to_body = placed ? r.place.head : r.header.size;
-      reserve_prefaulted(r.body, to_body);
-      r.body.resize(to_body);
       r.body_got = 0;
+      if (r.header.kind != kFramePad) {
+        if (r.body.capacity() == 0 && !spare_bodies_.empty()) {
+          r.body = std::move(spare_bodies_.back());
+          spare_bodies_.pop_back();
+          spare_bytes_ -= r.body.capacity();
+        }
+        const bool placed = places && r.header.kind == kFrameResult &&
+                            r.header.size >= kLargeBody && find_place(i, r);
+        const std::size_t to_body = placed ? r.place.head : r.header.size;
+        reserve_prefaulted(r.body, to_body);
+        r.body.resize(to_body);
+      }
+    }
+    if (r.header.kind == kFramePad) {  // a worker skipped to the outbox's start
+      const std::size_t n = std::min(ring.readable(), r.header.size - r.body_got);
+      ring.consume(n);
+      if (n != 0) progress = true;
+      r.body_got += n;
+      if (r.body_got < r.header.size) break;
+      r.header_got = 0;
+      continue;
     }
     if (r.body_got < r.header.size) {
       // The head (or all) to the body, the rest to the sink's place.

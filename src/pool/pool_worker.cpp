@@ -132,9 +132,13 @@ class WorkerLoop {
       out.clear();
       out.resize(sizeof(FrameHeader));
       uint16_t kind = kFrameResult;
+      // A large task's results may go straight to the outbox (DirectResult).
+      DirectResult& direct = direct_result();
+      if (large) direct.room = outbox_room();
       try {
         reinterpret_cast<Entry>(local_address(h.entry))(in, out);
       } catch (...) {
+        direct.used = 0;
         out.resize(sizeof(FrameHeader));
         kind = kFrameError;
         try {
@@ -160,7 +164,17 @@ class WorkerLoop {
       // and still a task ahead of this queue running dry. Errors are not held.
       const bool hold = (h.flags & kFrameGrouped) != 0 && kind == kFrameResult &&
                         last_task_ns_ > kShortTaskNs && queued_after(h.seq) >= 2;
-      write_all(out.data(), out.size(), hold);
+      if (direct.used != 0) {  // the results are in the outbox already: the header, then out
+        r.size = direct.used;
+        ByteRing& ring = slot_.outbox;
+        const uint64_t at = ring.head.load(std::memory_order_relaxed);
+        std::memcpy(ring.data + (at & (ByteRing::kCapacity - 1)), &r, sizeof r);
+        ring.head.store(at + sizeof r + direct.used, std::memory_order_release);
+        written(hold);
+      } else {
+        write_all(out.data(), out.size(), hold);
+      }
+      direct = {};
       if (in_place != 0 && !large) dropped(in_place);
       // Cleared only once the result is in the ring: a worker that dies before this
       // line is seen holding the task (its result, if complete, is read first).
@@ -359,6 +373,44 @@ class WorkerLoop {
     h.size = body.size();
     write_all(reinterpret_cast<const std::byte*>(&h), sizeof h);
     write_all(body.data(), body.size());
+  }
+
+  // Room in the outbox for a frame's body after its header, in one piece (for
+  // DirectResult), faulted in on this worker's first lap; empty if too little.
+  std::span<std::byte> outbox_room() noexcept {
+    ByteRing& ring = slot_.outbox;
+    const uint64_t at = ring.head.load(std::memory_order_relaxed);
+    const std::size_t to_end =
+        ByteRing::kCapacity - static_cast<std::size_t>(at & (ByteRing::kCapacity - 1));
+    std::size_t room = std::min(ring.room_for(at, ByteRing::kCapacity), to_end);
+    if (room < sizeof(FrameHeader) + kInPlaceFrame) {
+      // Too close to the end: skip to the start (a kFramePad frame the reader drops) if
+      // more room waits there.
+      if (to_end < sizeof(FrameHeader) || to_end >= sizeof(FrameHeader) + kInPlaceFrame ||
+          !ring.pad_before(
+              sizeof(FrameHeader) + kInPlaceFrame, +[](std::size_t skip) {
+                FrameHeader pad{};
+                pad.kind = kFramePad;
+                pad.size = skip;
+                return pad;
+              }))
+        return {};
+      return outbox_room();
+    }
+    warm(ring, outbox_warm_, at, room);
+    return {ring.data + (at & (ByteRing::kCapacity - 1)) + sizeof(FrameHeader),
+            room - sizeof(FrameHeader)};
+  }
+
+  // After writing a result frame to the outbox: wakes its readers, or, with `hold`,
+  // holds the wake-up back (release_held()).
+  void written(bool hold) noexcept {
+    if (hold) {
+      holding_ = true;
+    } else {
+      holding_ = false;  // woken for all
+      results_written();
+    }
   }
 
   // Writes n bytes to the outbox and wakes their readers, or, with `hold`, holds the

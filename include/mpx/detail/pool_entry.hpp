@@ -126,10 +126,22 @@ void chunk_entry(std::span<const std::byte> in, ByteVector& out) {
     // Raw bytes both ways: each item is read from the message and each result written
     // into the reply, with no vector in between (a chunk of a million ints would need
     // two fresh 4 MB vectors, faulted in page by page).
+    // The results go straight to the outbox when they fit there (DirectResult).
     std::size_t n = 0;
     const std::byte* src = vector_elements<Item>(in, n).data();
-    reserve_prefaulted(out, out.size() + sizeof(std::uint64_t) + varint_size(n) + n * sizeof(R));
-    std::byte* dst = append_vector_head<R>(n, out);
+    const std::size_t bytes = sizeof(std::uint64_t) + varint_size(n) + n * sizeof(R);
+    std::byte* dst = nullptr;
+    if (DirectResult& d = direct_result(); d.room.size() >= bytes) {
+      const std::uint64_t tag = type_tag<std::vector<R>>();
+      PtrWriter w{d.room.data()};
+      w.put(&tag, sizeof tag);
+      w.varint(n);
+      dst = w.p;
+      d.used = bytes;
+    } else {
+      reserve_prefaulted(out, out.size() + bytes);
+      dst = append_vector_head<R>(n, out);
+    }
     for (std::size_t i = 0; i < n; ++i) {
       Item item;
       std::memcpy(static_cast<void*>(&item), src + i * sizeof(Item), sizeof(Item));

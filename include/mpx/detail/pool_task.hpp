@@ -47,6 +47,18 @@ void reserve_prefaulted(ByteVector& v, std::size_t n);
 // to `out`. Throws what the call throws (the worker sends it back).
 using Entry = void (*)(std::span<const std::byte> args, ByteVector& out);
 
+// Worker side: where a large raw chunk's results may go instead of `out` (room the worker
+// has in its outbox, right after a frame header), and how many bytes went there (0:
+// none, the results went to `out`). Set by the worker loop around a call.
+struct DirectResult {
+  std::span<std::byte> room;
+  std::size_t used = 0;
+};
+inline DirectResult& direct_result() noexcept {
+  thread_local DirectResult d;
+  return d;
+}
+
 // A task's encoded result (process workers), for TaskSink::task_results(). `placed`:
 // the result was read straight to the place TaskSink::result_place() gave, and `bytes`
 // holds only its first bytes (ResultPlace::head), for the sink to check.
