@@ -129,6 +129,19 @@ bool ProcessImpl::fill(std::unique_lock<std::mutex>& lock, bool use_feeders) {
   return progress;
 }
 
+// A call submitted while no task waits goes to a worker with room at once, without a
+// trip through `pending` (fill() does the same with more steps). Lock held.
+bool ProcessImpl::take_now(Task& task) {
+  if (broken || terminating) return false;
+  const bool of_group = grouped(task);
+  const long i = pick(of_group);
+  if (i < 0) return false;
+  if (task.sink && !task.sink->task_running(task.tag)) return true;  // cancelled: dropped
+  assign(static_cast<std::size_t>(i), std::move(task), options.timeout ? monotonic_ns() : 0,
+         of_group);
+  return true;
+}
+
 // Wakes the workers whose inboxes assign() wrote to (lock held): once per fill(), not
 // per task. The fence waits until the frames' stores reach the cache lines the workers
 // read: per task, that was two thirds of fill()'s time in a chunksize-1 map, whose

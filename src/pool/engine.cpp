@@ -74,7 +74,7 @@ Engine::~Engine() {
 void Engine::submit(Task task, ByteVector* spare) {
   auto lock = lock_soon(impl_->mutex);
   impl_->check_open();
-  impl_->pending.push_back(std::move(task));
+  if (!impl_->pending.empty() || !impl_->take_now(task)) impl_->pending.push_back(std::move(task));
   if (spare && spare->capacity() == 0) *spare = impl_->take_spare();
   impl_->pending_count.store(impl_->pending.size(), std::memory_order_relaxed);
   impl_->submitted(lock);

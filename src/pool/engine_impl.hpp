@@ -34,6 +34,9 @@ struct Engine::Impl {
   virtual std::vector<pid_t> pids() const { return {}; }
   // A feeder was queued (lock held).
   virtual void feeding() {}
+  // A task about to be queued while nothing else is (lock held): handed to a worker at
+  // once if one has room (or dropped, cancelled). Returns whether it was.
+  virtual bool take_now(Task&) { return false; }
   // Tasks were queued (lock held on entry, released on return).
   virtual void submitted(std::unique_lock<std::mutex>& lock) {
     lock.unlock();

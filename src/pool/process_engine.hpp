@@ -130,6 +130,7 @@ class ProcessImpl final : public Engine::Impl {
   // Tasks were queued (lock held): hand them to workers with room at once, from this
   // thread. The rest wait for room, made by whoever reads results.
   void submitted(std::unique_lock<std::mutex>& lock) override;
+  bool take_now(Task& task) override;
   void release_started_args() noexcept override;
 
   // Tasks take long enough that spinning for their results only takes a CPU from the
