@@ -118,8 +118,11 @@ constexpr bool raw_chunk() {
 }
 
 // Worker side: a chunk of calls; Star: each item is a tuple of arguments.
+// Aligned to a cache line: its loop over a chunk's items, the hot loop of a worker in a
+// map of small calls, then runs at the same speed whatever code precedes it in the
+// binary (16 bytes further, an unrelated change made a map of a million ints 5% slower).
 template <class F, class Item, bool Star>
-void chunk_entry(std::span<const std::byte> in, ByteVector& out) {
+[[gnu::aligned(64)]] void chunk_entry(std::span<const std::byte> in, ByteVector& out) {
   F f = decode_callable<F>(in);
   using R = map_value_t<item_result_t<F, Item, Star>>;
   if constexpr (raw_chunk<F, Item, Star>()) {
