@@ -1,15 +1,16 @@
 // The forkserver start method: a single-threaded server, spawned by a process's first
 // forkserver start, that forks children on request (mpx/process.hpp).
 //
-// Protocol on the client's socket (the server's fd 3): first the client's module table
-// (a frame); then per child a request, one byte with one fd (SCM_RIGHTS): the child's
-// channel. The server forks the child as a child of the client (clone with
-// CLONE_PARENT), so the client reaps it, waits on its pidfd and learns its exit status
-// from the kernel, as for a fork of its own; the server keeps no children. The child's
-// first word on its channel is its pid (the server writes -errno there instead when it
-// cannot fork); then it reads its order, which the client sends right after the request.
-// The server dies with its client (PR_SET_PDEATHSIG) and exits when the client's socket
-// closes; the children die with the client as fork's do, not with the server.
+// Protocol on the client's socket (the server's fd 3): first the client's module table (a
+// frame), which the server acknowledges with one byte; then per child a request, one byte
+// with one fd (SCM_RIGHTS): the child's channel. The server forks the child as a child of
+// the client (clone with CLONE_PARENT), so the client reaps it, waits on its pidfd and
+// learns its exit status from the kernel, as for a fork of its own; the server keeps no
+// children. The child's first word on its channel is its pid (the server writes -errno
+// there instead when it cannot fork); then it reads its order, which the client sends
+// right after the request. The server dies with its client (PR_SET_PDEATHSIG) and exits
+// when the client's socket closes; the children die with the client as fork's do, not
+// with the server.
 #include <fcntl.h>
 #include <linux/sched.h>
 #include <pthread.h>
@@ -110,11 +111,42 @@ struct Client {
   pid_t owner = 0;  // the process that started the server
   pid_t pid = 0;
   sys::Fd sock;
+  bool bind_now = true;  // false once a server failed to start so
 };
 // A fork while another thread talks to the server (holding mu): the child, not the
 // owner, starts its own server (restart).
 Client& client() {
   return ForkSafeInstance<Client>::get();
+}
+
+// Spawns a server for `c`; true once it is ready. The server binds every symbol as it
+// loads (LD_BIND_NOW) when `bind_now`: each child it forks would otherwise resolve the
+// lazy PLT entries of all the code it runs, a fifth of a child's start. The value marks
+// it as ours: the server takes it out of its environment again, so that its children see
+// the program's.
+bool spawn_server(Client& c, bool bind_now) {
+  int sv[2];
+  sys::call("socketpair", [&] { return ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv); });
+  sys::Fd mine(sv[0]), theirs(sv[1]);
+  std::vector<char*> env;
+  for (char** e = environ; *e; ++e)
+    env.push_back(*e);
+  static char bind_now_mark[] = "LD_BIND_NOW=mpx-forkserver";
+  if (bind_now && !std::getenv("LD_BIND_NOW")) env.push_back(bind_now_mark);
+  env.push_back(nullptr);
+  c.owner = ::getpid();
+  c.pid = spawn_executable(kForkserverArg, theirs.get(), env.data());
+  theirs.reset();  // the server's alone now: EOF if it dies
+  c.sock = std::move(mine);
+  char ready = 0;
+  std::vector<sys::Fd> no_fds;
+  if (send_frame(c.sock.get(), encode_module_table()) &&
+      recv_with_fds(c.sock.get(), &ready, 1, no_fds))
+    return true;
+  c.sock.reset();
+  ::waitpid(c.pid, nullptr, 0);
+  c.pid = 0;
+  return false;
 }
 
 // Starts a server for this process, after the previous one (dead, or a fork parent's).
@@ -126,24 +158,11 @@ void restart(Client& c) {
     c.sock.reset();  // our copy of a fork parent's socket
   }
   c.pid = 0;
-  int sv[2];
-  sys::call("socketpair", [&] { return ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv); });
-  sys::Fd mine(sv[0]), theirs(sv[1]);
-  // The server binds every symbol as it loads (LD_BIND_NOW): each child it forks would
-  // otherwise resolve the lazy PLT entries of all the code it runs, a fifth of a child's
-  // start. The value marks it as ours: the server takes it out of its environment again,
-  // so that its children see the program's.
-  std::vector<char*> env;
-  for (char** e = environ; *e; ++e)
-    env.push_back(*e);
-  static char bind_now[] = "LD_BIND_NOW=mpx-forkserver";
-  if (!std::getenv("LD_BIND_NOW")) env.push_back(bind_now);
-  env.push_back(nullptr);
-  const pid_t pid = spawn_executable(kForkserverArg, theirs.get(), env.data());
-  c.owner = ::getpid();
-  c.pid = pid;
-  c.sock = std::move(mine);
-  send_frame(c.sock.get(), encode_module_table());
+  if (c.bind_now && spawn_server(c, true)) return;
+  // A program that loads with symbols left undefined (never called) cannot be bound at
+  // load: its server resolves them lazily, as the program does.
+  c.bind_now = false;
+  if (!spawn_server(c, false)) throw ProcessError("mpx: the forkserver could not start");
 }
 
 }  // namespace
@@ -156,6 +175,7 @@ void forkserver_main() {
     ::unsetenv("LD_BIND_NOW");
   try {
     adopt_module_table(recv_frame(kClientFd));
+    if (::send(kClientFd, "R", 1, MSG_NOSIGNAL) != 1) ::_exit(0);  // ready
   } catch (const std::exception& e) {
     std::fprintf(stderr, "mpx: the forkserver cannot serve its client: %s\n", e.what());
     ::_exit(1);
