@@ -125,17 +125,6 @@ Connection socket_connection(std::unique_ptr<SocketStream> stream) {
 
 }  // namespace detail
 
-namespace {
-
-std::pair<sys::Fd, sys::Fd> make_socketpair() {
-  int fds[2];
-  sys::call("socketpair(AF_UNIX, SOCK_STREAM)",
-            [&] { return ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds); });
-  return {sys::Fd(fds[0]), sys::Fd(fds[1])};
-}
-
-}  // namespace
-
 struct detail::ConnectionAccess {
   static Connection make(std::unique_ptr<Connection::Impl> impl) noexcept {
     return Connection(std::move(impl));
@@ -201,7 +190,7 @@ std::pair<Connection, Connection> Pipe(bool duplex, std::size_t capacity) {
   // Direction d: ring region[d], sockets pair[d] = {receiving side, sending side}.
   std::pair<sys::Fd, sys::Fd> pair[2];
   for (int i = 0; i < rings; ++i)
-    pair[i] = make_socketpair();
+    pair[i] = sys::make_socketpair();
 
   if (duplex) {
     // a receives through region[0] and sends through region[1]; b the other way round.

@@ -24,13 +24,6 @@ namespace {
 constexpr char kMagic[8] = {'M', 'P', 'X', 'R', 'I', 'N', 'G', '1'};
 constexpr int kFds = 3;  // memfd, the peer's bell sockets in and out
 
-std::pair<sys::Fd, sys::Fd> socket_pair() {
-  int fds[2];
-  sys::call("socketpair(ring upgrade)",
-            [&] { return ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds); });
-  return {sys::Fd(fds[0]), sys::Fd(fds[1])};
-}
-
 void send_offer(int socket, const int (&fds)[kFds], std::uint64_t capacity) {
   char payload[16];
   std::memcpy(payload, kMagic, 8);
@@ -60,8 +53,8 @@ Connection offer_rings(int socket) {
   }
   // Direction d: ring d, sockets pair[d] = {receiving side, sending side}. This side
   // receives through ring 0, the peer through ring 1.
-  auto pair0 = socket_pair();
-  auto pair1 = socket_pair();
+  auto pair0 = sys::make_socketpair();
+  auto pair1 = sys::make_socketpair();
   send_offer(socket, {memory.get(), pair1.first.get(), pair0.second.get()}, cap);
   return ring_connection(memory.release(), cap, 0, pair0.first.release(), pair1.second.release());
 }

@@ -569,11 +569,7 @@ struct Child {
 }
 
 Zygote start_zygote(WorkerShared& shared, const EngineOptions& options) {
-  int sv[2];
-  sys::call("socketpair",
-            [&] { return ::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv); });
-  sys::Fd ours(sv[0]);
-  sys::Fd theirs(sv[1]);
+  auto [ours, theirs] = sys::make_socketpair(SOCK_SEQPACKET);
   // The zygote keeps a copy-on-write share of every page we have now, for the pool's
   // life. Heap memory that is free now would be reused by our next allocations, and
   // each first write to such a page copies it and, while another of our threads runs

@@ -91,11 +91,7 @@ const std::vector<int>& initializer_fds() noexcept {
 
 Zygote start_zygote_by(StartMethod method, WorkerShared& shared, sys::Fd header,
                        const EngineOptions& options) {
-  int sv[2];
-  sys::call("socketpair",
-            [&] { return ::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv); });
-  sys::Fd ours(sv[0]);
-  sys::Fd theirs(sv[1]);
+  auto [ours, theirs] = sys::make_socketpair(SOCK_SEQPACKET);
   const sys::Fd rings = shared.take_fd();
   std::vector<int> fds(kZygoteFds);
   fds[kSocket] = theirs.get();

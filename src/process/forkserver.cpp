@@ -125,9 +125,7 @@ Client& client() {
 // it as ours: the server takes it out of its environment again, so that its children see
 // the program's.
 bool spawn_server(Client& c, bool bind_now) {
-  int sv[2];
-  sys::call("socketpair", [&] { return ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv); });
-  sys::Fd mine(sv[0]), theirs(sv[1]);
+  auto [mine, theirs] = sys::make_socketpair();
   std::vector<char*> env;
   for (char** e = environ; *e; ++e)
     env.push_back(*e);
@@ -202,10 +200,7 @@ StartedChild forkserver_start(std::span<const std::byte> order, std::span<const 
   std::lock_guard lock(c.mu);
   for (int attempt = 0;; ++attempt) {
     if (c.owner != ::getpid() || !c.sock) restart(c);
-    int sv[2];
-    sys::call("socketpair",
-              [&] { return ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv); });
-    sys::Fd mine(sv[0]), theirs(sv[1]);
+    auto [mine, theirs] = sys::make_socketpair();
     const char request = 'F';
     const int sent = theirs.get();
     int answer = 0;

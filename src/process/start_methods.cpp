@@ -340,10 +340,8 @@ StartedChild start_not_forked(const ChildIdentity& self, StartMethod method,
   StartedChild started;
   sys::Fd channel;
   if (method == StartMethod::forkserver) return forkserver_start(bytes, order.fds, channel);
-  int sv[2];
-  sys::call("socketpair", [&] { return ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv); });
-  channel = sys::Fd(sv[0]);
-  sys::Fd theirs(sv[1]);
+  auto [mine, theirs] = sys::make_socketpair();
+  channel = std::move(mine);
   started.pid = spawn_executable(kSpawnMarker, theirs.get());
   started.pidfd = child_pidfd(started.pid);
   // A child that died before reading it has its exit code already: nothing to report.

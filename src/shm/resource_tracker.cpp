@@ -98,11 +98,7 @@ void start_tracker() {
   (void)atfork_installed;
   // A SOCK_SEQPACKET pair: each message arrives whole, and a send to a dead tracker fails
   // with EPIPE instead of raising SIGPIPE.
-  int pair[2];
-  sys::call("socketpair(resource tracker)",
-            [&] { return ::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair); });
-  sys::Fd read_end(pair[0]);
-  sys::Fd write_end(pair[1]);
+  auto [read_end, write_end] = sys::make_socketpair(SOCK_SEQPACKET);
   pid_t pid = sys::call("fork(resource tracker)", [] { return ::fork(); });
   if (pid == 0) {
     // The intermediate child: fork the tracker and leave, so that the tracker is

@@ -1,6 +1,8 @@
 // src/sys/fd.hpp — an owned file descriptor. Every fd mpx opens is O_CLOEXEC.
 #pragma once
 
+#include <sys/socket.h>
+
 #include <unistd.h>
 
 #include <utility>
@@ -38,5 +40,7 @@ class Fd {
 
 // pipe2(O_CLOEXEC) → {read end, write end}.
 std::pair<Fd, Fd> make_pipe(int extra_flags = 0);
+// socketpair(AF_UNIX, type | SOCK_CLOEXEC) → its two ends.
+std::pair<Fd, Fd> make_socketpair(int type = SOCK_STREAM);
 
 }  // namespace mpx::sys

@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -50,6 +51,12 @@ Fd Fd::dup() const {
 std::pair<Fd, Fd> make_pipe(int extra_flags) {
   int fds[2];
   call("pipe2", [&] { return ::pipe2(fds, O_CLOEXEC | extra_flags); });
+  return {Fd(fds[0]), Fd(fds[1])};
+}
+
+std::pair<Fd, Fd> make_socketpair(int type) {
+  int fds[2];
+  call("socketpair", [&] { return ::socketpair(AF_UNIX, type | SOCK_CLOEXEC, 0, fds); });
   return {Fd(fds[0]), Fd(fds[1])};
 }
 
