@@ -219,6 +219,26 @@ TEST(QueueTest, SixteenAndSixtyFourMiBItemsArriveByteExact) {
   EXPECT_EQ(producer.join(), 0);
 }
 
+// In a 4 KiB ring (chunks of up to 1000 bytes) items of every size up to twice that, put
+// while the ring is partly full: some fit whole, some fit a chunk but not the room left
+// (their first chunk then carries the total size, ring.hpp), some need several chunks.
+TEST(QueueTest, ItemsSplitWhereverTheRoomEndsArriveByteExact) {
+  constexpr int kItems = 300;
+  mpx::Queue<mpx::Bytes> q(0, 4096);
+  auto size_of = [](int i) { return static_cast<std::size_t>(8 + (i * 397) % 2000); };
+  Child producer([&] {
+    for (int i = 0; i < kItems; ++i)
+      q.put(make_item(static_cast<uint64_t>(i), size_of(i)));
+  });
+  for (int i = 0; i < kItems; ++i) {
+    mpx::Bytes b = q.get(30s);
+    ASSERT_EQ(b.size(), size_of(i));
+    ASSERT_EQ(item_id(b), i);
+  }
+  EXPECT_EQ(producer.join(), 0);
+  EXPECT_TRUE(q.empty());
+}
+
 TEST(QueueTest, ManyProducersAndConsumersLoseAndDuplicateNothing) {
   constexpr int kProducers = 4;
   constexpr int kItems = 500;

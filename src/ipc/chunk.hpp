@@ -13,12 +13,28 @@ namespace mpx::detail {
 constexpr uint32_t kFirst = 1;
 constexpr uint32_t kLast = 2;
 
+// A chunk's header as read: on the ring it is a u32 length and u32 flags after the commit
+// word, then the message's total size as a u64 only in the first chunk of a message of
+// several chunks (carries_total()); a one-chunk message's total is its length, and a
+// continuation's is not used (both read as `length`).
 struct ChunkHeader {
   uint64_t total;
   uint32_t length;
   uint32_t flags;
 };
-static_assert(sizeof(ChunkHeader) == 16);
+
+// Bytes before a chunk's header: the chunk's commit word (see ring.hpp).
+inline constexpr uint64_t kCommitBytes = sizeof(uint64_t);
+// Bytes before the payload of a chunk that carries no total (every one-chunk message).
+inline constexpr uint64_t kHeadBytes = kCommitBytes + 2 * sizeof(uint32_t);
+
+constexpr bool carries_total(uint32_t flags) noexcept {
+  return (flags & (kFirst | kLast)) == kFirst;
+}
+// Bytes before the payload of a chunk with these flags.
+constexpr uint64_t head_bytes(uint32_t flags) noexcept {
+  return kHeadBytes + (carries_total(flags) ? sizeof(uint64_t) : 0);
+}
 
 // Copies n bytes, inline for up to 64 (two overlapping moves, as memcpy itself does once
 // called): a small message's copies are each no dearer than the call would be.
@@ -34,33 +50,28 @@ inline void copy_short(std::byte* dst, const std::byte* src, std::size_t n) noex
   }
 }
 
-// A chunk's header at `pos`, copied with fixed-size moves unless it wraps: it is on
-// every message's path, where a call to memcpy costs as much as the copy.
+// The header of the chunk whose commit word is at `pos`. Chunks start at multiples of 8
+// and the capacity is one too, so no 8-byte field crosses the ring's end: fixed-size
+// moves (on every message's path, where a call to memcpy costs as much as the copy).
 inline ChunkHeader load_header(const std::byte* data, uint64_t cap, uint64_t pos) noexcept {
   ChunkHeader c;
-  const uint64_t at = pos & (cap - 1);
-  if (at + sizeof c <= cap)
-    std::memcpy(&c, data + at, sizeof c);
+  const std::byte* at = data + ((pos + kCommitBytes) & (cap - 1));
+  std::memcpy(&c.length, at, sizeof c.length);
+  std::memcpy(&c.flags, at + sizeof c.length, sizeof c.flags);
+  if (carries_total(c.flags))
+    std::memcpy(&c.total, data + ((pos + kHeadBytes) & (cap - 1)), sizeof c.total);
   else
-    ring_copy_out(data, cap, pos, reinterpret_cast<std::byte*>(&c), sizeof c);
+    c.total = c.length;
   return c;
 }
 inline void store_header(std::byte* data, uint64_t cap, uint64_t pos,
                          const ChunkHeader& c) noexcept {
-  const uint64_t at = pos & (cap - 1);
-  if (at + sizeof c > cap) {
-    ring_copy_in(data, cap, pos, reinterpret_cast<const std::byte*>(&c), sizeof c);
-    return;
-  }
-  // Field by field: one 16-byte load of `c` just stored would wait for its stores.
-  std::memcpy(data + at, &c.total, sizeof c.total);
-  std::memcpy(data + at + offsetof(ChunkHeader, length), &c.length, sizeof c.length);
-  std::memcpy(data + at + offsetof(ChunkHeader, flags), &c.flags, sizeof c.flags);
+  std::byte* at = data + ((pos + kCommitBytes) & (cap - 1));
+  std::memcpy(at, &c.length, sizeof c.length);
+  std::memcpy(at + sizeof c.length, &c.flags, sizeof c.flags);
+  if (carries_total(c.flags))
+    std::memcpy(data + ((pos + kHeadBytes) & (cap - 1)), &c.total, sizeof c.total);
 }
-
-// Bytes before a chunk's header: the chunk's commit word (see ring.hpp).
-inline constexpr uint64_t kCommitBytes = sizeof(uint64_t);
-inline constexpr uint64_t kHeadBytes = kCommitBytes + sizeof(ChunkHeader);
 
 constexpr uint64_t align8(uint64_t n) noexcept {
   return (n + 7) & ~uint64_t{7};

@@ -28,8 +28,7 @@ constexpr std::size_t kHeaderBytes = align64(sizeof(RingHeader));
 // A connection's whole one-chunk message of at most kSmallMessage bytes: one that readers
 // may take without the read lock (Ring::read_small()).
 bool is_small(const ChunkHeader& c) noexcept {
-  return (c.flags & (kFirst | kLast)) == (kFirst | kLast) && c.length <= Ring::kSmallMessage &&
-         c.total == c.length;
+  return (c.flags & (kFirst | kLast)) == (kFirst | kLast) && c.length <= Ring::kSmallMessage;
 }
 
 // How often a reader in the middle of a streamed message checks that its writer lives.
@@ -166,7 +165,7 @@ void Ring::init(void* region, std::size_t capacity, std::size_t maxsize) {
   auto* h = new (region) RingHeader;
   h->capacity = capacity;
   // A chunk's length is a u32; a quarter of the ring lets writer and reader overlap.
-  h->max_chunk = std::min<uint64_t>(capacity / 4, uint64_t{1} << 30) - sizeof(ChunkHeader);
+  h->max_chunk = std::min<uint64_t>(capacity / 4, uint64_t{1} << 30) - head_bytes(kFirst);
   h->maxsize = maxsize;
   h->magic.store(kRingMagic, std::memory_order_release);
 }
@@ -312,11 +311,13 @@ bool Ring::write_locked(std::span<const std::span<const std::byte>> parts, const
   bool first = true;
   do {
     const uint64_t want = std::min<uint64_t>(remaining, h.max_chunk);
-    const uint64_t need = align8(kHeadBytes + want);
+    // A message's first chunk carries its total size unless it is the whole message.
+    uint64_t head_size = first && want < remaining ? head_bytes(kFirst) : kHeadBytes;
+    const uint64_t need = align8(head_size + want);
     // Stream large messages in whatever room there is (at least 1/16 of the ring) so
     // that writer and reader copy at the same time. The writer also needs the word after
     // the chunk: it clears the next commit word there.
-    const uint64_t least = std::min<uint64_t>(need, align8(kHeadBytes + cap / 16)) + kCommitBytes;
+    const uint64_t least = std::min<uint64_t>(need, align8(head_size + cap / 16)) + kCommitBytes;
     if (cap - (head - h.cached_tail) < least) {
       auto room = [&] {
         h.cached_tail = h.tail.load(std::memory_order_seq_cst);
@@ -328,11 +329,16 @@ bool Ring::write_locked(std::span<const std::span<const std::byte>> parts, const
       }
     }
     const uint64_t room = cap - (head - h.cached_tail) - kCommitBytes;
-    const uint64_t length = std::min<uint64_t>(want, (room - kHeadBytes) & ~uint64_t{7});
+    uint64_t length = std::min<uint64_t>(want, (room - head_size) & ~uint64_t{7});
+    if (first && length < remaining && head_size == kHeadBytes) {
+      // Split after all: the first chunk carries the total (`least` leaves room for it).
+      head_size = head_bytes(kFirst);
+      length = std::min<uint64_t>(want, (room - head_size) & ~uint64_t{7});
+    }
     const bool last = length == remaining;
     ChunkHeader c{total, static_cast<uint32_t>(length), (first ? kFirst : 0) | (last ? kLast : 0)};
-    store_header(data_, cap, head + kCommitBytes, c);
-    uint64_t pos = head + kHeadBytes;
+    store_header(data_, cap, head, c);
+    uint64_t pos = head + head_size;
     uint64_t left = length;
     while (left > 0) {
       auto part = parts[part_index];
@@ -352,7 +358,7 @@ bool Ring::write_locked(std::span<const std::span<const std::byte>> parts, const
     while (part_index < parts.size() && parts[part_index].empty())
       ++part_index;
     const uint64_t start = head;
-    head += align8(kHeadBytes + length);
+    head += align8(head_size + length);
     // Queues count items, before the commit (see ring.hpp). Connections have no qsize or
     // join, and their round trip is measurably slower with the counting code merely
     // present on its path (1.05 -> 1.2 us when the two CPUs share no cache): they get an
@@ -375,7 +381,7 @@ bool Ring::write_locked(std::span<const std::span<const std::byte>> parts, const
     // reader's CPU. Measured on a VM whose two vCPUs share no cache: 5 -> 8-9 M ints/s.
     // The line holding the end of this message is left alone: the reader is about to
     // read it.
-    const uint64_t lines = std::min<uint64_t>(4, (kHeadBytes + length) / 64 + 2);
+    const uint64_t lines = std::min<uint64_t>(4, (head_size + length) / 64 + 2);
     const uint64_t next_line = (head + 63) & ~uint64_t{63};
     for (uint64_t k = 0; k < lines; ++k)
       prefetch_for_write(data_ + ((next_line + 64 * k) & (cap - 1)));
@@ -428,7 +434,7 @@ bool Ring::read_small(ReserveFn reserve, void* ctx, bool spin) {
   for (int i = 0;;) {
     const uint64_t t = h_->tail.load(std::memory_order_acquire);
     if (commit_word(t).load(std::memory_order_acquire) == t + 1) {
-      const ChunkHeader c = load_header(data_, h_->capacity, t + kCommitBytes);
+      const ChunkHeader c = load_header(data_, h_->capacity, t);
       if (!is_small(c)) return false;  // (if torn, the locked path looks again)
       if (take_small(t, c.length, reserve, ctx)) return true;
       continue;  // another reader took it
@@ -526,7 +532,7 @@ bool Ring::read_locked(ReserveFn reserve, void* ctx, const Deadline& deadline, b
       set_keeping_up(true);  // a message was waiting: the producer is ahead
     }
 
-    const ChunkHeader c = load_header(data_, h_->capacity, t + kCommitBytes);
+    const ChunkHeader c = load_header(data_, h_->capacity, t);
     if constexpr (!kCounted) {
       // Still at the tail after reading the header: then the header is not torn, and a
       // chunk that is not a small message stays ours.
@@ -542,7 +548,7 @@ bool Ring::read_locked(ReserveFn reserve, void* ctx, const Deadline& deadline, b
         continue;  // another reader took it: the tail check above moves on
       }
     }
-    const uint64_t size = align8(kHeadBytes + c.length);
+    const uint64_t size = align8(head_bytes(c.flags) + c.length);
     if (c.length > h.max_chunk || size > h.cached_head - t) {
       // Not a chunk a writer of this ring could have made: drop everything published.
       t = h.cached_head;
@@ -561,7 +567,7 @@ bool Ring::read_locked(ReserveFn reserve, void* ctx, const Deadline& deadline, b
       if (got + c.length > total) {
         mid = false;
       } else {
-        if (dest) copy_out(t + kHeadBytes, dest + got, c.length);
+        if (dest) copy_out(t + head_bytes(c.flags), dest + got, c.length);
         got += c.length;
       }
     }
@@ -605,9 +611,9 @@ void Ring::repair_reader() {
 uint64_t Ring::committed_end(uint64_t at) const noexcept {
   if (commit_word(at).load(std::memory_order_seq_cst) != at + 1) return 0;
   // Complete: its commit word was stored after it.
-  const ChunkHeader c = load_header(data_, h_->capacity, at + kCommitBytes);
+  const ChunkHeader c = load_header(data_, h_->capacity, at);
   if (c.length > h_->max_chunk) return 0;  // not a chunk a writer could have made
-  return at + align8(kHeadBytes + c.length);
+  return at + align8(head_bytes(c.flags) + c.length);
 }
 
 bool Ring::has_data() const noexcept {

@@ -6,8 +6,11 @@
 // (bytes published by writers) and `tail` (bytes consumed by readers) only grow; the
 // bytes in [tail, head) are whole chunks:
 //
-//   chunk = u64 commit word, { u64 total message size, u32 payload length, u32 flags }
+//   chunk = u64 commit word, u32 payload length, u32 flags, [u64 total message size]
 //           payload, padding to 8
+//
+// The total is there only in the first chunk of a message of several chunks: a one-chunk
+// message (every small one) has a 16-byte header, 8 bytes fewer on every item's lines.
 //
 // The writer stores `position + 1` in a chunk's commit word (release) once the chunk is
 // complete, and publishes head after it. A reader polls the commit word of the chunk it
