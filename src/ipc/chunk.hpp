@@ -36,7 +36,7 @@ constexpr uint64_t head_bytes(uint32_t flags) noexcept {
   return kHeadBytes + (carries_total(flags) ? sizeof(uint64_t) : 0);
 }
 
-// Copies n bytes, inline for up to 64 (two overlapping moves, as memcpy itself does once
+// Copies n bytes, inline from 4 to 64 (two overlapping moves, as memcpy itself does once
 // called): a small message's copies are each no dearer than the call would be.
 inline void copy_short(std::byte* dst, const std::byte* src, std::size_t n) noexcept {
   if (n >= 32 && n <= 64) {
@@ -45,6 +45,12 @@ inline void copy_short(std::byte* dst, const std::byte* src, std::size_t n) noex
   } else if (n >= 16 && n < 32) {
     std::memcpy(dst, src, 16);
     std::memcpy(dst + n - 16, src + n - 16, 16);
+  } else if (n >= 8 && n < 16) {  // a type tag; a queued int with its tag
+    std::memcpy(dst, src, 8);
+    std::memcpy(dst + n - 8, src + n - 8, 8);
+  } else if (n >= 4 && n < 8) {
+    std::memcpy(dst, src, 4);
+    std::memcpy(dst + n - 4, src + n - 4, 4);
   } else {
     std::memcpy(dst, src, n);
   }

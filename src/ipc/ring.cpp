@@ -470,6 +470,7 @@ bool Ring::take_small(uint64_t t, uint32_t length, ReserveFn reserve, void* ctx)
 template <bool kCounted>
 bool Ring::read_locked(ReserveFn reserve, void* ctx, const Deadline& deadline, bool spun) {
   RingHeader& h = *h_;
+  const uint64_t cap = h.capacity;
   // A connection's small messages may be taken by readers without the lock
   // (read_small()): the tail can move under us, but only forward past such a message.
   uint64_t t = h.tail.load(std::memory_order_acquire);
@@ -532,7 +533,7 @@ bool Ring::read_locked(ReserveFn reserve, void* ctx, const Deadline& deadline, b
       set_keeping_up(true);  // a message was waiting: the producer is ahead
     }
 
-    const ChunkHeader c = load_header(data_, h_->capacity, t);
+    const ChunkHeader c = load_header(data_, cap, t);
     if constexpr (!kCounted) {
       // Still at the tail after reading the header: then the header is not torn, and a
       // chunk that is not a small message stays ours.
@@ -567,7 +568,11 @@ bool Ring::read_locked(ReserveFn reserve, void* ctx, const Deadline& deadline, b
       if (got + c.length > total) {
         mid = false;
       } else {
-        if (dest) copy_out(t + head_bytes(c.flags), dest + got, c.length);
+        const uint64_t from = t + head_bytes(c.flags);
+        if (const uint64_t at = from & (cap - 1); dest && at + c.length <= cap)
+          copy_short(dest + got, data_ + at, c.length);
+        else if (dest)
+          copy_out(from, dest + got, c.length);
         got += c.length;
       }
     }
