@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "mpx/detail/function_id.hpp"
+#include "process/start_methods.hpp"
 #include "sys/pidfd.hpp"
 #include "sys/syscall.hpp"
 
@@ -542,6 +543,7 @@ struct Child {
         ::close(sock);
         for (auto& c : children)
           ::close(c.pidfd);
+        become_numbered(m.status);
         WorkerLoop(shared, m.slot).run(options);
       }
       if (pid < 0) {
@@ -582,6 +584,8 @@ Zygote start_zygote(WorkerShared& shared, const EngineOptions& options) {
   // another thread buffers meanwhile is dropped from the zygote's copy.
   std::cout.flush();
   std::fflush(nullptr);
+  const ChildIdentity self = pool_worker_identity(StartMethod::fork, options.on_demand);
+  const pid_t parent = ::getpid();
   pid_t pid = sys::call("fork", [] { return ::fork(); });
   if (pid == 0) {
     // The zygote: single-threaded from here on. It stops when the pool closes its
@@ -589,6 +593,7 @@ Zygote start_zygote(WorkerShared& shared, const EngineOptions& options) {
     ::__fpurge(stdout);
     ::__fpurge(stderr);
     ::close(ours.release());
+    become_child(self, parent);
     zygote_main(theirs.get(), shared, options);
   }
   Zygote z;

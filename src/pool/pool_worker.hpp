@@ -212,7 +212,9 @@ struct ZygoteMessage {
   uint32_t kind;
   uint32_t slot;
   int32_t pid;
-  int32_t status;  // Process::exitcode() convention: N for exit(N), -N for signal N
+  // kZygoteExited: Process::exitcode() convention, N for exit(N), -N for signal N.
+  // kZygoteSpawn: the worker's number (detail::next_child_number).
+  int32_t status;
 };
 
 struct Zygote {

@@ -11,6 +11,7 @@
 #include <system_error>
 
 #include "pool/process_engine.hpp"
+#include "process/start_methods.hpp"
 #include "sys/syscall.hpp"
 
 namespace mpx::detail {
@@ -20,7 +21,7 @@ void ProcessImpl::spawn(std::size_t i) {
   slots_[i].restart_ns = 0;
   if (terminating || broken || leaving_) return;
   slots_[i].spawning = true;
-  send_zygote({kZygoteSpawn, static_cast<uint32_t>(i), 0, 0});
+  send_zygote({kZygoteSpawn, static_cast<uint32_t>(i), 0, next_child_number()});
 }
 
 void ProcessImpl::send_zygote(ZygoteMessage m) {

@@ -110,14 +110,8 @@ Zygote start_zygote_by(StartMethod method, WorkerShared& shared, sys::Fd header,
   const ZygoteCall call(mpx::encode(ZygoteSetup{options.workers, options.maxtasksperchild,
                                                 reinterpret_cast<std::uint64_t>(init), *initargs}),
                         std::move(fds));
-  // Its workers are named as Python names a pool's (less the number), daemons as theirs.
-  ChildIdentity self;
-  self.name = method == StartMethod::spawn ? "SpawnPoolWorker" : "ForkServerPoolWorker";
-  self.daemon = true;
-  const auto me = current_process();
-  self.parent_name = me.name();
-  self.parent_daemon = me.daemon();
-  StartedChild started = start_not_forked(self, method, &call);
+  StartedChild started =
+      start_not_forked(pool_worker_identity(method, options.on_demand), method, &call);
   Zygote z;
   z.pid = started.pid;
   z.socket = std::move(ours);

@@ -201,8 +201,8 @@ void adopt_after_fork(Registry& r) {
 // Joins the children at exit; installed by the first start().
 void exit_handler() noexcept;
 
-std::string default_name(const std::vector<int>& identity) {
-  std::string name = "Process-";
+std::string default_name(const std::vector<int>& identity, std::string name = "Process") {
+  name += '-';
   for (std::size_t i = 0; i < identity.size(); ++i) {
     if (i) name += ':';
     name += std::to_string(identity[i]);
@@ -399,6 +399,34 @@ void detail::become_child(const ChildIdentity& self, pid_t parent_pid) {
   r.name = self.name;
   r.daemon = self.daemon;
   r.identity = self.identity;
+  r.counter = 0;
+}
+
+detail::ChildIdentity detail::pool_worker_identity(StartMethod method, bool executor) {
+  static constexpr const char* kPrefix[] = {"Fork", "Spawn", "ForkServer"};
+  Registry& r = registry();
+  std::lock_guard lock(r.mu);
+  ChildIdentity self;
+  self.name =
+      std::string(kPrefix[static_cast<int>(method)]) + (executor ? "Process" : "PoolWorker");
+  self.daemon = !executor;
+  self.identity = r.identity;
+  self.parent_name = r.name;
+  self.parent_daemon = r.daemon;
+  return self;
+}
+
+int detail::next_child_number() {
+  Registry& r = registry();
+  std::lock_guard lock(r.mu);
+  return ++r.counter;
+}
+
+void detail::become_numbered(int number) {
+  Registry& r = registry();
+  std::lock_guard lock(r.mu);
+  r.identity.push_back(number);
+  r.name = default_name(r.identity, std::move(r.name));
   r.counter = 0;
 }
 

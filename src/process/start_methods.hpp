@@ -48,6 +48,16 @@ struct StartedChild {
 pid_t run_forking(const std::function<pid_t()>& job, const char* what);
 // Makes this process (a child that is not a fork) the Process `self` describes.
 void become_child(const ChildIdentity& self, pid_t parent_pid);
+// Pool workers are named as Python names them: the identity of this process's pool
+// zygote, which becomes it (a fork zygote too), and before the number. `executor`: a
+// ProcessPoolExecutor's ("ForkProcess", not a daemon), else a Pool's ("ForkPoolWorker",
+// a daemon).
+ChildIdentity pool_worker_identity(StartMethod method, bool executor);
+// The next number of this process's children (Python's _process_counter): a pool takes
+// one for each worker it starts, and the worker, forked by the zygote, becomes
+// "<name>-<number>" (with the zygote's identity before the number).
+int next_child_number();
+void become_numbered(int number);
 // Runs a child's target, prints an uncaught exception as Python does, and ends the
 // child (finish_child) with 0, or 1 after an exception.
 [[noreturn]] void run_child_target(const std::string& name, const std::function<void()>& target);

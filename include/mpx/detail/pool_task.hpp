@@ -213,6 +213,8 @@ struct EngineOptions {
   std::optional<std::chrono::nanoseconds> timeout;  // per task (process workers only)
   // Thread workers: started as tasks come, a new one only when no idle one can take a
   // task (ThreadPoolExecutor, as Python's); otherwise all at once (ThreadPool).
+  // Process workers: set for an executor's, which are named as Python's ("ForkProcess-N",
+  // not daemons; a Pool's are "ForkPoolWorker-N", daemons).
   bool on_demand = false;
   // Process workers: how the zygote that forks them is made (mpx/pool.hpp); empty: the
   // program's start method.
