@@ -81,6 +81,12 @@ bool journal_repair(CommitJournal& j, const std::atomic<uint64_t>& published,
   return rolled_back;
 }
 
+// A queue's sleeper looks again at least this often. Its waker may be killed after its
+// change and before its wake-up, or after it raised `woken` (which tells the other wakers
+// that a wake-up is on its way): nobody would wake the sleeper then, though an item (or
+// room) waits. Only that crash pays the delay; an idle sleeper wakes once a second.
+constexpr auto kSleepSlice = std::chrono::seconds(1);
+
 // wait_until() of detail/waiter.hpp (spinning first if `spin`), plus the `woken` flag (see
 // RingHeader): a sleeper clears it before it registers, the first waker sets it and calls.
 template <class Pred>
@@ -96,10 +102,11 @@ bool sleep_until(WaitWord& word, std::atomic<uint32_t>& woken, Pred& ready,
       word.sleepers.fetch_sub(1, std::memory_order_relaxed);
       return true;
     }
-    const bool in_time = futex_wait(word.seq, seq, deadline);
+    futex_wait(word.seq, seq,
+               deadline.remaining() > kSleepSlice ? Deadline::after(kSleepSlice) : deadline);
     word.sleepers.fetch_sub(1, std::memory_order_relaxed);
     if (ready()) return true;
-    if (!in_time || deadline.expired()) return false;
+    if (deadline.expired()) return false;
   }
 }
 
@@ -265,6 +272,7 @@ bool Ring::write(std::span<const std::span<const std::byte>> parts, const Deadli
     end = h_->head.load(std::memory_order_relaxed);
   }
   if (written) {
+    run_commit_hook(CommitStep::kPublished);
     wake_readers(sys::RobustMutex::kUnlockIsFence);
     if (bell_ && bell_->gone() && h_->tail.load(std::memory_order_acquire) < end)
       throw_broken_pipe();

@@ -59,7 +59,9 @@
 // the ring only every kLazyPolls pauses: the producer then fills the lines the reader
 // would poll without handing each back and forth, and the reader takes the batch. A
 // reader that had to wait for its last item polls at every pause, so a request and its
-// answer (ping-pong) do not wait for a lazy look. Connections pass a Doorbell: the
+// answer (ping-pong) do not wait for a lazy look. A queue's sleeper looks again every
+// second: a waker killed between its change and its futex wake leaves it asleep otherwise.
+// Connections pass a Doorbell: the
 // sleeping side sets a flag in shared memory and polls its socket; the other side writes
 // a byte to the socket only when it sees the flag, so a busy channel makes no system call.
 // The socket's hang-up tells a reader that the other end is gone (EOF).
@@ -92,8 +94,9 @@ struct CommitJournal {
 
 // Tests only: called at the commit steps below, in the committing process. kCounted: a
 // queue's message is counted, its position not yet published. kCommitted: a chunk is
-// committed, head not yet published.
-enum class CommitStep { kCounted, kCommitted };
+// committed, head not yet published. kPublished: a whole message is published, its
+// readers not yet woken.
+enum class CommitStep { kCounted, kCommitted, kPublished };
 using CommitHook = void (*)(CommitStep) noexcept;
 void set_commit_hook(CommitHook hook) noexcept;
 
