@@ -76,6 +76,14 @@ void StateMemory::release_owner() noexcept {
   {
     std::lock_guard lock(mutex_);
     owned_ = false;
+    // Closed: a block freed from now on takes the mutex (and may be the last).
+    for (std::size_t k = 0; k < std::size(cached_); ++k) {
+      void* p = cached_[k].exchange(closed(), std::memory_order_acq_rel);
+      if (p != nullptr && p != closed()) {
+        pool_.deallocate(p, k * 8, alignof(std::max_align_t));
+        --live_;
+      }
+    }
     unused = live_ == 0;
   }
   if (unused) delete this;
@@ -83,7 +91,21 @@ void StateMemory::release_owner() noexcept {
 
 std::size_t StateMemory::live() const {
   std::lock_guard lock(mutex_);
-  return live_;
+  return live_ - cached_count();
+}
+
+void* StateMemory::closed() noexcept {
+  static char tag;
+  return &tag;
+}
+
+std::size_t StateMemory::cached_count() const noexcept {
+  std::size_t n = 0;
+  for (const auto& slot : cached_) {
+    void* p = slot.load(std::memory_order_relaxed);
+    if (p != nullptr && p != closed()) ++n;
+  }
+  return n;
 }
 
 std::size_t StateMemory::reserved() const {
@@ -105,6 +127,17 @@ std::size_t StateMemory::Regions::reserved() const noexcept {
 }
 
 void* StateMemory::do_allocate(std::size_t bytes, std::size_t alignment) {
+  // The owner allocates, never after its release: the cache is open (but see closed()).
+  if (std::atomic<void*>* slot = cache_slot(bytes, alignment);
+      slot != nullptr && slot->load(std::memory_order_relaxed) != nullptr) {
+    void* p = slot->exchange(nullptr, std::memory_order_acquire);
+    if (p == closed()) {
+      slot->store(p, std::memory_order_relaxed);
+    } else if (p != nullptr) {
+      ASAN_UNPOISON_MEMORY_REGION(p, bytes);
+      return p;  // counted in live_ still
+    }
+  }
   std::lock_guard lock(mutex_);
   void* p = nullptr;
   if (bytes > kLargestPooled) {
@@ -118,6 +151,15 @@ void* StateMemory::do_allocate(std::size_t bytes, std::size_t alignment) {
 }
 
 void StateMemory::do_deallocate(void* p, std::size_t bytes, std::size_t alignment) {
+  // Into the cache if its slot is empty (neither full nor closed). The last touch of
+  // this object: once cached, the block is the owner's release's to free.
+  if (std::atomic<void*>* slot = cache_slot(bytes, alignment); slot != nullptr) {
+    ASAN_POISON_MEMORY_REGION(p, bytes);
+    void* empty = nullptr;
+    if (slot->compare_exchange_strong(empty, p, std::memory_order_release,
+                                      std::memory_order_relaxed))
+      return;
+  }
   bool last = false;
   {
     std::lock_guard lock(mutex_);

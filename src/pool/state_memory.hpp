@@ -15,11 +15,18 @@
 // allocated either. Until then the memory stays reserved for the pool's futures (as
 // much as were alive at once), not returned to the system.
 //
+// A freed block of a small size waits in a one-block cache of its size (an atomic
+// pointer: no mutex) for the next allocation of that size: a loop of
+// apply_async(...).get() frees a state and allocates the next on the caller's path,
+// and took the mutex and the pool resource for each. The owner's release closes the
+// cache (later frees take the mutex) and frees what it held.
+//
 // Fork: a fork() while another thread is inside a StateMemory would leave its mutex
 // locked in the child forever. A pthread_atfork handler takes every StateMemory's mutex
 // before the fork and releases them after, in parent and child alike.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <memory>
 #include <memory_resource>
@@ -73,13 +80,28 @@ class StateMemory final : public std::pmr::memory_resource {
     return this == &other;
   }
 
+  // The cache of freed blocks: one per size up to kCachedLargest, a multiple of 8 bytes
+  // (nullptr: none for that request). A slot holds nullptr, a block, or closed(). Sizes
+  // from the largest alignment served on: the pool resource then finds a block's pool
+  // from its size alone (release_owner() frees cached blocks without their alignment).
+  static constexpr std::size_t kCachedLargest = 512;
+  std::atomic<void*>* cache_slot(std::size_t bytes, std::size_t alignment) noexcept {
+    if (bytes < alignof(std::max_align_t) || bytes % 8 != 0 || bytes > kCachedLargest ||
+        alignment > alignof(std::max_align_t))
+      return nullptr;
+    return &cached_[bytes / 8];
+  }
+  static void* closed() noexcept;
+  std::size_t cached_count() const noexcept;
+
   friend struct ForkGuard;
   mutable std::mutex mutex_;
   Regions regions_;                              // under mutex_
   std::pmr::unsynchronized_pool_resource pool_;  // under mutex_
-  std::size_t live_ = 0;                         // under mutex_
-  bool owned_ = true;                            // under mutex_
-  StateMemory* prev_ = nullptr;                  // the list of all, under the list's mutex
+  std::size_t live_ = 0;                         // under mutex_; cached blocks too
+  std::atomic<void*> cached_[kCachedLargest / 8 + 1] = {};
+  bool owned_ = true;            // under mutex_
+  StateMemory* prev_ = nullptr;  // the list of all, under the list's mutex
   StateMemory* next_ = nullptr;
 };
 
