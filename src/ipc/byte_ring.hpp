@@ -67,13 +67,15 @@ inline void ring_copy_out(const std::byte* data, std::size_t capacity, uint64_t 
 struct ByteRing {
   static constexpr std::size_t kCapacity = std::size_t{1} << 20;
 
-  alignas(64) std::atomic<uint64_t> head{0};  // bytes written, ever
-  // The writer's last look at tail, and the reader's at head: each side reads the
-  // other's line (a cache miss, once the other moved) only when what it saw last does
-  // not suffice. Each lives in its owner's line.
-  uint64_t tail_seen = 0;
+  alignas(64) std::atomic<uint64_t> head{0};  // bytes written, ever: the writer only stores it
   alignas(64) std::atomic<uint64_t> tail{0};  // bytes read, ever
+  // The reader's last look at head, and (in a line of its own) the writer's copy of head
+  // and last look at tail: each side reads the other's line (a cache miss, once the
+  // other moved) only when what it saw last does not suffice. The writer never loads
+  // head: the reader that spins on it has the line (a load there missed on every write).
   uint64_t head_seen = 0;
+  alignas(64) uint64_t written = 0;  // head's value, for the writer
+  uint64_t tail_seen = 0;
   alignas(64) WaitWord word;  // the side that waits sleeps here
   alignas(64) std::byte data[kCapacity];
 
@@ -81,6 +83,7 @@ struct ByteRing {
   void reset() noexcept {
     head.store(0);
     tail.store(0);
+    written = 0;
     tail_seen = 0;
     head_seen = 0;
   }
@@ -89,28 +92,33 @@ struct ByteRing {
     return static_cast<std::size_t>(head.load(std::memory_order_acquire) -
                                     tail.load(std::memory_order_relaxed));
   }
+  // The writer's.
   std::size_t writable() const noexcept {
-    return kCapacity - static_cast<std::size_t>(head.load(std::memory_order_relaxed) -
-                                                tail.load(std::memory_order_acquire));
+    return kCapacity - static_cast<std::size_t>(written - tail.load(std::memory_order_acquire));
   }
   // Writes up to n bytes; returns how many.
   std::size_t write(const std::byte* src, std::size_t n) noexcept {
-    uint64_t h = head.load(std::memory_order_relaxed);
+    const uint64_t h = written;
     std::size_t room = room_for(h, n);
     if (n > room) n = room;
     if (n == 0) return 0;
     ring_copy_in(data, kCapacity, h, src, n);
-    head.store(h + n, std::memory_order_release);
+    publish(h + n);
     return n;
+  }
+  // The writer: bytes up to position h are written.
+  void publish(uint64_t h) noexcept {
+    written = h;
+    head.store(h, std::memory_order_release);
   }
   // Writes a + b whole, published at once, if there is room for both; else nothing.
   bool write_frame(const std::byte* a, std::size_t na, const std::byte* b,
                    std::size_t nb) noexcept {
-    uint64_t h = head.load(std::memory_order_relaxed);
+    const uint64_t h = written;
     if (na + nb > room_for(h, na + nb)) return false;
     ring_copy_in(data, kCapacity, h, a, na);
     ring_copy_in(data, kCapacity, h + na, b, nb);
-    head.store(h + na + nb, std::memory_order_release);
+    publish(h + na + nb);
     return true;
   }
   // Room after head h, looking at tail again only if the last look shows less than n.
@@ -163,13 +171,13 @@ struct ByteRing {
   // and skips to the start of the area, so that the reader finds the frame in one piece.
   template <class Header>
   bool pad_before(std::size_t n, Header (*header)(std::size_t skip)) noexcept {
-    const uint64_t h = head.load(std::memory_order_relaxed);
+    const uint64_t h = written;
     const std::size_t to_end = kCapacity - static_cast<std::size_t>(h & (kCapacity - 1));
     if (n <= to_end || to_end < sizeof(Header) || to_end + n > room_for(h, to_end + n))
       return false;
     const Header pad = header(to_end - sizeof(Header));
     ring_copy_in(data, kCapacity, h, reinterpret_cast<const std::byte*>(&pad), sizeof pad);
-    head.store(h + to_end, std::memory_order_release);
+    publish(h + to_end);
     return true;
   }
 };

@@ -247,7 +247,7 @@ void ProcessImpl::assign(std::size_t i, Task task, int64_t now, bool of_group) {
                                               body.data(), body.size())) {
     slot.last_seq.store(h.seq, std::memory_order_release);
     s.written = true;  // the caller wakes the worker (wake_assigned())
-    const uint64_t body_at = slot.inbox.head.load(std::memory_order_relaxed) - body.size();
+    const uint64_t body_at = slot.inbox.written - body.size();
     if (body.size() >= kInPlaceFrame &&
         (body_at & (ByteRing::kCapacity - 1)) + body.size() <= ByteRing::kCapacity) {
       Assigned& a = s.assigned.back();

@@ -156,8 +156,7 @@ class WorkerLoop {
       r.entry = static_cast<uint64_t>(last_task_ns_);
       r.size = out.size() - sizeof(FrameHeader);
       std::memcpy(out.data(), &r, sizeof r);
-      warm(slot_.outbox, outbox_warm_, slot_.outbox.head.load(std::memory_order_relaxed),
-           out.size());
+      warm(slot_.outbox, outbox_warm_, slot_.outbox.written, out.size());
       // After a long task (a short one's result is read by a spinning collector anyway),
       // a result of a group (a map's chunk) wakes nobody while this worker has at least
       // two more tasks queued: the collector is woken once per few results (each wake-up
@@ -168,9 +167,9 @@ class WorkerLoop {
       if (direct.used != 0) {  // the results are in the outbox already: the header, then out
         r.size = direct.used;
         ByteRing& ring = slot_.outbox;
-        const uint64_t at = ring.head.load(std::memory_order_relaxed);
+        const uint64_t at = ring.written;
         std::memcpy(ring.data + (at & (ByteRing::kCapacity - 1)), &r, sizeof r);
-        ring.head.store(at + sizeof r + direct.used, std::memory_order_release);
+        ring.publish(at + sizeof r + direct.used);
         written(hold);
       } else {
         write_all(out.data(), out.size(), hold);
@@ -380,7 +379,7 @@ class WorkerLoop {
   // DirectResult), faulted in on this worker's first lap; empty if too little.
   std::span<std::byte> outbox_room() noexcept {
     ByteRing& ring = slot_.outbox;
-    const uint64_t at = ring.head.load(std::memory_order_relaxed);
+    const uint64_t at = ring.written;
     const std::size_t to_end =
         ByteRing::kCapacity - static_cast<std::size_t>(at & (ByteRing::kCapacity - 1));
     std::size_t room = std::min(ring.room_for(at, ByteRing::kCapacity), to_end);
