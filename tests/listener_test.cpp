@@ -16,13 +16,17 @@
 #include <cstring>
 #include <filesystem>
 #include <future>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "mpx/context.hpp"
 #include "support/child.hpp"
 #include "support/leak_check.hpp"
 #include "support/serving.hpp"
+#include "support/start_methods.hpp"
+#include "support/watchdog.hpp"
 
 namespace {
 
@@ -320,5 +324,53 @@ TEST(Listener, ConnectionRefusedAndMissingFile) {
   }
   EXPECT_THROW((void)mpx::Client("127.0.0.1:" + std::to_string(port)), std::system_error);
 }
+
+// Python hands a Listener/Client connection to any child. Here: a spawn or forkserver
+// child gets one, accepted or connected, over a Unix socket or TCP, with or without an
+// authkey (an authenticated Unix one runs on shared-memory rings), and talks both ways,
+// starting from what the parent's end had read ahead (the second message below).
+void echo_doubled_twice(mpx::Connection c) {
+  for (int i = 0; i < 2; ++i)
+    c.send(c.recv<int>() * 2);
+}
+
+class ListenerHandoff : public ::testing::TestWithParam<mpx::StartMethod> {};
+
+TEST_P(ListenerHandoff, ConnectionsReachAChildThatIsNotAFork) {
+  mpx_test::Watchdog dog(120s, "Listener/Client connections handed to a child");
+  const mpx::Context ctx(GetParam());
+  const std::optional<std::string> authkeys[] = {std::nullopt, "secret"};
+  for (const char* address : {"", "127.0.0.1:0"})
+    for (const auto& authkey : authkeys)
+      for (const bool accepted_end : {true, false}) {
+        mpx::Listener listener(address, "", 1, authkey);
+        auto accepting = std::async(std::launch::async, [&] { return listener.accept(); });
+        mpx::Connection ours;
+        mpx::Connection theirs = mpx::Client(listener.address(), "", authkey);
+        mpx::Connection accepted = accepting.get();
+        if (accepted_end) std::swap(theirs, accepted);
+        ours = std::move(accepted);
+        ours.send(1);
+        ours.send(2);
+        EXPECT_EQ(theirs.recv<int>(), 1);  // reads 2 ahead with it
+        mpx::Process p = ctx.Process(echo_doubled_twice, std::move(theirs));
+        p.start();
+        EXPECT_EQ(ours.recv<int>(), 4);
+        ours.send(21);
+        EXPECT_EQ(ours.recv<int>(), 42);
+        p.join();
+        EXPECT_EQ(p.exitcode(), 0)
+            << address << " authkey " << authkey.has_value() << " accepted end " << accepted_end;
+      }
+}
+
+INSTANTIATE_TEST_SUITE_P(All, ListenerHandoff,
+                         ::testing::Values(mpx::StartMethod::spawn, mpx::StartMethod::forkserver),
+                         [](const auto& param) {
+                           return std::string(mpx::start_method_name(param.param));
+                         });
+
+const auto* const g_forkserver_env =
+    ::testing::AddGlobalTestEnvironment(new mpx_test::StartTheForkserver);
 
 }  // namespace

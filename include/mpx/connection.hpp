@@ -197,7 +197,9 @@ using Waitable = detail::Waitable;
 
 // A Pipe end handed to a spawn or forkserver child (mpx/context.hpp): the memfd of its
 // rings and its sockets travel. Only a spawn or forkserver Context's Pipe() keeps a
-// memfd; other ends are refused (ValueError), as are Listener/Client connections.
+// memfd; other ends are refused (ValueError). A Listener/Client connection over a socket
+// travels too (its socket, and what it read ahead): as in Python, both processes then
+// hold it.
 namespace detail {
 template <>
 struct Handoff<Connection> {

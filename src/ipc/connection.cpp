@@ -167,7 +167,9 @@ Connection detail::ring_connection(int memfd, std::size_t capacity, int side, in
   const std::size_t ring_bytes = detail::Ring::region_size(capacity);
   auto mapping = std::make_shared<sys::Mapping>(sys::map_shared(memory.get(), 2 * ring_bytes));
   std::byte* region[2] = {mapping->bytes(), mapping->bytes() + ring_bytes};
-  return ring_end(mapping, region[side], std::move(in_s), region[1 - side], std::move(out_s));
+  // The memfd stays with the end: it can then be handed to a spawn or forkserver child.
+  return ring_end(mapping, region[side], std::move(in_s), region[1 - side], std::move(out_s),
+                  std::make_shared<sys::Fd>(std::move(memory)));
 }
 
 std::pair<Connection, Connection> Pipe(bool duplex, std::size_t capacity) {
@@ -210,12 +212,16 @@ std::pair<Connection, Connection> Pipe(bool duplex, std::size_t capacity) {
 namespace detail {
 
 namespace {
-// What travels with a handed-off end besides its fds.
+// What travels with a handed-off end besides its fds. A Listener/Client connection over
+// a socket (`stream`): its socket, its limit, and the bytes it read ahead (after this).
 struct EndLayout {
   std::uint64_t in_offset;
   std::uint64_t out_offset;
   bool has_in;
   bool has_out;
+  bool stream;
+  std::uint64_t limit;
+  std::uint64_t ahead;
 };
 }  // namespace
 
@@ -223,9 +229,12 @@ void Handoff<Connection>::save(const Connection& c, HandoffWriter& w) {
   const Connection::Impl* impl = c.impl_.get();
   if (!impl) throw ValueError("mpx: a closed Connection cannot be handed to a child");
   if (impl->stream) {
-    throw ValueError(
-        "mpx: a Listener/Client connection cannot reach a spawn or forkserver child in this "
-        "release; let the child connect with mpx::Client itself, or use the fork start method");
+    const SocketStream::Snapshot snap = impl->stream->snapshot();
+    w.put_fd(impl->stream->fd());
+    const EndLayout layout{0, 0, true, true, true, snap.limit, snap.ahead.size()};
+    w.put(&layout, sizeof layout);
+    w.put(snap.ahead.data(), snap.ahead.size());
+    return;
   }
   if (!impl->memory) {
     throw ValueError(
@@ -234,16 +243,26 @@ void Handoff<Connection>::save(const Connection& c, HandoffWriter& w) {
         "factory (mpx::get_context(\"spawn\").Pipe())");
   }
   w.put_fd(impl->memory->get());
-  const EndLayout layout{impl->in_offset, impl->out_offset, impl->has_in, impl->has_out};
+  const EndLayout layout{
+      impl->in_offset, impl->out_offset, impl->has_in, impl->has_out, false, 0, 0};
   w.put(&layout, sizeof layout);
   if (impl->has_in) w.put_fd(impl->in_socket.get());
   if (impl->has_out) w.put_fd(impl->out_socket.get());
 }
 
 Connection Handoff<Connection>::load(HandoffReader& r) {
-  auto memory = std::make_shared<sys::Fd>(r.take_fd());
+  sys::Fd first(r.take_fd());  // the memfd of the rings, or a stream's socket
   EndLayout layout{};
   r.get(&layout, sizeof layout);
+  if (layout.stream) {
+    if (layout.ahead > r.bytes.size())
+      throw std::runtime_error("mpx: a handed-off connection is truncated");
+    std::vector<std::byte> ahead(static_cast<std::size_t>(layout.ahead));
+    r.get(ahead.data(), ahead.size());
+    return socket_connection(std::make_unique<SocketStream>(
+        std::move(first), static_cast<std::size_t>(layout.limit), ahead));
+  }
+  auto memory = std::make_shared<sys::Fd>(std::move(first));
   sys::Fd in_socket, out_socket;
   if (layout.has_in) in_socket = sys::Fd(r.take_fd());
   if (layout.has_out) out_socket = sys::Fd(r.take_fd());

@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
+#include <stdexcept>
 #include <system_error>
 #include <vector>
 
@@ -102,6 +103,24 @@ void SocketStream::wait_readable(const Deadline& deadline) {
     broken_ = true;
     throw TimeoutError("recv: timed out inside the message stream");
   }
+}
+
+SocketStream::SocketStream(sys::Fd fd, std::size_t limit, std::span<const std::byte> ahead)
+    : SocketStream(std::move(fd), limit) {
+  if (ahead.size() > kReadAhead)
+    throw std::runtime_error("mpx: a handed-off connection read ahead more than it can");
+  if (ahead.empty()) return;
+  ahead_ = std::make_unique<std::byte[]>(kReadAhead);
+  std::memcpy(ahead_.get(), ahead.data(), ahead.size());
+  set_ahead(0, ahead.size());
+}
+
+SocketStream::Snapshot SocketStream::snapshot() {
+  std::lock_guard lock(recv_mu_);
+  if (broken_) throw OSError("the connection lost its framing (an earlier error)");
+  const std::size_t have = ahead_size_.load(std::memory_order_relaxed);
+  const std::byte* at = ahead_ ? ahead_.get() + ahead_begin_ : nullptr;
+  return Snapshot{limit_, std::vector<std::byte>(at, at + have)};
 }
 
 void SocketStream::set_ahead(std::size_t begin, std::size_t end) noexcept {

@@ -17,6 +17,8 @@
 #include <cstddef>
 #include <memory>
 #include <mutex>
+#include <span>
+#include <vector>
 
 #include "mpx/codec.hpp"
 #include "mpx/detail/deadline.hpp"
@@ -31,8 +33,19 @@ class SocketStream {
 
   explicit SocketStream(sys::Fd fd, std::size_t limit = npos) noexcept
       : fd_(std::move(fd)), limit_(limit) {}
+  // A copy of a stream handed to another process (snapshot()): reads `ahead` first.
+  // Throws std::runtime_error when `ahead` is longer than a read-ahead can be.
+  SocketStream(sys::Fd fd, std::size_t limit, std::span<const std::byte> ahead);
 
   int fd() const noexcept { return fd_.get(); }
+
+  // What a copy of this stream in another process needs besides the socket: the limit
+  // and the bytes read ahead. Throws OSError when the stream lost its framing.
+  struct Snapshot {
+    std::size_t limit;
+    std::vector<std::byte> ahead;
+  };
+  Snapshot snapshot();
 
   // Sends the parts, concatenated, as one framed message. Blocks while the socket's
   // buffer is full. Throws BrokenPipeError when the peer is gone (EPIPE, ECONNRESET).
