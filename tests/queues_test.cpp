@@ -3,7 +3,6 @@
 
 #include <gtest/gtest.h>
 #include <signal.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -23,7 +22,6 @@
 #include "support/child.hpp"
 #include "support/leak_check.hpp"
 #include "support/proc_state.hpp"
-#include "support/watchdog.hpp"
 
 namespace {
 
@@ -531,30 +529,6 @@ TEST(QueueTest, AProducerKilledBetweenCountingAndPublishingLeavesQsizeExact) {
   EXPECT_EQ(q.get(), 1);
   EXPECT_TRUE(q.empty());
   EXPECT_FALSE(q.try_get(50ms));
-}
-
-// A producer killed after it published its item and before it woke the consumer asleep
-// in get(): the consumer still gets the item (it slept until the next put before).
-TEST(QueueTest, AConsumerAsleepWhenTheProducerDiesBeforeWakingItGetsTheItem) {
-  mpx_test::Watchdog dog(30s, "a get() whose producer died before waking it");
-  mpx::Queue<int> q;
-  std::atomic<pid_t> tid{0};
-  std::atomic<int> got{0};
-  std::thread consumer([&] {
-    tid = static_cast<pid_t>(::syscall(SYS_gettid));
-    got = q.get();
-  });
-  while (tid == 0 || mpx_test::proc_state("self/task/" + std::to_string(tid.load())) != 'S')
-    std::this_thread::yield();  // until the consumer sleeps in the kernel
-  Child victim([&] {
-    mpx::detail::set_commit_hook([](mpx::detail::CommitStep step) noexcept {
-      if (step == mpx::detail::CommitStep::kPublished) ::raise(SIGKILL);
-    });
-    q.put(7);
-  });
-  EXPECT_EQ(victim.join(), -SIGKILL);
-  consumer.join();
-  EXPECT_EQ(got, 7);
 }
 
 // Kills the calling process once the item it is putting is committed (its commit word

@@ -272,7 +272,6 @@ bool Ring::write(std::span<const std::span<const std::byte>> parts, const Deadli
     end = h_->head.load(std::memory_order_relaxed);
   }
   if (written) {
-    run_commit_hook(CommitStep::kPublished);
     wake_readers(sys::RobustMutex::kUnlockIsFence);
     if (bell_ && bell_->gone() && h_->tail.load(std::memory_order_acquire) < end)
       throw_broken_pipe();

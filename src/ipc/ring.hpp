@@ -94,9 +94,8 @@ struct CommitJournal {
 
 // Tests only: called at the commit steps below, in the committing process. kCounted: a
 // queue's message is counted, its position not yet published. kCommitted: a chunk is
-// committed, head not yet published. kPublished: a whole message is published, its
-// readers not yet woken.
-enum class CommitStep { kCounted, kCommitted, kPublished };
+// committed, head not yet published.
+enum class CommitStep { kCounted, kCommitted };
 using CommitHook = void (*)(CommitStep) noexcept;
 void set_commit_hook(CommitHook hook) noexcept;
 

@@ -152,6 +152,21 @@ bool finish_acquire(sys::RobustMutex& mutex, Result r, OwnerDeath policy) {
   return false;
 }
 
+// Waits for `ready` on a word another process may change: a waker killed after its change
+// and before its futex wake would leave the waiter asleep though its Event is set (its
+// unit released, its slot notified), so the waiter looks again every second; only that
+// crash pays the delay. Returns ready()'s last value.
+template <class Pred>
+bool wait_shared(detail::WaitWord& word, Pred&& ready, const Deadline& deadline) {
+  constexpr auto kLookAgain = std::chrono::seconds(1);
+  for (;;) {
+    const bool long_wait = deadline.remaining() > kLookAgain;
+    if (detail::wait_until(word, ready, long_wait ? Deadline::after(kLookAgain) : deadline))
+      return true;
+    if (!long_wait || deadline.expired()) return ready();
+  }
+}
+
 // Waits out a deadline without holding anything: what a thread trying to take a
 // non-recursive lock it holds itself can do.
 void sleep_until(const Deadline& deadline) {
@@ -349,7 +364,7 @@ bool Semaphore::acquire_until(const Deadline& deadline) const {
     if (try_acquire()) return true;
     // Taking inside the predicate ends the wait with the unit in hand.
     bool got = false;
-    wait_until(
+    wait_shared(
         state_->word,
         [&] {
           got = try_acquire();
@@ -404,7 +419,7 @@ bool Event::wait() const {
 bool Event::wait_until(const Deadline& deadline) const {
   detail::EventState& st = *state_;
   const uint32_t generation = st.generation.load(std::memory_order_acquire);
-  return detail::wait_until(
+  return wait_shared(
       st.word,
       [&] {
         return st.flag.load(std::memory_order_acquire) != 0 ||
@@ -467,7 +482,7 @@ bool Condition::wait_until(const Deadline& deadline) const {
   } else {
     std::get<Lock>(lock_).release();
   }
-  detail::wait_until(
+  wait_shared(
       slot->word, [slot] { return slot->state.load(std::memory_order_acquire) == Slot::kNotified; },
       deadline);
   auto reacquire = [&] {

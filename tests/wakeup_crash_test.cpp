@@ -1,0 +1,105 @@
+// A waker killed between its change and its futex wake-up must not leave a waiter asleep
+// for good: the waiter of an Event, a Semaphore, a Condition or a Queue in another process
+// sees the change (it looks again every second). The waker dies at its FUTEX_WAKE
+// (support/die_at_futex_wake.hpp), after the change is made.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <string>
+#include <thread>
+
+#include "mpx/errors.hpp"
+#include "mpx/queues.hpp"
+#include "mpx/synchronize.hpp"
+#include "support/child.hpp"
+#include "support/die_at_futex_wake.hpp"
+#include "support/proc_state.hpp"
+#include "support/watchdog.hpp"
+
+using namespace std::chrono_literals;
+
+namespace {
+
+// Runs `wait` on a thread, and once it sleeps in the kernel, `wake` in a child that dies
+// at its futex wake-up; returns what `wait` returned.
+bool wait_through_a_dead_waker(const std::function<bool()>& wait,
+                               const std::function<void()>& wake) {
+  std::atomic<pid_t> tid{0};
+  std::atomic<bool> result{false};
+  std::thread waiter([&] {
+    tid = static_cast<pid_t>(::syscall(SYS_gettid));
+    result = wait();
+  });
+  while (tid == 0 || mpx_test::proc_state("self/task/" + std::to_string(tid.load())) != 'S')
+    std::this_thread::yield();  // (having published its tid, it can only sleep in wait)
+  mpx_test::Child waker([&] {
+    mpx_test::die_at_futex_wake();
+    wake();
+  });
+  EXPECT_EQ(waker.join(), -SIGSYS);
+  waiter.join();
+  return result;
+}
+
+TEST(WakeupCrash, AnEventSetByAProcessKilledBeforeItsWakeUpIsSeen) {
+  mpx_test::Watchdog dog(30s, "Event::wait after its setter died");
+  mpx::Event event;
+  EXPECT_TRUE(wait_through_a_dead_waker([&] { return event.wait(); }, [&] { event.set(); }));
+}
+
+TEST(WakeupCrash, ASemaphoreReleasedByAProcessKilledBeforeItsWakeUpIsAcquired) {
+  mpx_test::Watchdog dog(30s, "Semaphore::acquire after its releaser died");
+  mpx::Semaphore sem(0);
+  EXPECT_TRUE(wait_through_a_dead_waker(
+      [&] {
+        sem.acquire();
+        return true;
+      },
+      [&] { sem.release(); }));
+  EXPECT_FALSE(sem.acquire(0ms));
+}
+
+// The notifier holds the lock when it wakes (Python's rule): the waiter learns both that
+// it was notified and that the lock's owner died (OwnerDied, the lock then held by it).
+TEST(WakeupCrash, AConditionNotifiedByAProcessKilledBeforeItsWakeUpReturns) {
+  mpx_test::Watchdog dog(30s, "Condition::wait after its notifier died");
+  mpx::Condition cond;
+  EXPECT_TRUE(wait_through_a_dead_waker(
+      [&] {
+        cond.acquire();
+        bool owner_died = false;
+        try {
+          cond.wait();
+        } catch (const mpx::OwnerDied&) {
+          owner_died = true;
+        }
+        cond.release();
+        return owner_died;
+      },
+      [&] {
+        cond.acquire();
+        cond.notify();
+      }));
+  cond.acquire();  // the lock works again
+  cond.release();
+}
+
+TEST(WakeupCrash, AnItemPutByAProcessKilledBeforeItsWakeUpIsGot) {
+  mpx_test::Watchdog dog(30s, "Queue::get after its producer died");
+  mpx::Queue<int> q;
+  int got = 0;
+  EXPECT_TRUE(wait_through_a_dead_waker(
+      [&] {
+        got = q.get();
+        return true;
+      },
+      [&] { q.put(7); }));
+  EXPECT_EQ(got, 7);
+}
+
+}  // namespace
