@@ -1,7 +1,8 @@
-// A waker killed between its change and its futex wake-up must not leave a waiter asleep
-// for good: the waiter of an Event, a Semaphore, a Condition or a Queue in another process
-// sees the change (it looks again every second). The waker dies at its FUTEX_WAKE
-// (support/die_at_futex_wake.hpp), after the change is made.
+// Deaths around a wake-up. A waker killed between its change and its futex wake-up must
+// not leave a waiter asleep for good: the waiter of an Event, a Semaphore, a Condition or
+// a Queue in another process sees the change (it looks again every second). The waker
+// dies at its FUTEX_WAKE (support/die_at_futex_wake.hpp), after the change is made. And a
+// Barrier's waiter that died is not woken by the last arrival as if it were alive.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/syscall.h>
@@ -14,6 +15,7 @@
 #include <thread>
 
 #include "mpx/errors.hpp"
+#include "mpx/process.hpp"
 #include "mpx/queues.hpp"
 #include "mpx/synchronize.hpp"
 #include "support/child.hpp"
@@ -100,6 +102,24 @@ TEST(WakeupCrash, AnItemPutByAProcessKilledBeforeItsWakeUpIsGot) {
       },
       [&] { q.put(7); }));
   EXPECT_EQ(got, 7);
+}
+
+// A participant killed while it waited breaks the round, also for the party that arrives
+// last (it completed the round before, as if the dead one had been released).
+TEST(WakeupCrash, TheLastArrivalAtABarrierWithADeadWaiterFindsItBroken) {
+  mpx_test::Watchdog dog(30s, "a Barrier whose waiter died");
+  mpx::Barrier barrier(2);
+  mpx::Process participant([barrier] { barrier.wait(); });
+  participant.start();
+  while (barrier.n_waiting() != 1)
+    std::this_thread::yield();
+  participant.kill();
+  participant.join();
+  EXPECT_THROW(barrier.wait(), mpx::BrokenBarrierError);
+  barrier.reset();
+  std::thread other([&] { barrier.wait(10s); });
+  EXPECT_NO_THROW(barrier.wait(10s));
+  other.join();
 }
 
 }  // namespace

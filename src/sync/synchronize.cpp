@@ -645,6 +645,9 @@ unsigned Barrier::wait_until(const Deadline& deadline) const {
   // Python's _enter: wait for the previous round to drain or reset.
   guard.wait([](int32_t st) { return st != BState::kDraining && st != BState::kResetting; },
              Deadline::never());
+  // The last to arrive first looks for waiters that died: their death breaks the round
+  // (the waiters themselves notice it within kLivenessPeriod, the last arrival at once).
+  if (s.count + 1 == s.parties) purge_dead(s);
   if (s.state.load(std::memory_order_relaxed) == BState::kBroken) throw BrokenBarrierError();
   const pid_t self = sys::this_pid();
   unsigned index = s.count++;
