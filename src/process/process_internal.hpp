@@ -48,6 +48,10 @@ class ForkAwareRegistry {
   }
   // True in a forked child that has not used the registry since the fork.
   static bool stale() noexcept { return stale_.load(std::memory_order_acquire) != 0; }
+  // Whether the registry was ever made (here, or in the process this one is a fork of).
+  // A child that ends without looking at one never made need not make it: that would
+  // cost it an allocation and the page faults of its first writes (a fork's copies).
+  static bool made() noexcept { return made_.load(std::memory_order_acquire); }
   // Marks this process's copy as the parent's, to adopt on first use (the child's side
   // of fork()).
   static void mark_stale() noexcept {
@@ -68,7 +72,11 @@ class ForkAwareRegistry {
 
  private:
   static Registry& raw() {
-    static Registry* r = new Registry;
+    static Registry* r = [] {
+      auto* made = new Registry;
+      made_.store(true, std::memory_order_release);
+      return made;
+    }();
     return *r;
   }
   static void lock() { get().mu.lock(); }
@@ -76,6 +84,7 @@ class ForkAwareRegistry {
 
   // 0: up to date; 1: forked, not adopted yet; 2: being adopted.
   static inline std::atomic<int> stale_{0};
+  static inline std::atomic<bool> made_{false};
 };
 
 // The demangled type of the exception being handled. Call inside a catch block.

@@ -213,8 +213,9 @@ void thread_main(std::shared_ptr<ThreadState> st) {
 namespace detail {
 
 void join_non_daemon_threads() noexcept {
-  // Still stale after a fork: no Thread was started in this process since.
-  if (Threads::stale()) return;
+  // Still stale after a fork: no Thread was started in this process since. Never made:
+  // no Thread was ever started.
+  if (!Threads::made() || Threads::stale()) return;
   // Python's _shutdown: the main thread counts as ended before the others are joined, so
   // that a thread joining it does not wait for ever.
   if (::syscall(SYS_gettid) == ::getpid()) {
