@@ -36,7 +36,9 @@
 //
 // Semaphore, Event, Condition (its own state) and Barrier hold no owner: a process killed
 // in the middle of them cannot hold them. A Barrier notices a participant that died while
-// waiting and breaks (see Barrier).
+// waiting and breaks (see Barrier). A process killed after it set an Event (released a
+// unit, notified a waiter) and before its wake-up reached the waiters does not leave them
+// asleep: a waiter looks again at least every second.
 #pragma once
 
 #include <pthread.h>
