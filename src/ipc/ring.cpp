@@ -19,11 +19,7 @@ namespace mpx::detail {
 
 namespace {
 
-constexpr std::size_t align64(std::size_t n) noexcept {
-  return (n + 63) & ~std::size_t{63};
-}
-
-constexpr std::size_t kHeaderBytes = align64(sizeof(RingHeader));
+constexpr std::size_t kHeaderBytes = (sizeof(RingHeader) + 63) & ~std::size_t{63};
 
 // A connection's whole one-chunk message of at most kSmallMessage bytes: one that readers
 // may take without the read lock (Ring::read_small()).
@@ -344,7 +340,7 @@ bool Ring::write_locked(std::span<const std::span<const std::byte>> parts, const
     }
     const bool last = length == remaining;
     ChunkHeader c{total, static_cast<uint32_t>(length), (first ? kFirst : 0) | (last ? kLast : 0)};
-    store_header(data_, cap, head, c);
+    store_total(data_, cap, head, c);
     uint64_t pos = head + head_size;
     uint64_t left = length;
     while (left > 0) {
@@ -379,7 +375,7 @@ bool Ring::write_locked(std::span<const std::span<const std::byte>> parts, const
       run_commit_hook(CommitStep::kCounted);
     }
     commit_word(head).store(0, std::memory_order_relaxed);
-    commit_word(start).store(start + 1, std::memory_order_release);
+    commit_word(start).store(commit_value(start, c.length, c.flags), std::memory_order_release);
     run_commit_hook(CommitStep::kCommitted);
     h.head.store(head, std::memory_order_release);
     if (count) journal_end(h.write_journal);
@@ -440,8 +436,8 @@ bool Ring::read_small(ReserveFn reserve, void* ctx, bool spin) {
   const int spins = spin ? spin_limit() : 0;
   for (int i = 0;;) {
     const uint64_t t = h_->tail.load(std::memory_order_acquire);
-    if (commit_word(t).load(std::memory_order_acquire) == t + 1) {
-      const ChunkHeader c = load_header(data_, h_->capacity, t);
+    if (const uint64_t w = commit_word(t).load(std::memory_order_acquire); commits(w, t)) {
+      const ChunkHeader c = load_header(data_, h_->capacity, t, w);
       if (!is_small(c)) return false;  // (if torn, the locked path looks again)
       if (take_small(t, c.length, reserve, ctx)) return true;
       continue;  // another reader took it
@@ -459,10 +455,7 @@ bool Ring::read_small(ReserveFn reserve, void* ctx, bool spin) {
 
 bool Ring::take_small(uint64_t t, uint32_t length, ReserveFn reserve, void* ctx) {
   std::byte stage[kSmallMessage];
-  if (const uint64_t at = (t + kHeadBytes) & (h_->capacity - 1); at + length <= h_->capacity)
-    copy_short(stage, data_ + at, length);
-  else
-    copy_out(t + kHeadBytes, stage, length);
+  copy_from(data_, h_->capacity, t + kHeadBytes, stage, length);
   // The copy is good if the tail is still at the chunk: then no writer can have touched
   // it. The exchange orders the copy before it (release) and the caller's look at the
   // writers' sleeping flag after it.
@@ -540,7 +533,8 @@ bool Ring::read_locked(ReserveFn reserve, void* ctx, const Deadline& deadline, b
       set_keeping_up(true);  // a message was waiting: the producer is ahead
     }
 
-    const ChunkHeader c = load_header(data_, cap, t);
+    const ChunkHeader c =
+        load_header(data_, cap, t, commit_word(t).load(std::memory_order_acquire));
     if constexpr (!kCounted) {
       // Still at the tail after reading the header: then the header is not torn, and a
       // chunk that is not a small message stays ours.
@@ -575,11 +569,7 @@ bool Ring::read_locked(ReserveFn reserve, void* ctx, const Deadline& deadline, b
       if (got + c.length > total) {
         mid = false;
       } else {
-        const uint64_t from = t + head_bytes(c.flags);
-        if (const uint64_t at = from & (cap - 1); dest && at + c.length <= cap)
-          copy_short(dest + got, data_ + at, c.length);
-        else if (dest)
-          copy_out(from, dest + got, c.length);
+        if (dest) copy_from(data_, cap, t + head_bytes(c.flags), dest + got, c.length);
         got += c.length;
       }
     }
@@ -621,10 +611,10 @@ void Ring::repair_reader() {
 }
 
 uint64_t Ring::committed_end(uint64_t at) const noexcept {
-  if (commit_word(at).load(std::memory_order_seq_cst) != at + 1) return 0;
-  // Complete: its commit word was stored after it.
-  const ChunkHeader c = load_header(data_, h_->capacity, at);
-  if (c.length > h_->max_chunk) return 0;  // not a chunk a writer could have made
+  // Complete if its commit word was stored (after it).
+  const ChunkHeader c =
+      load_header(data_, h_->capacity, at, commit_word(at).load(std::memory_order_seq_cst));
+  if (c.length > h_->max_chunk) return 0;  // not committed, or not a writer's chunk
   return at + align8(head_bytes(c.flags) + c.length);
 }
 

@@ -6,18 +6,23 @@
 // (bytes published by writers) and `tail` (bytes consumed by readers) only grow; the
 // bytes in [tail, head) are whole chunks:
 //
-//   chunk = u64 commit word, u32 payload length, u32 flags, [u64 total message size]
-//           payload, padding to 8
+//   chunk = commit word { u32 mark, u32 payload length | flags << 30 },
+//           [u64 total message size], payload, padding to 8
 //
 // The total is there only in the first chunk of a message of several chunks: a one-chunk
-// message (every small one) has a 16-byte header, 8 bytes fewer on every item's lines.
+// message (every small one) has an 8-byte header, its commit word (a queued int takes 24
+// bytes of the ring).
 //
-// The writer stores `position + 1` in a chunk's commit word (release) once the chunk is
-// complete, and publishes head after it. A reader polls the commit word of the chunk it
-// waits for rather than head, so a message reaches it in the cache lines of the message
-// itself (one transfer between CPUs fewer per message). No stale word can pass for a
-// commit: before it commits a chunk, the writer zeroes the word where the next chunk will
-// start (always inside the room it owns), and positions never repeat. A writer that dies
+// The writer stores a chunk's commit word (release) once the chunk is complete, and
+// publishes head after it; the word's mark is derived from the chunk's position (odd,
+// so never 0; chunk.hpp). A reader polls the commit word of the chunk it waits for rather
+// than head, so a message reaches it in the cache lines of the message itself (one
+// transfer between CPUs fewer per message), and one load gives it the chunk's header.
+// No stale word can pass for a commit: before it commits a chunk, the writer zeroes the
+// word where the next chunk will start (always inside the room it owns), and a reader
+// looks for a commit only where a chunk starts, at the tail or (repair) past head. (A
+// connection's reader without the lock may read a tail that is already stale, and find
+// anything there; its exchange on the tail then fails, see below.) A writer that dies
 // between committing and publishing head leaves committed chunks beyond head: whoever
 // next takes the write mutex (kOwnerDied) moves head past them.
 //
@@ -304,9 +309,6 @@ class Ring {
 
   // Connections: where the chunk at `at` ends if it is committed, else 0.
   uint64_t committed_end(uint64_t at) const noexcept;
-  void copy_out(uint64_t pos, std::byte* dst, std::size_t n) const noexcept {
-    ring_copy_out(data_, static_cast<std::size_t>(h_->capacity), pos, dst, n);
-  }
 
   RingHeader* h_ = nullptr;
   std::byte* data_ = nullptr;
