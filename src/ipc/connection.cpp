@@ -102,7 +102,7 @@ void forget_read_end(Connection::Impl* impl) noexcept {
   g_read_end_count.store(r.ends.size(), std::memory_order_relaxed);
 }
 
-void hang_up_read_ends() noexcept {
+MPX_CHILD_PATH void hang_up_read_ends() noexcept {
   if (g_read_end_count.load(std::memory_order_relaxed) == 0) return;
   ReadEnds& r = read_ends();
   std::lock_guard lock(r.mu);

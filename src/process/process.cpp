@@ -260,7 +260,7 @@ std::vector<std::shared_ptr<ProcessState>> running_children() {
 
 // Flushes what is buffered in stdout/stderr (C stdio, and the C++ standard streams when
 // they are not synchronised with stdio), touching nothing when nothing is buffered.
-void flush_std_streams() noexcept {
+MPX_CHILD_PATH void flush_std_streams() noexcept {
   try {
     for (std::ostream* os : {&std::cout, &std::cerr, &std::clog}) {
       std::streambuf* buf = os->rdbuf();
@@ -324,7 +324,7 @@ void exit_handler() noexcept {
   shutdown_children();
 }
 
-[[noreturn]] void exit_now(int code) {
+[[noreturn]] MPX_CHILD_PATH void exit_now(int code) {
   ::syscall(SYS_exit_group, code);
   __builtin_unreachable();
 }
@@ -332,7 +332,7 @@ void exit_handler() noexcept {
 }  // namespace
 
 // The end of a child: as Python's _bootstrap after run().
-[[noreturn]] void detail::finish_child(int code) {
+[[noreturn]] MPX_CHILD_PATH void detail::finish_child(int code) {
   // Still stale: this child never used the registry, so it has no children.
   if (!Children::stale()) shutdown_children();
   detail::join_non_daemon_threads();
@@ -346,7 +346,8 @@ namespace {
 // The child's side of start(). The system calls that only a child makes go through
 // syscall(2), which the parent has bound already: a libc function called here for the
 // first time would be bound lazily in every child (symbol lookup plus page faults).
-[[noreturn]] void child_main(ProcessState& st, pid_t parent_pid, const sigset_t& mask) {
+[[noreturn]] MPX_CHILD_PATH void child_main(ProcessState& st, pid_t parent_pid,
+                                            const sigset_t& mask) {
   // Die with the parent. If the parent died before prctl, getppid() has changed already.
   if (::syscall(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0 ||
       ::syscall(SYS_getppid) != parent_pid) {
@@ -361,8 +362,11 @@ namespace {
   g_started_as = &st;
   g_started_parent = parent_pid;
 
-  // As Python's util._close_stdin: the child does not read the parent's stdin.
-  long devnull = ::syscall(SYS_openat, AT_FDCWD, "/dev/null", O_RDONLY | O_CLOEXEC);
+  // As Python's util._close_stdin: the child does not read the parent's stdin. The path
+  // is made on the stack: read from the binary's constants, it cost the child a page
+  // fault of its own.
+  char dev_null[] = "/dev/null";
+  long devnull = ::syscall(SYS_openat, AT_FDCWD, dev_null, O_RDONLY | O_CLOEXEC);
   if (devnull >= 0) {
     ::syscall(SYS_dup2, devnull, STDIN_FILENO);
     ::syscall(SYS_close, devnull);
@@ -379,7 +383,8 @@ namespace {
 
 }  // namespace
 
-void detail::run_child_target(const std::string& name, const std::function<void()>& target) {
+MPX_CHILD_PATH void detail::run_child_target(const std::string& name,
+                                             const std::function<void()>& target) {
   int code = 0;
   try {
     target();

@@ -54,7 +54,7 @@ class ForkAwareRegistry {
   static bool made() noexcept { return made_.load(std::memory_order_acquire); }
   // Marks this process's copy as the parent's, to adopt on first use (the child's side
   // of fork()).
-  static void mark_stale() noexcept {
+  MPX_CHILD_PATH static void mark_stale() noexcept {
     if constexpr (InChild != nullptr) InChild();
     stale_.store(1, std::memory_order_relaxed);
   }

@@ -134,15 +134,18 @@ class ForkSafeInstance {
   static T& get() {
     static T* const instance = [] {
       ptr_ = new T;
-      sys::atfork(nullptr, nullptr, [] {
-        if (ptr_) new (&ptr_->mu) std::mutex;
-      });
+      sys::atfork(nullptr, nullptr, reset_in_child);
       return ptr_;
     }();
     return *instance;
   }
 
  private:
+  // Only a mutex that another thread held at the fork needs making anew: writing an
+  // unlocked one costs the child a copy of its page (glibc: __lock is the lock word).
+  MPX_CHILD_PATH static void reset_in_child() {
+    if (ptr_ && ptr_->mu.native_handle()->__data.__lock != 0) new (&ptr_->mu) std::mutex;
+  }
   static inline T* ptr_ = nullptr;
 };
 

@@ -212,7 +212,7 @@ void thread_main(std::shared_ptr<ThreadState> st) {
 
 namespace detail {
 
-void join_non_daemon_threads() noexcept {
+MPX_CHILD_PATH void join_non_daemon_threads() noexcept {
   // Still stale after a fork: no Thread was started in this process since. Never made:
   // no Thread was ever started.
   if (!Threads::made() || Threads::stale()) return;
