@@ -17,6 +17,9 @@
 
 namespace mpx_test {
 
+// The exit code of a child that could not install the filter (a sandbox may forbid it).
+inline constexpr int kNoSeccomp = 99;
+
 inline void die_at_futex_wake() {
   sock_filter filter[] = {
       BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, arch)),
@@ -35,7 +38,7 @@ inline void die_at_futex_wake() {
   if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
       ::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &program) != 0) {
     std::perror("die_at_futex_wake: seccomp");
-    std::_Exit(99);
+    std::_Exit(kNoSeccomp);
   }
 }
 
