@@ -5,6 +5,7 @@
 #include <sched.h>
 
 #include <algorithm>
+#include <cstring>
 
 #include "pool/process_engine.hpp"
 
@@ -214,52 +215,135 @@ void ProcessImpl::wake_elsewhere(std::size_t i, cpu_set_t& taken, int here) noex
 // `of_group`: grouped(task), which the caller knew already.
 void ProcessImpl::assign(std::size_t i, Task task, int64_t now, bool of_group) {
   SlotState& s = slots_[i];
-  uint64_t id = ++next_id_;
-  if (++s.seq == 0) s.seq = 1;  // 0 is never a frame's (WorkerSlot::claim)
-  FrameHeader h{};
-  h.kind = kFrameTask;
-  h.seq = s.seq;
-  h.task_id = id;
-  h.entry = reinterpret_cast<uint64_t>(task.entry);
-  h.size = task.args.size();
-  // Its group: its sink, which lives at least as long as the results held back for it
-  // (no other sink can have the same address meanwhile).
-  const TaskSink* group = of_group ? task.sink.get() : nullptr;
-  if (group) h.flags = group == s.last_group ? kFrameGrouped | kFrameSameGroup : kFrameGrouped;
-  s.last_group = group;
-  s.assigned.push_back({id, s.seq, std::move(task), now});
+  const FrameHeader h = new_frame(i, task, task.args.size(), of_group);
+  s.assigned.push_back({h.task_id, h.seq, std::move(task), now});
   ++s.given;
   // The body is written straight from the task's bytes: deque elements stay put,
   // and a task leaves `assigned` only after its frame was written (its result
   // comes after) or when the worker is gone (then `out` is cleared too).
   const ByteVector& body = s.assigned.back().task.args;
   WorkerSlot& slot = pool_->slot(i);
-  if (s.out.empty() && body.size() >= kInPlaceFrame) {  // in one piece, for the worker
-    slot.inbox.pad_before(
-        sizeof h + body.size(), +[](std::size_t skip) {
-          FrameHeader pad{};
-          pad.kind = kFramePad;
-          pad.size = skip;
-          return pad;
-        });
-  }
-  if (s.out.empty() && slot.inbox.write_frame(reinterpret_cast<const std::byte*>(&h), sizeof h,
-                                              body.data(), body.size())) {
+  if (s.out.empty() && write_frame(i, h, s.assigned.back())) {
     slot.last_seq.store(h.seq, std::memory_order_release);
     s.written = true;  // the caller wakes the worker (wake_assigned())
-    const uint64_t body_at = slot.inbox.written - body.size();
-    if (body.size() >= kInPlaceFrame &&
-        (body_at & (ByteRing::kCapacity - 1)) + body.size() <= ByteRing::kCapacity) {
-      Assigned& a = s.assigned.back();
-      a.body_at = body_at;
-      a.body_size = body.size();
-      recycle_args(a.task.args);  // kept, or left in the task when the spares are full
-    }
     return;
   }
   s.out.push_back({h, &body});
   outgoing_.fetch_add(1, std::memory_order_relaxed);
   pump(i);
+}
+
+// The header of the next frame for worker i, of `task` with `size` bytes of arguments
+// (lock held).
+FrameHeader ProcessImpl::new_frame(std::size_t i, const Task& task, std::size_t size,
+                                   bool of_group) {
+  SlotState& s = slots_[i];
+  if (++s.seq == 0) s.seq = 1;  // 0 is never a frame's (WorkerSlot::claim)
+  FrameHeader h{};
+  h.kind = kFrameTask;
+  h.seq = s.seq;
+  h.task_id = ++next_id_;
+  h.entry = reinterpret_cast<uint64_t>(task.entry);
+  h.size = size;
+  // Its group: its sink, which lives at least as long as the results held back for it
+  // (no other sink can have the same address meanwhile).
+  const TaskSink* group = of_group ? task.sink.get() : nullptr;
+  if (group) h.flags = group == s.last_group ? kFrameGrouped | kFrameSameGroup : kFrameGrouped;
+  s.last_group = group;
+  return h;
+}
+
+namespace {
+
+std::size_t to_end(const ByteRing& ring) noexcept {
+  return ByteRing::kCapacity - static_cast<std::size_t>(ring.written & (ByteRing::kCapacity - 1));
+}
+
+FrameHeader pad_frame(std::size_t skip) noexcept {
+  FrameHeader pad{};
+  pad.kind = kFramePad;
+  pad.size = skip;
+  return pad;
+}
+
+}  // namespace
+
+// Whether a frame with a body of `size` bytes goes into `inbox` only whole and in one
+// piece (write_frame()): a large one (its worker reads it where it lies, kInPlaceFrame)
+// of at most half the inbox, so that an empty inbox always has room for it, after a pad
+// frame if need be (for which there must be room before the end). Streamed as room
+// came, half the chunks of a map of a million ints crossed the end, and their workers
+// copied them out first, into fresh memory.
+bool ProcessImpl::in_one_piece(const ByteRing& inbox, std::size_t size) noexcept {
+  const std::size_t total = sizeof(FrameHeader) + size;
+  return size >= kInPlaceFrame && total <= ByteRing::kCapacity / 2 &&
+         (total <= to_end(inbox) || to_end(inbox) >= sizeof(FrameHeader));
+}
+
+// Writes the frame of task `a` (header h) into worker i's inbox whole, a large one after
+// a kFramePad frame (when there is room for both) if it would cross the end. Returns
+// false, writing nothing, if there is no room, or none for a frame in_one_piece() to go
+// in one piece: the worker makes it as it reads (a writer_waiting wake-up). Lock held.
+bool ProcessImpl::write_frame(std::size_t i, const FrameHeader& h, Assigned& a) {
+  ByteRing& inbox = pool_->slot(i).inbox;
+  const ByteVector& body = a.task.args;
+  const std::size_t total = sizeof h + body.size();
+  const bool large = body.size() >= kInPlaceFrame;
+  if (large) {
+    const bool whole = in_one_piece(inbox, body.size());
+    if (!inbox.pad_before(total, &pad_frame) && whole && total > to_end(inbox)) return false;
+  }
+  if (!inbox.write_frame(reinterpret_cast<const std::byte*>(&h), sizeof h, body.data(),
+                         body.size()))
+    return false;
+  if (large) mark_in_place(a, inbox);
+  return true;
+}
+
+// Engine::submit_written: the frame goes whole and in one piece (in_one_piece()) to a
+// worker with room, its body written there by `write`, and is read there by the worker
+// (Assigned::body_at): a map's chunk of a million ints was encoded into a buffer, in
+// fresh pages for most chunks, then copied into the inbox. Lock held.
+bool ProcessImpl::take_written(Task& task, std::size_t size, Engine::ArgsWriter write, void* ctx) {
+  if (broken || terminating || !task.args.empty()) return false;
+  const bool of_group = grouped(task);
+  const long found = pick(of_group);
+  if (found < 0) return false;
+  const auto i = static_cast<std::size_t>(found);
+  SlotState& s = slots_[i];
+  ByteRing& inbox = pool_->slot(i).inbox;
+  const std::size_t total = sizeof(FrameHeader) + size;
+  if (!s.out.empty() || !in_one_piece(inbox, size)) return false;
+  const std::size_t need = total > to_end(inbox) ? to_end(inbox) + total : total;
+  if (inbox.room_for(inbox.written, need) < need) return false;
+  if (task.sink && !task.sink->task_running(task.tag)) return false;
+  if (total > to_end(inbox)) inbox.pad_before(total, &pad_frame);  // the worker skips it
+  const uint64_t at = inbox.written;
+  std::byte* frame = inbox.data + (at & (ByteRing::kCapacity - 1));
+  write(ctx, frame + sizeof(FrameHeader));
+  const FrameHeader h = new_frame(i, task, size, of_group);
+  s.assigned.push_back({h.task_id, h.seq, std::move(task), options.timeout ? monotonic_ns() : 0});
+  ++s.given;
+  s.assigned.back().body_at = at + sizeof h;
+  s.assigned.back().body_size = size;
+  std::memcpy(frame, &h, sizeof h);
+  inbox.publish(at + total);
+  pool_->slot(i).last_seq.store(h.seq, std::memory_order_release);
+  s.written = true;  // submitted() wakes the worker
+  return true;
+}
+
+// Task `a`'s frame was just written to `inbox`: if large and in one piece, its worker
+// reads the body where it lies, and the task's buffer goes back for reuse (lock held).
+void ProcessImpl::mark_in_place(Assigned& a, const ByteRing& inbox) noexcept {
+  const std::size_t size = a.task.args.size();
+  const uint64_t body_at = inbox.written - size;
+  if (size >= kInPlaceFrame &&
+      (body_at & (ByteRing::kCapacity - 1)) + size <= ByteRing::kCapacity) {
+    a.body_at = body_at;
+    a.body_size = size;
+    recycle_args(a.task.args);  // kept, or left in the task when the spares are full
+  }
 }
 
 // For a task whose body worker i reads in place (Assigned::body_at), a buffer for its
@@ -289,20 +373,29 @@ bool ProcessImpl::pump(std::size_t i) {
   SlotState& s = slots_[i];
   WorkerSlot& slot = pool_->slot(i);
   bool wrote = false;
+  bool told = false;  // writer_waiting set
   for (;;) {
+    bool progress = false;
     while (!s.out.empty()) {
       Outgoing& f = s.out.front();
       constexpr std::size_t kHeader = sizeof(FrameHeader);
       std::size_t total = kHeader + f.body->size();
       std::size_t n;
-      if (s.out_offset < kHeader) {
+      auto a = s.assigned.rend();
+      if (s.out_offset == 0 && in_one_piece(slot.inbox, f.body->size()))
+        a = std::find_if(s.assigned.rbegin(), s.assigned.rend(),
+                         [&](const Assigned& x) { return x.seq == f.header.seq; });
+      if (a != s.assigned.rend()) {
+        if (!write_frame(i, f.header, *a)) break;
+        n = total;
+      } else if (s.out_offset < kHeader) {
         n = slot.inbox.write(reinterpret_cast<const std::byte*>(&f.header) + s.out_offset,
                              kHeader - s.out_offset);
       } else {
         n = slot.inbox.write(f.body->data() + (s.out_offset - kHeader), total - s.out_offset);
       }
       if (n == 0) break;
-      wrote = true;
+      wrote = progress = true;
       s.out_offset += n;
       if (s.out_offset == total) {
         slot.last_seq.store(f.header.seq, std::memory_order_release);
@@ -315,10 +408,12 @@ bool ProcessImpl::pump(std::size_t i) {
       slot.writer_waiting.store(0, std::memory_order_relaxed);
       break;
     }
-    // Full: the worker rings the supervisor once it read (Dekker with inbox_read()).
+    if (told && !progress) break;
+    // Full, or no room for a frame in one piece: the worker rings the supervisor once it
+    // read (Dekker with inbox_read()); looked at once more after saying so.
     slot.writer_waiting.store(1, std::memory_order_seq_cst);
     std::atomic_thread_fence(std::memory_order_seq_cst);
-    if (slot.inbox.writable() == 0) break;
+    told = true;
   }
   if (wrote) wake_sleepers(slot.inbox.word);
   return wrote;

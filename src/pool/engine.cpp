@@ -98,6 +98,15 @@ void Engine::submit(std::vector<Task>& tasks, std::vector<ByteVector>* spares) {
     spares->push_back(impl_->take_spare());
 }
 
+bool Engine::submit_written(Task& task, std::size_t size, ArgsWriter write, void* ctx) {
+  auto lock = lock_soon(impl_->mutex);
+  if (impl_->broken || impl_->closed || !impl_->pending.empty() ||
+      !impl_->take_written(task, size, write, ctx))
+    return false;
+  impl_->submitted(lock);
+  return true;
+}
+
 void Engine::submit(std::shared_ptr<Feeder> feeder) {
   {
     std::lock_guard lock(impl_->mutex);

@@ -37,6 +37,8 @@ struct Engine::Impl {
   // A task about to be queued while nothing else is (lock held): handed to a worker at
   // once if one has room (or dropped, cancelled). Returns whether it was.
   virtual bool take_now(Task&) { return false; }
+  // Engine::submit_written (lock held): whether it wrote the task to a worker.
+  virtual bool take_written(Task&, std::size_t, Engine::ArgsWriter, void*) { return false; }
   // Tasks were queued (lock held on entry, released on return).
   virtual void submitted(std::unique_lock<std::mutex>& lock) {
     lock.unlock();

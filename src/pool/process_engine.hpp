@@ -131,6 +131,7 @@ class ProcessImpl final : public Engine::Impl {
   // thread. The rest wait for room, made by whoever reads results.
   void submitted(std::unique_lock<std::mutex>& lock) override;
   bool take_now(Task& task) override;
+  bool take_written(Task& task, std::size_t size, Engine::ArgsWriter write, void* ctx) override;
   void release_started_args() noexcept override;
 
   // Tasks take long enough that spinning for their results only takes a CPU from the
@@ -299,9 +300,13 @@ class ProcessImpl final : public Engine::Impl {
   void wake_assigned() noexcept;
   void wake_elsewhere(std::size_t i, cpu_set_t& taken, int here) noexcept;
   void assign(std::size_t i, Task task, int64_t now, bool of_group);
+  FrameHeader new_frame(std::size_t i, const Task& task, std::size_t size, bool of_group);
   void drop_outgoing(SlotState& s) noexcept;
   bool take_args(Assigned& a, ByteVector& buffer) noexcept;
   bool pump(std::size_t i);
+  static bool in_one_piece(const ByteRing& inbox, std::size_t size) noexcept;
+  bool write_frame(std::size_t i, const FrameHeader& h, Assigned& a);
+  void mark_in_place(Assigned& a, const ByteRing& inbox) noexcept;
   bool dispatch();
   // Whether a task is of a group (FrameFlags): its sink needs its tasks' results only all
   // together.

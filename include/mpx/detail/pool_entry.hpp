@@ -13,6 +13,8 @@
 #include <cstdint>
 #include <cstring>
 #include <iterator>
+#include <memory>
+#include <ranges>
 #include <span>
 #include <string>
 #include <tuple>
@@ -220,6 +222,23 @@ Task process_raw_chunk_task(const F& f, std::size_t count, std::byte*& items,
   return t;
 }
 
+// The bytes of process_raw_chunk_task's arguments before its items, for a frame written
+// straight into a worker's inbox (Engine::submit_written).
+template <class F, class Item>
+ByteVector raw_chunk_head(const F& f, std::size_t count) {
+  ByteVector head;
+  head.reserve(kTaskHeadBytes);
+  encode_callable(f, head);
+  ensure_registered<std::vector<Item>>();
+  const std::uint64_t tag = Codec<std::vector<Item>>::tag;
+  const std::size_t at = head.size();
+  head.resize(at + sizeof tag + varint_size(count));
+  PtrWriter w{head.data() + at};
+  w.put(&tag, sizeof tag);
+  w.varint(count);
+  return head;
+}
+
 // Writes the next `count` elements from `it` (up to `end`) as raw Item bytes at `out`,
 // advancing `it`. Returns false if the range ended first.
 template <class Item, class It, class End>
@@ -240,6 +259,57 @@ bool copy_raw_items(It& it, const End& end, std::size_t count, std::byte* out) {
     }
   }
   return true;
+}
+
+// Input whose reading runs no user code: a contiguous range of arithmetic values, or
+// iota, converted to an arithmetic Item (write_chunk() reads it under the engine's lock).
+template <class T>
+inline constexpr bool is_integral_iota_v = false;
+template <class W, class B>
+inline constexpr bool is_integral_iota_v<std::ranges::iota_view<W, B>> = std::is_integral_v<W>;
+template <class Source, class Item, class S = std::remove_cvref_t<Source>>
+inline constexpr bool plain_items_v = std::is_arithmetic_v<Item> &&
+                                      (is_integral_iota_v<S> ||
+                                       (std::ranges::contiguous_range<S> &&
+                                        std::is_arithmetic_v<std::ranges::range_value_t<S>>));
+
+// A map's chunk of `count` raw items from `it`, written straight into a worker's inbox
+// (Engine::submit_written) when one has room, as chunk `index` of `sink`: no buffer to
+// encode it into and copy from (in fresh pages, for a map of a million ints). Plain:
+// plain_items_v. Returns false, `it` untouched, if it was not.
+inline constexpr std::size_t kWrittenChunkBytes = std::size_t{64} << 10;
+template <class F, class Item, bool Plain, class It, class End, class Sink>
+bool write_chunk(Engine& engine, const F& f, It& it, const End& end, std::size_t count,
+                 const std::shared_ptr<Sink>& sink, std::size_t index) {
+  if constexpr (Plain) {
+    struct ChunkWriter {
+      ByteVector head;
+      It* it;
+      const End* end;
+      std::size_t count;
+      static void write(void* self, std::byte* at) {
+        auto& w = *static_cast<ChunkWriter*>(self);
+        std::memcpy(at, w.head.data(), w.head.size());
+        if (!copy_raw_items<Item>(*w.it, *w.end, w.count, at + w.head.size()))
+          throw ValueError("map: the range holds fewer elements than its size()");
+      }
+    };
+    ChunkWriter w{raw_chunk_head<F, Item>(f, count), &it, &end, count};
+    Task t;
+    t.entry = &chunk_entry<F, Item, false>;
+    t.sink = sink;
+    t.tag = index;
+    return engine.submit_written(t, w.head.size() + count * sizeof(Item), &ChunkWriter::write, &w);
+  } else {
+    static_cast<void>(engine);
+    static_cast<void>(f);
+    static_cast<void>(it);
+    static_cast<void>(end);
+    static_cast<void>(count);
+    static_cast<void>(sink);
+    static_cast<void>(index);
+    return false;
+  }
 }
 
 template <class F, class Item, bool Star>

@@ -613,6 +613,17 @@ class BasicPool {
       }
       return b;
     };
+    auto bound = [&] {
+      if (!blocking) return;
+      const std::size_t per_chunk = std::max<std::size_t>(1, encoded_bytes / index);
+      const std::size_t limit =
+          std::min(kMapInFlight, std::max(kMapInFlightBytes / per_chunk, 2 * engine_.workers()));
+      // Past the bound, wait until half of it is done: the caller then collects (and,
+      // stopping, hands the results to the supervisor, a wake-up) once per half bound,
+      // not once per batch (chunksize 1: every 256 tasks).
+      if (index > limit && !state->completed_at_least(index - limit))
+        state->wait_completed(index - limit / 2);
+    };
     auto queue = [&](Task t) {
       batch.push_back(std::move(t));
       ++index;
@@ -621,16 +632,7 @@ class BasicPool {
       if (batch.size() >= kBatchTasks || batch_bytes >= kBatchBytes) {
         engine_.submit(batch, &spares);
         batch_bytes = 0;
-        if (blocking) {
-          const std::size_t per_chunk = std::max<std::size_t>(1, encoded_bytes / index);
-          const std::size_t limit = std::min(
-              kMapInFlight, std::max(kMapInFlightBytes / per_chunk, 2 * engine_.workers()));
-          // Past the bound, wait until half of it is done: the caller then collects (and,
-          // stopping, hands the results to the supervisor, a wake-up) once per half bound,
-          // not once per batch (chunksize 1: every 256 tasks).
-          if (index > limit && !state->completed_at_least(index - limit))
-            state->wait_completed(index - limit / 2);
-        }
+        bound();
       }
     };
     if constexpr (kProcesses && !Star && trivially_encodable_v<Item>) {
@@ -640,6 +642,15 @@ class BasicPool {
       const auto end = std::ranges::end(source);
       for (std::size_t left = n; left != 0;) {
         const std::size_t count = std::min(chunksize, left);
+        if (batch.empty() && count * sizeof(Item) >= kWrittenChunkBytes &&
+            write_chunk<Fn, Item, plain_items_v<Source, Item>>(engine_, f, it, end, count, state,
+                                                               index)) {
+          left -= count;
+          ++index;
+          encoded_bytes += count * sizeof(Item);
+          bound();
+          continue;
+        }
         std::byte* items = nullptr;
         Task t = process_raw_chunk_task<Fn, Item>(f, count, items, spare());
         if (!copy_raw_items<Item>(it, end, count, items))

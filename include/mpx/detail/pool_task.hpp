@@ -238,6 +238,12 @@ class Engine {
   // `spares` (process pools): refilled, up to as many as `tasks` held, with the argument
   // buffers of finished small tasks, to encode the caller's next tasks into.
   void submit(std::vector<Task>& tasks, std::vector<ByteVector>* spares = nullptr);
+  // Process pools: hands `task` (its args empty) to a worker whose inbox has room for its
+  // `size` bytes of arguments in one piece, `write(ctx, at)` writing them there, with
+  // no buffer between. False, calling nothing, if none has (or tasks wait, or the pool
+  // is not open): submit() it then. What `write` throws comes out, the task not given.
+  using ArgsWriter = void (*)(void* ctx, std::byte* at);
+  bool submit_written(Task& task, std::size_t size, ArgsWriter write, void* ctx);
   void submit(std::shared_ptr<Feeder> feeder);
   // Cancels the tasks not yet handed to a worker (their sinks are abandoned).
   void cancel_pending();
