@@ -300,6 +300,10 @@ bool ProcessImpl::write_frame(std::size_t i, const FrameHeader& h, Assigned& a) 
   return true;
 }
 
+std::size_t Engine::written_limit() noexcept {
+  return ByteRing::kCapacity / 2 - sizeof(FrameHeader);  // in_one_piece()
+}
+
 // Engine::submit_written: the frame goes whole and in one piece (in_one_piece()) to a
 // worker with room, its body written there by `write`, and is read there by the worker
 // (Assigned::body_at): a map's chunk of a million ints was encoded into a buffer, in

@@ -276,11 +276,14 @@ inline constexpr bool plain_items_v = std::is_arithmetic_v<Item> &&
 // A map's chunk of `count` raw items from `it`, written straight into a worker's inbox
 // (Engine::submit_written) when one has room, as chunk `index` of `sink`: no buffer to
 // encode it into and copy from (in fresh pages, for a map of a million ints). Plain:
-// plain_items_v. Returns false, `it` untouched, if it was not.
+// plain_items_v. `waited` (a blocking map's, else null): how many of its chunks are
+// done that it waited for; it then waits for room, one more chunk done at a time, rather
+// than have the chunk encoded into a buffer ahead (each chunk done left its worker's
+// inbox room for one more). Returns false, `it` untouched, if it was not.
 inline constexpr std::size_t kWrittenChunkBytes = std::size_t{64} << 10;
 template <class F, class Item, bool Plain, class It, class End, class Sink>
 bool write_chunk(Engine& engine, const F& f, It& it, const End& end, std::size_t count,
-                 const std::shared_ptr<Sink>& sink, std::size_t index) {
+                 const std::shared_ptr<Sink>& sink, std::size_t index, std::size_t* waited) {
   if constexpr (Plain) {
     struct ChunkWriter {
       ByteVector head;
@@ -299,7 +302,13 @@ bool write_chunk(Engine& engine, const F& f, It& it, const End& end, std::size_t
     t.entry = &chunk_entry<F, Item, false>;
     t.sink = sink;
     t.tag = index;
-    return engine.submit_written(t, w.head.size() + count * sizeof(Item), &ChunkWriter::write, &w);
+    const std::size_t size = w.head.size() + count * sizeof(Item);
+    bool written = engine.submit_written(t, size, &ChunkWriter::write, &w);
+    while (!written && waited && size <= Engine::written_limit() && *waited < index) {
+      sink->wait_completed(++*waited);
+      written = engine.submit_written(t, size, &ChunkWriter::write, &w);
+    }
+    return written;
   } else {
     static_cast<void>(engine);
     static_cast<void>(f);
@@ -308,6 +317,7 @@ bool write_chunk(Engine& engine, const F& f, It& it, const End& end, std::size_t
     static_cast<void>(count);
     static_cast<void>(sink);
     static_cast<void>(index);
+    static_cast<void>(waited);
     return false;
   }
 }

@@ -640,11 +640,12 @@ class BasicPool {
       // a chunk at a time (one loop per chunk, which the compiler can vectorize).
       auto it = std::ranges::begin(source);
       const auto end = std::ranges::end(source);
+      std::size_t waited = 0;  // write_chunk()
       for (std::size_t left = n; left != 0;) {
         const std::size_t count = std::min(chunksize, left);
         if (batch.empty() && count * sizeof(Item) >= kWrittenChunkBytes &&
-            write_chunk<Fn, Item, plain_items_v<Source, Item>>(engine_, f, it, end, count, state,
-                                                               index)) {
+            write_chunk<Fn, Item, plain_items_v<Source, Item>>(
+                engine_, f, it, end, count, state, index, blocking ? &waited : nullptr)) {
           left -= count;
           ++index;
           encoded_bytes += count * sizeof(Item);

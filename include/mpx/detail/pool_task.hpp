@@ -244,6 +244,8 @@ class Engine {
   // is not open): submit() it then. What `write` throws comes out, the task not given.
   using ArgsWriter = void (*)(void* ctx, std::byte* at);
   bool submit_written(Task& task, std::size_t size, ArgsWriter write, void* ctx);
+  // The largest `size` that submit_written() takes once a worker's inbox is empty.
+  static std::size_t written_limit() noexcept;
   void submit(std::shared_ptr<Feeder> feeder);
   // Cancels the tasks not yet handed to a worker (their sinks are abandoned).
   void cancel_pending();
