@@ -98,8 +98,7 @@ bool sleep_until(WaitWord& word, std::atomic<uint32_t>& woken, Pred& ready,
       word.sleepers.fetch_sub(1, std::memory_order_relaxed);
       return true;
     }
-    futex_wait(word.seq, seq,
-               deadline.remaining() > kSleepSlice ? Deadline::after(kSleepSlice) : deadline);
+    futex_wait(word.seq, seq, deadline.at_most(kSleepSlice));
     word.sleepers.fetch_sub(1, std::memory_order_relaxed);
     if (ready()) return true;
     if (deadline.expired()) return false;
@@ -678,11 +677,7 @@ bool Ring::join(const Deadline& deadline) {
   bool sliced = false;
   for (;;) {
     if (h.write_journal.active.load(std::memory_order_seq_cst) != 0) sliced = true;
-    Deadline slice = deadline;
-    if (sliced) {
-      const Deadline check = Deadline::after(kWriterCheckInterval);
-      if (deadline.is_never() || *check.when() < *deadline.when()) slice = check;
-    }
+    const Deadline slice = sliced ? deadline.at_most(kWriterCheckInterval) : deadline;
     auto ready = [&] {
       return finished() || (!sliced && h.write_journal.active.load(std::memory_order_seq_cst) != 0);
     };

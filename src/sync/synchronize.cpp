@@ -160,10 +160,8 @@ template <class Pred>
 bool wait_shared(detail::WaitWord& word, Pred&& ready, const Deadline& deadline) {
   constexpr auto kLookAgain = std::chrono::seconds(1);
   for (;;) {
-    const bool long_wait = deadline.remaining() > kLookAgain;
-    if (detail::wait_until(word, ready, long_wait ? Deadline::after(kLookAgain) : deadline))
-      return true;
-    if (!long_wait || deadline.expired()) return ready();
+    if (detail::wait_until(word, ready, deadline.at_most(kLookAgain))) return true;
+    if (deadline.expired()) return ready();
   }
 }
 
@@ -616,10 +614,9 @@ class BarrierGuard {
       if (done(s_.state.load(std::memory_order_relaxed))) return true;
       if (deadline.expired()) return false;
       unlock();
-      auto period = Deadline::after(kLivenessPeriod);
-      const Deadline& until = deadline.remaining() < period.remaining() ? deadline : period;
       detail::wait_until(
-          s_.word, [&] { return done(s_.state.load(std::memory_order_acquire)); }, until);
+          s_.word, [&] { return done(s_.state.load(std::memory_order_acquire)); },
+          deadline.at_most(kLivenessPeriod));
       lock();
       purge_dead(s_);
     }

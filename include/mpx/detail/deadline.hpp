@@ -29,6 +29,13 @@ class Deadline {
     return timeout ? after(*timeout) : never();
   }
   static Deadline at(Clock::time_point when) noexcept { return Deadline(when); }
+  // The sooner of this deadline and `timeout` from now: for a wait that must look again
+  // at least that often, or one given a timeout of its own within an outer deadline.
+  template <class Rep, class Period>
+  Deadline at_most(std::chrono::duration<Rep, Period> timeout) const noexcept {
+    const Deadline limit = after(timeout);
+    return !limit.when_ || (when_ && *when_ < *limit.when_) ? *this : limit;
+  }
 
   bool is_never() const noexcept { return !when_; }
   bool expired() const noexcept { return when_ && Clock::now() >= *when_; }

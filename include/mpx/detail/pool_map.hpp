@@ -514,9 +514,7 @@ class IMapIterator {
   std::optional<R> next() { return next_until(deadline_); }
   template <class Rep, class Period>
   std::optional<R> next(std::chrono::duration<Rep, Period> timeout) {
-    auto d = Deadline::after(timeout);
-    if (!deadline_.is_never() && deadline_.remaining() < d.remaining()) d = deadline_;
-    return next_until(d);
+    return next_until(deadline_.at_most(timeout));
   }
 
   // Ends the iteration (Python's generator close()): later next() calls return nullopt.
