@@ -44,6 +44,8 @@ namespace mpx::mpi {
 // the driver's main returns (or calls exit), then exits the process with status 0
 // without returning. Throws ProcessError (on rank 0) when a rank runs another binary.
 // Calling it twice is harmless. Without mpirun, the program is a job of one rank.
+// It does mpx::init's work too (mpx/context.hpp): the driver may start spawn and
+// forkserver children.
 void init(int& argc, char**& argv);
 void init();
 

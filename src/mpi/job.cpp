@@ -13,6 +13,7 @@
 #include <mutex>
 
 #include "mpi/wire.hpp"
+#include "mpx/context.hpp"
 #include "mpx/detail/function_id.hpp"
 #include "mpx/mpi.hpp"
 
@@ -246,6 +247,10 @@ void serve() {
 void init(int& argc, char**& argv) {
   using namespace detail;
   if (g_initialized) return;
+  // mpx::init's work first: a spawn or forkserver child of this program (the driver has
+  // threads, so spawn is the start method it should use) runs its target there and
+  // never reaches MPI_Init, which would take it for one more rank.
+  mpx::init(argc, argv);
   // Open MPI installs handlers that print a backtrace for SIGSEGV and the like; the
   // ranks' pool workers would inherit them, and a task's crash is not the job's: the
   // handlers the program had are put back.

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <map>
 #include <numeric>
 #include <ranges>
@@ -15,7 +16,9 @@
 #include <thread>
 #include <vector>
 
+#include "mpx/context.hpp"
 #include "mpx/mpi.hpp"
+#include "mpx/process.hpp"
 
 namespace {
 
@@ -54,6 +57,9 @@ int uneven(int) {
   const int ms = mpx::mpi::rank() == 1 ? 20 : 2;
   std::this_thread::sleep_for(std::chrono::milliseconds(ms));
   return mpx::mpi::rank();
+}
+void exit_with(int code) {
+  std::exit(code);
 }
 int g_initialized_with = 0;
 void remember(int v) {
@@ -169,6 +175,17 @@ TEST(MpiPool, InitializerRunsInEveryWorkerOfEveryRank) {
   mpx::mpi::Pool pool(2, options);
   for (int v : pool.map(initialized_with, iota(200), 1))
     ASSERT_EQ(v, 42);
+}
+
+// The driver has threads (its communication thread): spawn is the start method it should
+// use, and mpx::mpi::init lets a spawned child run its target, not join the job.
+TEST(MpiDriver, SpawnsAndForkserversChildren) {
+  for (const char* method : {"spawn", "forkserver"}) {
+    mpx::Process p = mpx::get_context(method).Process(exit_with, 7);
+    p.start();
+    p.join();
+    EXPECT_EQ(p.exitcode(), 7) << method;
+  }
 }
 
 TEST(MpiPool, TheDriverRunsTasksWhenAsked) {
