@@ -133,9 +133,8 @@ bool ProcessImpl::fill(std::unique_lock<std::mutex>& lock, bool use_feeders) {
 // A call submitted while no task waits goes to a worker with room at once, without a
 // trip through `pending` (fill() does the same with more steps). Lock held.
 bool ProcessImpl::take_now(Task& task) {
-  if (broken || terminating) return false;
-  const bool of_group = grouped(task);
-  const long i = pick(of_group);
+  bool of_group = false;
+  const long i = slot_now(task, of_group);
   if (i < 0) return false;
   if (task.sink && !task.sink->task_running(task.tag)) return true;  // cancelled: dropped
   assign(static_cast<std::size_t>(i), std::move(task), options.timeout ? monotonic_ns() : 0,
@@ -216,21 +215,41 @@ void ProcessImpl::wake_elsewhere(std::size_t i, cpu_set_t& taken, int here) noex
 void ProcessImpl::assign(std::size_t i, Task task, int64_t now, bool of_group) {
   SlotState& s = slots_[i];
   const FrameHeader h = new_frame(i, task, task.args.size(), of_group);
-  s.assigned.push_back({h.task_id, h.seq, std::move(task), now});
-  ++s.given;
+  Assigned& a = record(i, h, std::move(task), now);
   // The body is written straight from the task's bytes: deque elements stay put,
   // and a task leaves `assigned` only after its frame was written (its result
   // comes after) or when the worker is gone (then `out` is cleared too).
-  const ByteVector& body = s.assigned.back().task.args;
-  WorkerSlot& slot = pool_->slot(i);
-  if (s.out.empty() && write_frame(i, h, s.assigned.back())) {
-    slot.last_seq.store(h.seq, std::memory_order_release);
-    s.written = true;  // the caller wakes the worker (wake_assigned())
+  const ByteVector& body = a.task.args;
+  if (s.out.empty() && write_frame(i, h, a)) {
+    mark_written(i, h);
     return;
   }
   s.out.push_back({h, &body});
   outgoing_.fetch_add(1, std::memory_order_relaxed);
   pump(i);
+}
+
+// The slot a task submitted now goes to at once (lock held), and whether it is of a
+// group: -1 if none can take it now.
+long ProcessImpl::slot_now(const Task& task, bool& of_group) {
+  if (broken || terminating) return -1;
+  of_group = grouped(task);
+  return pick(of_group);
+}
+
+// Task `task`, framed as h, is worker i's now (lock held).
+ProcessImpl::Assigned& ProcessImpl::record(std::size_t i, const FrameHeader& h, Task task,
+                                           int64_t now) {
+  SlotState& s = slots_[i];
+  s.assigned.push_back({h.task_id, h.seq, std::move(task), now});
+  ++s.given;
+  return s.assigned.back();
+}
+
+// Frame h is in worker i's inbox: the caller wakes the worker (wake_assigned()).
+void ProcessImpl::mark_written(std::size_t i, const FrameHeader& h) noexcept {
+  pool_->slot(i).last_seq.store(h.seq, std::memory_order_release);
+  slots_[i].written = true;
 }
 
 // The header of the next frame for worker i, of `task` with `size` bytes of arguments
@@ -309,9 +328,9 @@ std::size_t Engine::written_limit() noexcept {
 // (Assigned::body_at): a map's chunk of a million ints was encoded into a buffer, in
 // fresh pages for most chunks, then copied into the inbox. Lock held.
 bool ProcessImpl::take_written(Task& task, std::size_t size, Engine::ArgsWriter write, void* ctx) {
-  if (broken || terminating || !task.args.empty()) return false;
-  const bool of_group = grouped(task);
-  const long found = pick(of_group);
+  if (!task.args.empty()) return false;
+  bool of_group = false;
+  const long found = slot_now(task, of_group);
   if (found < 0) return false;
   const auto i = static_cast<std::size_t>(found);
   SlotState& s = slots_[i];
@@ -326,14 +345,12 @@ bool ProcessImpl::take_written(Task& task, std::size_t size, Engine::ArgsWriter 
   std::byte* frame = inbox.data + (at & (ByteRing::kCapacity - 1));
   write(ctx, frame + sizeof(FrameHeader));
   const FrameHeader h = new_frame(i, task, size, of_group);
-  s.assigned.push_back({h.task_id, h.seq, std::move(task), options.timeout ? monotonic_ns() : 0});
-  ++s.given;
-  s.assigned.back().body_at = at + sizeof h;
-  s.assigned.back().body_size = size;
+  Assigned& a = record(i, h, std::move(task), options.timeout ? monotonic_ns() : 0);
+  a.body_at = at + sizeof h;
+  a.body_size = size;
   std::memcpy(frame, &h, sizeof h);
   inbox.publish(at + total);
-  pool_->slot(i).last_seq.store(h.seq, std::memory_order_release);
-  s.written = true;  // submitted() wakes the worker
+  mark_written(i, h);  // submitted() wakes the worker
   return true;
 }
 

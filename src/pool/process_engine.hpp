@@ -301,6 +301,9 @@ class ProcessImpl final : public Engine::Impl {
   void wake_elsewhere(std::size_t i, cpu_set_t& taken, int here) noexcept;
   void assign(std::size_t i, Task task, int64_t now, bool of_group);
   FrameHeader new_frame(std::size_t i, const Task& task, std::size_t size, bool of_group);
+  long slot_now(const Task& task, bool& of_group);
+  Assigned& record(std::size_t i, const FrameHeader& h, Task task, int64_t now);
+  void mark_written(std::size_t i, const FrameHeader& h) noexcept;
   void drop_outgoing(SlotState& s) noexcept;
   bool take_args(Assigned& a, ByteVector& buffer) noexcept;
   bool pump(std::size_t i);
