@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -249,6 +250,27 @@ TEST_P(PoolStartMethods, ExecutorWithAContextSubmitsAndReturns) {
     got.push_back(r);
   EXPECT_EQ(got, squares(20));
   ex.shutdown();
+}
+
+// In a child that is not a fork, pools of either method: their tasks carry the child's
+// own code addresses, though it adopted its parent's table (a fork pool's workers took
+// them for the parent's and failed). Exit status 0, or 10 + the method whose results
+// were wrong (an exception: 1, with its message on stderr).
+void map_in_a_fork_and_a_spawn_pool() {
+  for (StartMethod m : {StartMethod::fork, StartMethod::spawn}) {
+    mpx::PoolOptions o;
+    o.context = m;
+    mpx::Pool pool(2, o);
+    if (pool.map(square, iota_vec(50)) != squares(50)) std::exit(10 + static_cast<int>(m));
+  }
+}
+
+TEST_P(PoolStartMethods, AChildOfTheMethodRunsPoolsOfItsOwn) {
+  mpx_test::Watchdog dog(120s, "pools in a spawn or forkserver child");
+  mpx::Process p = ctx().Process(map_in_a_fork_and_a_spawn_pool);
+  p.start();
+  p.join();
+  EXPECT_EQ(p.exitcode(), 0);
 }
 
 // After close() + join(), and after terminate() with a task running: no worker, zygote,

@@ -27,6 +27,9 @@ int g_size = 1;
 bool g_initialized = false;
 pid_t g_driver_pid = 0;
 std::vector<std::string> g_hosts;  // by rank (rank 0); this rank's alone elsewhere
+// Ranks but the driver: the driver's module table (adopted: the addresses in its tasks
+// are the driver's), handed on to the pools' workers, forked or spawned.
+ByteVector g_driver_table;
 
 int count_of(std::size_t n) {
   if (n > static_cast<std::size_t>(INT_MAX))
@@ -52,6 +55,7 @@ std::string check_same_binary() {
   if (g_rank != 0) {
     try {
       mpx::detail::adopt_module_table(table);
+      g_driver_table = table;
     } catch (const std::exception& e) {
       error = e.what();
     }
@@ -205,6 +209,7 @@ void serve() {
           if (init)
             o.initializer = reinterpret_cast<mpx::detail::Entry>(mpx::detail::local_address(init));
           o.initargs.assign(initargs.begin(), initargs.end());
+          o.task_modules = g_driver_table;
           auto s = std::make_unique<Server>(std::move(o), idle, batch_entry);
           reply(kOpened, id, std::uint64_t{s->workers()}, std::span<const std::byte>());
           servers[id] = std::move(s);

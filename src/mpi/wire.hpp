@@ -13,7 +13,8 @@
 //   rank -> driver  kOpened    workers (0: the pool could not start), error text
 //                   kResults   records {task id, status, size, bytes}
 //                   kClosed    the rank's pool is joined (after its last kResults)
-// Addresses are the driver's (mpx/detail/function_id.hpp translates them).
+// Addresses are the driver's (mpx/detail/function_id.hpp translates them): a rank adopts
+// its table, and so do its pools' workers (EngineOptions::task_modules).
 #pragma once
 
 #include <atomic>

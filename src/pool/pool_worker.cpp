@@ -593,6 +593,16 @@ Zygote start_zygote(WorkerShared& shared, const EngineOptions& options) {
     ::__fpurge(stderr);
     ::close(ours.release());
     become_child(self, parent);
+    // The tasks carry this process's addresses (or those of options.task_modules), even
+    // where it adopted another's table: a spawned child's fork pool.
+    try {
+      if (options.task_modules.empty())
+        forget_module_table();
+      else
+        adopt_module_table(options.task_modules);
+    } catch (...) {
+      ::_exit(1);  // not this build's table: the pool learns that its zygote died
+    }
     zygote_main(theirs.get(), shared, options);
   }
   Zygote z;

@@ -27,8 +27,9 @@ namespace mpx::detail {
 
 namespace {
 
-// workers, maxtasksperchild, the initializer's entry (0: none), its arguments.
-using ZygoteSetup = std::tuple<std::uint64_t, std::uint64_t, std::uint64_t, ByteVector>;
+// workers, maxtasksperchild, the initializer's entry (0: none), its arguments, the
+// tasks' module table (EngineOptions::task_modules).
+using ZygoteSetup = std::tuple<std::uint64_t, std::uint64_t, std::uint64_t, ByteVector, ByteVector>;
 // The fds handed over, in this order.
 enum ZygoteFd { kSocket, kHeader, kRings, kDoorbell, kZygoteFds };
 // The size of the header's page (ProcessCollector::kPage).
@@ -46,7 +47,7 @@ void zygote_entry(std::span<const std::byte> in, std::vector<int>& fds) {
   sys::Fd rings_fd(fds[kRings]);
   const int doorbell = fds[kDoorbell];
   fds.clear();
-  auto [workers, maxtasks, initializer, initargs] = mpx::decode<ZygoteSetup>(in);
+  auto [workers, maxtasks, initializer, initargs, task_modules] = mpx::decode<ZygoteSetup>(in);
   // Mapped for the zygote's life (it ends in _exit).
   auto* header = new sys::Mapping(sys::map_shared(header_fd.get(), kHeaderPage));
   auto* shared = new WorkerShared(
@@ -61,6 +62,9 @@ void zygote_entry(std::span<const std::byte> in, std::vector<int>& fds) {
   options.maxtasksperchild = static_cast<std::size_t>(maxtasks);
   if (initializer != 0) options.initializer = reinterpret_cast<Entry>(local_address(initializer));
   options.initargs = std::move(initargs);
+  // The pool's process sent its own table (the initializer's is moved by now); tasks may
+  // carry another's.
+  if (!task_modules.empty()) adopt_module_table(task_modules);
   zygote_main(sock.release(), *shared, options);
 }
 
@@ -108,7 +112,8 @@ Zygote start_zygote_by(StartMethod method, WorkerShared& shared, sys::Fd header,
     fds.insert(fds.end(), objects->fds.begin(), objects->fds.end());
   }
   const ZygoteCall call(mpx::encode(ZygoteSetup{options.workers, options.maxtasksperchild,
-                                                reinterpret_cast<std::uint64_t>(init), *initargs}),
+                                                reinterpret_cast<std::uint64_t>(init), *initargs,
+                                                options.task_modules}),
                         std::move(fds));
   StartedChild started =
       start_not_forked(pool_worker_identity(method, options.on_demand), method, &call);

@@ -195,6 +195,10 @@ void adopt_module_table(std::span<const std::byte> table) {
   keep.push_back(std::move(map));
 }
 
+void forget_module_table() noexcept {
+  g_peer.store(nullptr, std::memory_order_release);  // an adopted map is kept (see above)
+}
+
 std::uintptr_t local_address(std::uint64_t peer_address) {
   const PeerMap* map = g_peer.load(std::memory_order_acquire);
   if (!map) return static_cast<std::uintptr_t>(peer_address);

@@ -35,6 +35,10 @@ std::vector<std::byte> encode_module_table();
 // for the addresses in them only.
 void adopt_module_table(std::span<const std::byte> table);
 
+// From now on, addresses are this process's own again (local_address() returns them as
+// they are): for a fork whose tasks come from its parent, which may have adopted a table.
+void forget_module_table() noexcept;
+
 // The address here of `peer_address`, a code address of the peer whose table was
 // adopted; the address itself when none was (a forked child). Throws ProcessError when
 // the address lies in no module of the peer, or in one this process has not loaded.

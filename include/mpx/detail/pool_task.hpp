@@ -219,6 +219,10 @@ struct EngineOptions {
   // Process workers: how the zygote that forks them is made (mpx/pool.hpp); empty: the
   // program's start method.
   std::optional<StartMethod> start_method;
+  // Process workers: the module table (mpx/detail/function_id.hpp) of the process whose
+  // code addresses the tasks carry, for a pool that passes on another's tasks (a serving
+  // MPI rank: its driver's). Empty: the pool's own process's.
+  ByteVector task_modules;
 };
 
 // The one engine. Thread-safe.
