@@ -22,7 +22,8 @@
 // more cores or faster tasks takes more, and none waits for a slower one; map keeps
 // input order. Everything else is as in mpx/pool.hpp and mpx/futures.hpp: the same
 // methods, Futures, as_completed, wait, progress bars, options (initializer: runs in
-// every worker on every rank; timeout; maxtasksperchild), and the same portable
+// every worker on every rank; timeout; maxtasksperchild; context: how every rank starts
+// its workers, the driver's start method when none is given), and the same portable
 // callables, which travel as offsets in their module: every rank must run the same
 // binary (checked by init, which throws ProcessError naming the rank that differs).
 //
@@ -50,7 +51,9 @@ void init(int& argc, char**& argv);
 void init();
 
 // This process's rank (0 on the driver; in a worker process, its supervisor's) and the
-// number of ranks. 0 and 1 before init.
+// number of ranks. Before init (and in a worker that is not a fork: spawn, forkserver)
+// they come from the launcher's environment (Open MPI's OMPI_COMM_WORLD_RANK/SIZE,
+// MPICH's PMI_RANK/SIZE); 0 and 1 without one.
 int rank() noexcept;
 int size() noexcept;
 // The host a rank runs on (MPI_Get_processor_name), "" for an unknown rank.

@@ -18,6 +18,7 @@
 #include "mpi/wire.hpp"
 #include "mpx/mpi.hpp"
 #include "pool/engine_impl.hpp"
+#include "process/start_methods.hpp"
 
 namespace mpx::mpi::detail {
 
@@ -269,6 +270,9 @@ void Driver::start(MpiEngine& p) {
     put(m, reinterpret_cast<std::uint64_t>(p.options.initializer));
     put(m, p.options.initargs);
     put(m, reinterpret_cast<std::uint64_t>(&run_batch));
+    // The driver's: a rank's own default is the one it had when it began to serve.
+    put(m, static_cast<std::uint64_t>(
+               p.options.start_method.value_or(mpx::detail::default_start_method())));
     sender_.send(r.rank, kOpen, std::move(m));
   }
   p.open_sent = true;

@@ -31,6 +31,16 @@ std::vector<std::string> g_hosts;  // by rank (rank 0); this rank's alone elsewh
 // are the driver's), handed on to the pools' workers, forked or spawned.
 ByteVector g_driver_table;
 
+// A rank or size from the launcher's environment (Open MPI's, else MPICH's), or `none`.
+int from_environment(const char* open_mpi, const char* mpich, int none) {
+  const char* v = std::getenv(open_mpi);
+  if (!v) v = std::getenv(mpich);
+  if (!v) return none;
+  char* end = nullptr;
+  const long n = std::strtol(v, &end, 10);
+  return end != v && *end == '\0' && n >= 0 && n <= INT_MAX ? static_cast<int>(n) : none;
+}
+
 int count_of(std::size_t n) {
   if (n > static_cast<std::size_t>(INT_MAX))
     throw ValueError("mpx: a message between MPI ranks over 2 GiB (a task's arguments or result)");
@@ -164,6 +174,12 @@ std::optional<Message> poll_message() {
   return m;
 }
 
+StartMethod start_method_of(std::uint64_t value) {
+  if (value > static_cast<std::uint64_t>(StartMethod::forkserver))
+    throw ProcessError("mpx: the driver asked for an unknown start method");
+  return static_cast<StartMethod>(value);
+}
+
 // ---------------------------------------------------------------------------------------
 void serve() {
   Idle idle;
@@ -205,10 +221,12 @@ void serve() {
         const std::uint64_t init = r.u64();
         auto initargs = r.bytes();
         const std::uint64_t batch_entry = r.u64();
+        const std::uint64_t method = r.u64();
         try {
           if (init)
             o.initializer = reinterpret_cast<mpx::detail::Entry>(mpx::detail::local_address(init));
           o.initargs.assign(initargs.begin(), initargs.end());
+          o.start_method = start_method_of(method);
           o.task_modules = g_driver_table;
           auto s = std::make_unique<Server>(std::move(o), idle, batch_entry);
           reply(kOpened, id, std::uint64_t{s->workers()}, std::span<const std::byte>());
@@ -296,9 +314,13 @@ void init() {
 }
 
 int rank() noexcept {
+  if (!detail::g_initialized)
+    return detail::from_environment("OMPI_COMM_WORLD_RANK", "PMI_RANK", 0);
   return detail::g_rank;
 }
 int size() noexcept {
+  if (!detail::g_initialized)
+    return detail::from_environment("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", 1);
   return detail::g_size;
 }
 std::string host(int rank) {

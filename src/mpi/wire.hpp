@@ -5,7 +5,8 @@
 // Every message carries its kind as its MPI tag and starts with the pool's id (u64):
 //   driver -> rank  kOpen      workers, maxtasksperchild, timeout ns (or kNoTimeout),
 //                              initializer address (0: none), its arguments,
-//                              run_batch's address
+//                              run_batch's address, start method (StartMethod's value:
+//                              the driver's default when the pool named none)
 //                   kTasks     records {task id, entry address, size, args}
 //                   kClose     close the rank's pool once its tasks are done
 //                   kTerminate stop it now (its tasks end abandoned)

@@ -13,7 +13,9 @@
 #include <ranges>
 #include <set>
 #include <stdexcept>
+#include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "mpx/context.hpp"
@@ -67,6 +69,10 @@ void remember(int v) {
 }
 int initialized_with(int) {
   return g_initialized_with;
+}
+// The worker's rank and name, and what its initializer left.
+std::tuple<int, std::string, int> who(int) {
+  return {mpx::mpi::rank(), mpx::current_process().name(), g_initialized_with};
 }
 
 std::vector<int> iota(int n) {
@@ -185,6 +191,27 @@ TEST(MpiDriver, SpawnsAndForkserversChildren) {
     p.start();
     p.join();
     EXPECT_EQ(p.exitcode(), 7) << method;
+  }
+}
+
+// A rank's pool starts its workers as the driver's pool asks: a rank is an MPI process
+// with threads of its own, where spawn is what a careful program asks for.
+TEST(MpiPool, EveryRankUsesTheContextAsked) {
+  for (const char* method : {"spawn", "forkserver"}) {
+    mpx::PoolOptions options;
+    options.context = mpx::get_context(method);
+    options.initializer(remember, 7);
+    mpx::mpi::Pool pool(1, options);
+    const std::string prefix =
+        std::string(method) == "spawn" ? "SpawnPoolWorker-" : "ForkServerPoolWorker-";
+    std::set<int> ranks;
+    for (const auto& [rank, name, init] : pool.map(who, iota(200), 1)) {
+      ranks.insert(rank);
+      EXPECT_EQ(name.rfind(prefix, 0), 0u) << method << ": " << name;
+      EXPECT_EQ(init, 7) << method;
+    }
+    EXPECT_EQ(ranks.size(), static_cast<std::size_t>(mpx::mpi::size() - 1)) << method;
+    EXPECT_FALSE(ranks.count(0)) << method;
   }
 }
 
