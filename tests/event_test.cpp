@@ -29,11 +29,12 @@ namespace {
 void until_all_asleep(const mpx::RawArray<int>& ids, const std::string& prefix) {
   const auto give_up = Clock::now() + 30s;
   for (std::size_t i = 0; i < ids.size(); ++i) {
-    while (__atomic_load_n(&ids[i], __ATOMIC_ACQUIRE) == 0 ||
-           mpx_test::proc_state(prefix + std::to_string(ids[i])) != 'S') {
-      ASSERT_LT(Clock::now(), give_up) << "waiter " << i << " never went to sleep";
+    while (__atomic_load_n(&ids[i], __ATOMIC_ACQUIRE) == 0) {
+      ASSERT_LT(Clock::now(), give_up) << "waiter " << i << " never started";
       std::this_thread::yield();
     }
+    ASSERT_TRUE(mpx_test::until_asleep(prefix + std::to_string(ids[i])))
+        << "waiter " << i << " never went to sleep";
   }
 }
 

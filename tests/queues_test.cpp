@@ -78,10 +78,7 @@ TEST(QueueTest, AConsumerThatKeptUpAndThenFellAsleepIsWokenByTheNextPut) {
     ::_exit(q.get(30s) == 2 ? 0 : 3);  // throws Empty (exit 1) if never woken
   });
   EXPECT_EQ(ack.get(10s), 0);
-  const auto give_up = Clock::now() + 10s;
-  while (mpx_test::proc_state(std::to_string(consumer.pid())) != 'S' && Clock::now() < give_up)
-    std::this_thread::yield();
-  ASSERT_EQ(mpx_test::proc_state(std::to_string(consumer.pid())), 'S');
+  ASSERT_TRUE(mpx_test::until_asleep(std::to_string(consumer.pid()), 10s));
   const auto put_at = Clock::now();
   q.put(2);
   EXPECT_EQ(consumer.join(), 0);

@@ -39,8 +39,10 @@ std::optional<bool> wait_through_a_dead_waker(const std::function<bool()>& wait,
     tid = static_cast<pid_t>(::syscall(SYS_gettid));
     result = wait();
   });
-  while (tid == 0 || mpx_test::proc_state("self/task/" + std::to_string(tid.load())) != 'S')
-    std::this_thread::yield();  // (having published its tid, it can only sleep in wait)
+  while (tid == 0)
+    std::this_thread::yield();
+  // Having published its tid, it can only sleep in `wait`.
+  EXPECT_TRUE(mpx_test::until_asleep("self/task/" + std::to_string(tid.load())));
   mpx_test::Child waker([&] {
     mpx_test::die_at_futex_wake();
     wake();

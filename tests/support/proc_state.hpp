@@ -2,9 +2,11 @@
 // that must wait until another party sleeps in the kernel before they act.
 #pragma once
 
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <string>
+#include <thread>
 
 namespace mpx_test {
 
@@ -18,6 +20,18 @@ inline char proc_state(const std::string& path) {
   std::fclose(f);
   const char* close_paren = std::strrchr(buf, ')');
   return n > 0 && close_paren && close_paren[1] == ' ' ? close_paren[2] : '?';
+}
+
+// Waits until proc_state(path) is 'S', for at most `limit`; whether it came. A party that
+// published its id just before the one wait it may sleep in is then asleep in that wait.
+inline bool until_asleep(const std::string& path,
+                         std::chrono::steady_clock::duration limit = std::chrono::seconds(30)) {
+  const auto give_up = std::chrono::steady_clock::now() + limit;
+  while (proc_state(path) != 'S') {
+    if (std::chrono::steady_clock::now() >= give_up) return false;
+    std::this_thread::yield();
+  }
+  return true;
 }
 
 }  // namespace mpx_test
