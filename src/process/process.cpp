@@ -407,17 +407,26 @@ void detail::become_child(const ChildIdentity& self, pid_t parent_pid) {
   r.counter = 0;
 }
 
-detail::ChildIdentity detail::pool_worker_identity(StartMethod method, bool executor) {
-  static constexpr const char* kPrefix[] = {"Fork", "Spawn", "ForkServer"};
+namespace {
+// A child's identity with this process as its parent (the rest is the caller's).
+detail::ChildIdentity child_of_this_process() {
   Registry& r = registry();
   std::lock_guard lock(r.mu);
-  ChildIdentity self;
-  self.name =
-      std::string(kPrefix[static_cast<int>(method)]) + (executor ? "Process" : "PoolWorker");
-  self.daemon = !executor;
+  detail::ChildIdentity self;
   self.identity = r.identity;
   self.parent_name = r.name;
   self.parent_daemon = r.daemon;
+  return self;
+}
+}  // namespace
+
+detail::ChildIdentity detail::pool_worker_identity(StartMethod method, bool executor) {
+  const char* prefix = "Fork";
+  if (method == StartMethod::spawn) prefix = "Spawn";
+  if (method == StartMethod::forkserver) prefix = "ForkServer";
+  ChildIdentity self = child_of_this_process();
+  self.name = std::string(prefix) + (executor ? "Process" : "PoolWorker");
+  self.daemon = !executor;
   return self;
 }
 
@@ -519,13 +528,7 @@ void Process::start() {
       started.pid = detail::run_forking(child, "fork");
       started.pidfd = detail::child_pidfd(started.pid);
     } else {
-      detail::ChildIdentity self;
-      {
-        Registry& r = registry();
-        std::lock_guard lock(r.mu);
-        self.parent_name = r.name;
-        self.parent_daemon = r.daemon;
-      }
+      detail::ChildIdentity self = child_of_this_process();
       {
         std::lock_guard lock(st.mu);
         self.name = st.name;
