@@ -405,6 +405,14 @@ TEST_P(ProcessMethods, ChildStartedFromAThreadThatExitsKeepsRunning) {
 }
 
 TEST_P(ProcessMethods, ThreadsStartAndJoinProcessesConcurrently) {
+#if defined(__SANITIZE_ADDRESS__)
+  // GCC 12's AddressSanitizer takes none of its locks around fork (LLVM's runtime does
+  // since 18): a child forked while another thread held the lock of its stack store spins
+  // forever on its first malloc, here 4 runs in 20. Allocation stacks off would avoid it
+  // but turn off the leak check too. Plain builds run it; spawn and forkserver fork from
+  // no thread of this process.
+  if (GetParam() == StartMethod::fork) GTEST_SKIP() << "AddressSanitizer is not fork-safe here";
+#endif
   std::vector<std::thread> threads;
   std::atomic<int> good{0};
   for (int t = 0; t < 4; ++t) {
