@@ -11,6 +11,7 @@
 #include "mpx/subprocess.hpp"
 #include "process/subprocess_internal.hpp"
 #include "sys/syscall.hpp"
+#include "sys/utf8.hpp"
 
 namespace mpx::detail {
 
@@ -44,34 +45,6 @@ namespace {
   throw DecodeError(buf);
 }
 
-// The length of the UTF-8 sequence starting at s[0] if s holds all of it and it is valid;
-// 0 if s is a valid but incomplete start; throws DecodeError if it is invalid.
-std::size_t utf8_sequence(std::string_view s) {
-  const auto b0 = static_cast<unsigned char>(s[0]);
-  std::size_t len;
-  unsigned char lo = 0x80, hi = 0xBF;  // the range of the second byte
-  if (b0 >= 0xC2 && b0 <= 0xDF) {
-    len = 2;
-  } else if (b0 >= 0xE0 && b0 <= 0xEF) {
-    len = 3;
-    if (b0 == 0xE0) lo = 0xA0;
-    if (b0 == 0xED) hi = 0x9F;  // no surrogates
-  } else if (b0 >= 0xF0 && b0 <= 0xF4) {
-    len = 4;
-    if (b0 == 0xF0) lo = 0x90;
-    if (b0 == 0xF4) hi = 0x8F;
-  } else {
-    decode_error(b0, "invalid start byte");
-  }
-  for (std::size_t i = 1; i < len; ++i) {
-    if (i >= s.size()) return 0;
-    const auto b = static_cast<unsigned char>(s[i]);
-    if (b < (i == 1 ? lo : 0x80) || b > (i == 1 ? hi : 0xBF))
-      decode_error(b0, "invalid continuation byte");
-  }
-  return len;
-}
-
 }  // namespace
 
 std::string TextDecoder::feed(std::string_view bytes, bool final) {
@@ -101,7 +74,9 @@ std::string TextDecoder::feed(std::string_view bytes, bool final) {
       i += i + 1 < bytes.size() && bytes[i + 1] == '\n' ? 2 : 1;
       continue;
     }
-    const std::size_t len = utf8_sequence(bytes.substr(i));
+    const sys::Utf8Step step = sys::utf8_step(bytes.substr(i));
+    if (step.error) decode_error(static_cast<unsigned char>(bytes[i]), step.error);
+    const std::size_t len = step.length;
     if (len == 0) {
       if (final) decode_error(static_cast<unsigned char>(bytes[i]), "unexpected end of data");
       held_ = std::string(bytes.substr(i));
