@@ -178,6 +178,11 @@ void fill(mpx::SharedMemory shm, char c) {
   std::memset(buf.data(), c, buf.size());
 }
 
+void bump(mpx::ShareableList sl) {
+  sl.set(0, std::get<std::int64_t>(sl[0]) + 1);
+  sl.set(1, "child");
+}
+
 TEST_P(StartMethods, QueuesReachTheChildAndWorkBothWays) {
   mpx::Queue<int> in;
   mpx::Queue<std::string> out;
@@ -212,6 +217,17 @@ TEST_P(StartMethods, SharedMemoryReachesTheChild) {
   ::close(fd);
   EXPECT_EQ(static_cast<char>(again.buf()[0]), 'z');
   EXPECT_EQ(static_cast<char>(again.buf()[8191]), 'z');
+}
+
+TEST_P(StartMethods, ShareableListReachesTheChild) {
+  const std::string name = mpx_test::unique_name("sl");
+  std::vector<mpx::ShareableList::Item> items{std::int64_t{41}, std::string("parent")};
+  mpx::ShareableList sl = mpx::ShareableList::create(name, items);
+  mpx::ShareableList theirs = mpx::ShareableList::open(name);
+  EXPECT_EQ(run(GetParam(), ctx().Process(bump, std::move(theirs))), 0);
+  EXPECT_EQ(sl.list(),
+            (std::vector<mpx::ShareableList::Item>{std::int64_t{42}, std::string("child")}));
+  sl.shm().unlink();
 }
 
 // A child killed while it holds handed-off objects leaves nothing behind (the leak check

@@ -1,5 +1,5 @@
-// mpx/shared_memory.hpp — SharedMemory: a block of memory shared between processes
-// (Python's multiprocessing.shared_memory.SharedMemory).
+// mpx/shared_memory.hpp — SharedMemory: a block of memory shared between processes, and
+// ShareableList, a list in one (Python's multiprocessing.shared_memory).
 //
 //   mpx::SharedMemory shm(1 << 20);                          // anonymous (memfd)
 //   auto named = mpx::SharedMemory::create("frames", 4096);  // /dev/shm/frames, mode 0600
@@ -34,9 +34,13 @@
 #include <unistd.h>
 
 #include <cstddef>
+#include <cstdint>
+#include <initializer_list>
 #include <span>
 #include <string>
 #include <string_view>
+#include <variant>
+#include <vector>
 
 #include "mpx/detail/handoff_trait.hpp"
 
@@ -103,6 +107,91 @@ class SharedMemory {
   bool tracked_ = false;
 };
 
+// A list of fixed length whose items live in a named SharedMemory block, in CPython's
+// layout (Python's multiprocessing.shared_memory.ShareableList): a Python program opens
+// the same block by name (ShareableList(name=...)) and sees and changes the same items.
+//
+//   mpx::ShareableList sl{42, 2.5, true, "text", mpx::ShareableList::bytes("\x01\x02"),
+//                         std::monostate{}};               // a new block, "psm_…"
+//   auto same = mpx::ShareableList::open(sl.shm().name());  // any process
+//   same.set(0, "hi");  // an item may change type; a str or bytes must fit its room
+//   std::get<std::string>(sl[0]) == "hi";  sl[-1] holds std::monostate (Python's None)
+//   sl.shm().close(); sl.shm().unlink();    // as in Python
+//
+// Items are Python's int (std::int64_t), float (double), bool, str (std::string, UTF-8),
+// bytes (std::vector<std::byte>) and None (std::monostate). Each item has the room it was
+// created with: 8 bytes, or for a str or bytes its length rounded up past the next
+// multiple of 8; set() may store any item that fits there. Unlike Python, which strips
+// trailing NULs on reading, a str or bytes ending in a NUL byte is refused (ValueError)
+// rather than read back shorter; a str is checked to be UTF-8 (ValueError), as Python's
+// str always is; and a str's room comes from its length in bytes, not characters (Python
+// 3.11 truncates a non-ASCII str that way).
+//
+// No lock, as in Python: a reader racing a set() of the same item may see a torn item (a
+// DecodeError); guard items several processes change with an mpx::Lock. Move-only; the
+// object owns its SharedMemory (shm()), closed, never unlinked, by the destructor: the
+// creator's tracker unlinks the name when it ends (as SharedMemory::create).
+class ShareableList {
+ public:
+  using Item =
+      std::variant<std::monostate, bool, std::int64_t, double, std::string, std::vector<std::byte>>;
+  // A bytes item from a string's bytes (Python's b"...").
+  static Item bytes(std::string_view s);
+
+  // ShareableList(sequence): a new block under a fresh "psm_" name holding `items`.
+  // Throws mpx::ValueError for an item it cannot hold (see above; a str or bytes over
+  // 9999990 bytes); std::system_error.
+  ShareableList(std::initializer_list<Item> items, bool track = true);
+  explicit ShareableList(std::span<const Item> items, bool track = true);
+  // ShareableList(sequence, name=name). Throws as SharedMemory::create, and as above.
+  static ShareableList create(std::string_view name, std::span<const Item> items,
+                              bool track = true);
+  // ShareableList(name=name): attaches to an existing list, made by mpx or by Python.
+  // Throws mpx::FileNotFoundError; mpx::DecodeError when the block is not a list.
+  static ShareableList open(std::string_view name);
+  // The list in the block behind `fd` (a spawn child's handoff); the fd is duplicated.
+  static ShareableList from_fd(int fd);
+
+  // len(sl).
+  std::size_t size() const noexcept { return size_; }
+  // sl[i], negative from the end. Throws mpx::IndexError; mpx::DecodeError when the
+  // item's bytes are not an item (a torn or foreign write); InvalidStateError after
+  // shm().close().
+  Item operator[](std::ptrdiff_t i) const;
+  // sl[i] = value. Throws mpx::IndexError; mpx::ValueError when a str or bytes does not
+  // fit the item's room ("exceeds available storage") or is refused (see above).
+  void set(std::ptrdiff_t i, const Item& value);
+  // list(sl).
+  std::vector<Item> list() const;
+  // sl.count(value), sl.index(value): items compare as in Python (1 == 1.0 == true).
+  // index() throws mpx::ValueError when no item equals `value`.
+  std::size_t count(const Item& value) const;
+  std::size_t index(const Item& value) const;
+  // sl.format: the struct formats of the items, joined ("q", "d", "xxxxxxx?", "16s"...).
+  std::string format() const;
+  // sl.shm: close() and unlink() as in Python.
+  SharedMemory& shm() noexcept { return shm_; }
+  const SharedMemory& shm() const noexcept { return shm_; }
+
+ private:
+  friend struct detail::Handoff<ShareableList>;
+  // Checks the layout of the list in `shm` (mpx::DecodeError).
+  explicit ShareableList(SharedMemory shm);
+  static ShareableList make(SharedMemory shm, std::span<const Item> items);
+  std::size_t position(std::ptrdiff_t i, const char* what) const;
+  std::byte* base() const { return shm_.buf().data(); }
+  // Where the item's data, its format (8 bytes) and its code (1 byte) lie in the block.
+  std::size_t data_at(std::size_t i) const noexcept;
+  std::size_t format_at(std::size_t i) const noexcept;
+  std::size_t code_at(std::size_t i) const noexcept;
+  std::size_t room(std::size_t i) const noexcept { return offsets_[i + 1] - offsets_[i]; }
+  void write(std::size_t i, const Item& value);
+
+  SharedMemory shm_;
+  std::size_t size_ = 0;
+  std::vector<std::uint64_t> offsets_;  // size_ + 1, into the data area (checked at open)
+};
+
 // A SharedMemory handed to a spawn or forkserver child (mpx/context.hpp): its fd
 // travels, and the child maps the same segment (from_fd; the name is not kept).
 namespace detail {
@@ -116,6 +205,16 @@ struct Handoff<SharedMemory> {
       ~Close() { ::close(fd); }
     } close_it{fd};
     return SharedMemory::from_fd(fd);
+  }
+};
+// A ShareableList likewise (its block's fd; the child checks the layout again).
+template <>
+struct Handoff<ShareableList> {
+  static void save(const ShareableList& sl, HandoffWriter& w) {
+    Handoff<SharedMemory>::save(sl.shm(), w);
+  }
+  static ShareableList load(HandoffReader& r) {
+    return ShareableList(Handoff<SharedMemory>::load(r));
   }
 };
 }  // namespace detail
