@@ -204,6 +204,19 @@ TEST(ShareableList, OtherProcessesSeeTheSameItems) {
   EXPECT_EQ(u.list.list(), (std::vector<Item>{std::int64_t{7}, std::string("child")}));
 }
 
+TEST(ShareableList, AListInAnAnonymousBlockIsSharedWithForkedChildren) {
+  const std::vector<Item> items{std::int64_t{1}, std::string("a")};
+  EXPECT_THROW(mpx::ShareableList::make_in(mpx::SharedMemory(16), items), mpx::ValueError);
+  mpx::ShareableList sl =
+      mpx::ShareableList::make_in(mpx::SharedMemory(mpx::ShareableList::block_size(items)), items);
+  EXPECT_TRUE(sl.shm().name().empty());
+  mpx::Process p([&sl] { sl.set(0, 2); });
+  p.start();
+  p.join();
+  ASSERT_EQ(p.exitcode(), 0);
+  EXPECT_EQ(sl.list(), (std::vector<Item>{std::int64_t{2}, std::string("a")}));
+}
+
 // CPython's ShareableList on a block mpx made: it reads every item as mpx wrote it, and
 // mpx reads what it writes. The script leaves the name to mpx (Python 3.11's tracker
 // would unlink it at exit otherwise, gh-82300).

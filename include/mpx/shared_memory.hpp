@@ -151,6 +151,13 @@ class ShareableList {
   static ShareableList open(std::string_view name);
   // The list in the block behind `fd` (a spawn child's handoff); the fd is duplicated.
   static ShareableList from_fd(int fd);
+  // The bytes a block needs to hold `items`; throws mpx::ValueError as above.
+  static std::size_t block_size(std::span<const Item> items);
+  // Lays a new list of `items` out at the start of `block` (at least block_size(items)
+  // bytes; ValueError otherwise), a block of any kind: an anonymous one makes a list
+  // shared with forked children only; SharedMemoryManager uses it for the blocks its
+  // server makes.
+  static ShareableList make_in(SharedMemory block, std::span<const Item> items);
 
   // len(sl).
   std::size_t size() const noexcept { return size_; }
@@ -177,7 +184,6 @@ class ShareableList {
   friend struct detail::Handoff<ShareableList>;
   // Checks the layout of the list in `shm` (mpx::DecodeError).
   explicit ShareableList(SharedMemory shm);
-  static ShareableList make(SharedMemory shm, std::span<const Item> items);
   std::size_t position(std::ptrdiff_t i, const char* what) const;
   std::byte* base() const { return shm_.buf().data(); }
   // Where the item's data, its format (8 bytes) and its code (1 byte) lie in the block.

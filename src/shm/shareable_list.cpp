@@ -89,21 +89,6 @@ bool python_equal(const Item& a, const Item& b) {
   return a == b;
 }
 
-// The block a list of `items` needs, after checking that each can be stored.
-std::size_t block_size(std::span<const Item> items) {
-  std::size_t rooms = 0;
-  for (const Item& v : items) {
-    check_text(v);
-    const std::size_t room = room_for(v);
-    if (room > kMaxRoom)
-      throw ValueError("ShareableList: a str or bytes item of " +
-                       std::to_string(text_of(v).size()) +
-                       " bytes is too long for the layout (at most 9999991)");
-    rooms += room;
-  }
-  return kWord * (items.size() + 2) + rooms + (kWord + 1) * items.size();
-}
-
 [[noreturn]] void not_a_list(const std::string& why) {
   throw DecodeError("ShareableList: the block does not hold a list: " + why);
 }
@@ -124,16 +109,30 @@ Item ShareableList::bytes(std::string_view s) {
   return std::vector<std::byte>(p, p + s.size());
 }
 
+std::size_t ShareableList::block_size(std::span<const Item> items) {
+  std::size_t rooms = 0;
+  for (const Item& v : items) {
+    check_text(v);
+    const std::size_t room = room_for(v);
+    if (room > kMaxRoom)
+      throw ValueError("ShareableList: a str or bytes item of " +
+                       std::to_string(text_of(v).size()) +
+                       " bytes is too long for the layout (at most 9999991)");
+    rooms += room;
+  }
+  return kWord * (items.size() + 2) + rooms + (kWord + 1) * items.size();
+}
+
 ShareableList::ShareableList(std::initializer_list<Item> items, bool track)
     : ShareableList(std::span<const Item>(items.begin(), items.size()), track) {}
 
 ShareableList::ShareableList(std::span<const Item> items, bool track)
-    : ShareableList(make(SharedMemory::create(block_size(items), track), items)) {}
+    : ShareableList(make_in(SharedMemory::create(block_size(items), track), items)) {}
 
 ShareableList ShareableList::create(std::string_view name, std::span<const Item> items,
                                     bool track) {
   const std::size_t size = block_size(items);
-  return make(SharedMemory::create(name, size, track), items);
+  return make_in(SharedMemory::create(name, size, track), items);
 }
 
 ShareableList ShareableList::open(std::string_view name) {
@@ -144,8 +143,11 @@ ShareableList ShareableList::from_fd(int fd) {
   return ShareableList(SharedMemory::from_fd(fd));
 }
 
-// The items were checked (block_size): nothing below throws but a failed allocation.
-ShareableList ShareableList::make(SharedMemory shm, std::span<const Item> items) {
+ShareableList ShareableList::make_in(SharedMemory shm, std::span<const Item> items) {
+  const std::size_t need = block_size(items);
+  if (shm.buf().size() < need)
+    throw ValueError("ShareableList: the block has " + std::to_string(shm.size()) +
+                     " bytes, the items need " + std::to_string(need));
   std::byte* p = shm.buf().data();
   store_u64(p, items.size());
   std::uint64_t offset = 0;
