@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstring>
 #include <functional>
 #include <future>
 #include <mutex>
@@ -18,6 +19,7 @@
 #include "mpx/listener.hpp"
 #include "mpx/process.hpp"
 #include "mpx/queues.hpp"
+#include "mpx/shared_memory.hpp"
 #include "support/child.hpp"
 #include "support/leak_check.hpp"
 
@@ -389,6 +391,79 @@ TEST(Managers, ServeForeverInThisProcess) {
   EXPECT_EQ(server.counts().first, 1u);
   server.stop();
   serving.join();
+}
+
+}  // namespace
+
+namespace {
+
+bool block_exists(const std::string& name) {
+  try {
+    (void)mpx::SharedMemory::open(name);
+    return true;
+  } catch (const mpx::FileNotFoundError&) {
+    return false;
+  }
+}
+
+// Blocks made through a SharedMemoryManager, here and in a child that has exited since,
+// live until shutdown(), which unlinks them all (one of them unlinked by a user already).
+TEST(SharedMemoryManager, BlocksLiveUntilShutdown) {
+  mpx::SharedMemoryManager smm;
+  smm.start();
+  mpx::SharedMemory shm = smm.SharedMemory(4096);
+  EXPECT_EQ(shm.size(), 4096u);
+  EXPECT_EQ(shm.name().rfind("psm_", 0), 0u) << shm.name();
+  mpx::ShareableList sl = smm.ShareableList({1, "two", 3.0});
+  EXPECT_EQ(sl.list(),
+            (std::vector<mpx::ShareableList::Item>{std::int64_t{1}, std::string("two"), 3.0}));
+  mpx::SharedMemory gone = smm.SharedMemory(100);
+  gone.unlink();
+
+  auto [reader, writer] = mpx::Pipe(false);
+  Child child([&smm, &sl, &writer = writer] {
+    mpx::SharedMemory mine = smm.SharedMemory(64);
+    std::memset(mine.buf().data(), 'c', 64);
+    sl.set(1, "kid");
+    writer.send(mine.name());
+  });
+  const std::string child_block = reader.recv<std::string>();
+  ASSERT_EQ(child.join(), 0);
+  ASSERT_TRUE(block_exists(child_block));  // its maker is gone; the block is not
+  EXPECT_EQ(static_cast<char>(mpx::SharedMemory::open(child_block).buf()[63]), 'c');
+  EXPECT_EQ(sl[1], mpx::ShareableList::Item(std::string("kid")));
+
+  const std::vector<std::string> names{shm.name(), sl.shm().name(), child_block};
+  for (const std::string& name : names)
+    EXPECT_TRUE(block_exists(name)) << name;
+  smm.shutdown();
+  for (const std::string& name : names)
+    EXPECT_FALSE(block_exists(name)) << name;
+  // What this process mapped stays usable until it lets go, as with any unlinked block.
+  EXPECT_EQ(std::get<std::string>(sl[1]), "kid");
+}
+
+TEST(SharedMemoryManager, RefusesWhatItCannotMakeBeforeMakingIt) {
+  mpx::SharedMemoryManager smm;
+  smm.start();
+  EXPECT_THROW((void)smm.SharedMemory(0), mpx::ValueError);
+  EXPECT_THROW((void)smm.ShareableList({std::string("nul\0", 4)}), mpx::ValueError);
+  smm.shutdown();
+}
+
+// A server killed with -9 leaves no block behind: its resource tracker unlinks them.
+TEST(SharedMemoryManager, AKilledServerLeavesNoBlocks) {
+  mpx::SharedMemoryManager smm;
+  smm.start();
+  const std::string name = smm.SharedMemory(4096).name();
+  ASSERT_TRUE(block_exists(name));
+  ASSERT_EQ(::kill(smm.pid(), SIGKILL), 0);
+  // The tracker unlinks once it sees the server gone; nothing tells this process when.
+  const auto give_up = Clock::now() + 30s;
+  while (block_exists(name) && Clock::now() < give_up)
+    std::this_thread::sleep_for(10ms);
+  EXPECT_FALSE(block_exists(name));
+  smm.shutdown();  // reaps the dead server
 }
 
 }  // namespace

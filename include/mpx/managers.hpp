@@ -38,9 +38,11 @@
 
 #include <chrono>
 #include <cstdint>
+#include <initializer_list>
 #include <map>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -48,6 +50,7 @@
 #include "mpx/codec.hpp"
 #include "mpx/detail/managers_objects.hpp"
 #include "mpx/detail/managers_proxy.hpp"
+#include "mpx/shared_memory.hpp"
 
 namespace mpx {
 
@@ -186,6 +189,32 @@ class BaseManager {
   pid_t server_pid_ = 0;
   std::chrono::milliseconds transit_hold_ = detail::kDefaultTransitHold;
   std::shared_ptr<void> process_;  // the server's mpx::Process (start())
+};
+
+// Python's SharedMemoryManager: the SharedMemory blocks and ShareableLists made through
+// it live until its server ends (shutdown(), the destructor, or the server's death, even
+// by kill -9), whatever becomes of the processes that made or used them.
+//
+//   mpx::SharedMemoryManager smm;  smm.start();
+//   mpx::SharedMemory shm = smm.SharedMemory(4096);        // a new block, "psm_…"
+//   mpx::ShareableList sl = smm.ShareableList({1, 2, 3});  // any process may open them
+//   smm.shutdown();                                        // unlinks them all
+//
+// The server makes each block (its resource tracker holds the name from the first
+// moment, so no block is ever left behind) and the caller opens it by name: the server
+// runs on this machine. Any process holding a copy of the manager's address and authkey
+// (a forked child, or one that connect()s) may make blocks through it.
+class SharedMemoryManager : public BaseManager {
+ public:
+  explicit SharedMemoryManager(std::string address = "",
+                               std::optional<std::string> authkey = std::nullopt,
+                               std::string family = "");
+  // smm.SharedMemory(size). Throws ValueError for size 0; the errors of a manager call.
+  mpx::SharedMemory SharedMemory(std::size_t size);
+  // smm.ShareableList(sequence). Throws ValueError for an item a list cannot hold
+  // (before asking the server for a block).
+  mpx::ShareableList ShareableList(std::span<const mpx::ShareableList::Item> items);
+  mpx::ShareableList ShareableList(std::initializer_list<mpx::ShareableList::Item> items);
 };
 
 }  // namespace mpx
