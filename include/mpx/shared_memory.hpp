@@ -107,7 +107,7 @@ class SharedMemory {
   bool tracked_ = false;
 };
 
-// A list of fixed length whose items live in a named SharedMemory block, in CPython's
+// A list of fixed length whose items live in a SharedMemory block, in CPython's
 // layout (Python's multiprocessing.shared_memory.ShareableList): a Python program opens
 // the same block by name (ShareableList(name=...)) and sees and changes the same items.
 //
@@ -140,7 +140,7 @@ class ShareableList {
 
   // ShareableList(sequence): a new block under a fresh "psm_" name holding `items`.
   // Throws mpx::ValueError for an item it cannot hold (see above; a str or bytes over
-  // 9999990 bytes); std::system_error.
+  // 9999991 bytes); std::system_error.
   ShareableList(std::initializer_list<Item> items, bool track = true);
   explicit ShareableList(std::span<const Item> items, bool track = true);
   // ShareableList(sequence, name=name). Throws as SharedMemory::create, and as above.
@@ -161,10 +161,11 @@ class ShareableList {
 
   // len(sl).
   std::size_t size() const noexcept { return size_; }
-  // sl[i], negative from the end. Throws mpx::IndexError; mpx::DecodeError when the
-  // item's bytes are not an item (a torn or foreign write); InvalidStateError after
-  // shm().close().
-  Item operator[](std::ptrdiff_t i) const;
+  // sl[i], negative from the end: a copy of the item, read from the block (const, so
+  // that Python's `sl[i] = v` does not compile: write sl.set(i, v)). Throws
+  // mpx::IndexError; mpx::DecodeError when the item's bytes are not an item (a torn or
+  // foreign write); InvalidStateError after shm().close().
+  const Item operator[](std::ptrdiff_t i) const;
   // sl[i] = value. Throws mpx::IndexError; mpx::ValueError when a str or bytes does not
   // fit the item's room ("exceeds available storage") or is refused (see above).
   void set(std::ptrdiff_t i, const Item& value);

@@ -203,7 +203,7 @@ std::size_t ShareableList::position(std::ptrdiff_t i, const char* what) const {
   return static_cast<std::size_t>(k);
 }
 
-Item ShareableList::operator[](std::ptrdiff_t i) const {
+const Item ShareableList::operator[](std::ptrdiff_t i) const {
   const std::size_t k = position(i, "index out of range");
   const std::byte* p = base();
   const std::string_view format = format_of(p + format_at(k));
