@@ -178,6 +178,14 @@ TEST(ShareableList, ABlockThatHoldsNoListIsADecodeError) {
   EXPECT_THROW((void)u.list.list(), mpx::DecodeError);
   u.list.set(0, 6);  // a set() rewrites the item whole
   EXPECT_EQ(u.list[0], Item(std::int64_t{6}));
+
+  // A str whose format claims more than the item's room (here the whole block and more).
+  auto v = named_list({"ab", 7});
+  mpx::SharedMemory raw2 = mpx::SharedMemory::open(v.list.shm().name());
+  const std::size_t formats = 8 * 4 + 16;  // 2 items: data from byte 32, 16 bytes of it
+  std::memcpy(raw2.buf().data() + formats, "1000s\0\0\0", 8);
+  EXPECT_THROW((void)v.list[0], mpx::DecodeError);
+  EXPECT_EQ(v.list[1], Item(std::int64_t{7}));
 }
 
 TEST(ShareableList, AClosedBlockIsAnInvalidState) {
