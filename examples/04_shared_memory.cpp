@@ -1,12 +1,16 @@
 // examples/04_shared_memory.cpp — a block of memory shared by processes (Python:
-// multiprocessing.shared_memory.SharedMemory), anonymous and named.
+// multiprocessing.shared_memory.SharedMemory), anonymous and named; and a ShareableList.
 //
 // An anonymous segment (the default) is shared with the children forked after it is made
 // and vanishes with its last user, even after kill -9. A named one is visible to any
 // process of the user under /dev/shm/<name> until someone calls unlink(); if its creator
 // dies first, the creator's tracker unlinks it.
 //
+// A ShareableList keeps Python's layout: a Python program could open it by name
+// (ShareableList(name=...)) and see the same items.
+//
 // expect: sum of squares = 332833500; named segment says: hello from the child
+// expect: list: 3 2.5 'child' None
 #include <unistd.h>
 
 #include <cstdio>
@@ -14,6 +18,7 @@
 #include <numeric>
 #include <span>
 #include <string>
+#include <variant>
 
 #include "mpx/process.hpp"
 #include "mpx/shared_memory.hpp"
@@ -48,4 +53,18 @@ int main() {
   writer.join();
   std::printf("named segment says: %s\n", reinterpret_cast<const char*>(named.buf().data()));
   named.unlink();  // the creator removes the name
+
+  // A ShareableList of an int, a float, a str and None; a child changes three of them.
+  mpx::ShareableList list{0, 0.0, "nobody", std::monostate{}};
+  mpx::Process scorer([&list] {
+    list.set(0, 3);
+    list.set(1, 2.5);
+    list.set(2, "child");  // a str fits the room it was made with (8 bytes here)
+  });
+  scorer.start();
+  scorer.join();
+  std::printf("list: %ld %.1f '%s' %s\n", static_cast<long>(std::get<std::int64_t>(list[0])),
+              std::get<double>(list[1]), std::get<std::string>(list[2]).c_str(),
+              std::holds_alternative<std::monostate>(list[3]) ? "None" : "?");
+  list.shm().unlink();
 }
