@@ -7,6 +7,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <map>
 #include <mutex>
 #include <numeric>
 #include <ranges>
@@ -246,6 +247,25 @@ TEST(ProcessPoolExecutorTest, CrashFailsOneFutureAndTheExecutorCarriesOn) {
   for (int i = 0; i < 20; ++i)
     EXPECT_EQ(good[static_cast<std::size_t>(i)].result(20s), i * i);
   EXPECT_EQ(ex.submit(square, 9).result(20s), 81);
+}
+
+int worker_pid(int) {
+  return static_cast<int>(::getpid());
+}
+
+// Python 3.11's max_tasks_per_child: each worker process runs at most that many tasks.
+TEST(ProcessPoolExecutorTest, MaxTasksPerChildReplacesWorkers) {
+  mpx::ProcessPoolExecutor ex(2, {.maxtasksperchild = 2});
+  std::vector<mpx::Future<int>> fs;
+  for (int i = 0; i < 12; ++i)
+    fs.push_back(ex.submit(worker_pid, i));
+  std::map<int, int> tasks_of;
+  for (auto& f : fs)
+    ++tasks_of[f.result(30s)];
+  EXPECT_GE(tasks_of.size(), 6u);
+  for (const auto& [pid, n] : tasks_of)
+    EXPECT_LE(n, 2) << "worker " << pid;
+  EXPECT_EQ(tasks_of.count(static_cast<int>(::getpid())), 0u);
 }
 
 TEST(ProcessPoolExecutorTest, FutureIsRunningOnceAWorkerHasIt) {
