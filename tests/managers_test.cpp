@@ -22,6 +22,7 @@
 #include "mpx/shared_memory.hpp"
 #include "support/child.hpp"
 #include "support/leak_check.hpp"
+#include "support/watchdog.hpp"
 
 namespace {
 
@@ -396,6 +397,33 @@ TEST(Managers, ServeForeverInThisProcess) {
 }  // namespace
 
 namespace {
+
+// A server killed with -9: a call waiting on it fails with EOFError or BrokenPipeError
+// (which one depends on when the kill lands) instead of waiting forever; so do calls
+// after it.
+TEST(Managers, CallsOnAKilledServerFailInsteadOfWaiting) {
+  mpx::SyncManager manager;
+  manager.start();
+  auto q = manager.Queue<int>();
+  auto lock = manager.Lock();
+  mpx_test::Watchdog watchdog(60s, "a call on a killed manager server");
+  auto fails_as_gone = [](auto&& call) {
+    try {
+      call();
+    } catch (const mpx::EOFError&) {
+      return true;
+    } catch (const mpx::BrokenPipeError&) {
+      return true;
+    }
+    return false;
+  };
+  auto waiting = std::async(std::launch::async, [&] { return fails_as_gone([&q] { q.get(); }); });
+  ASSERT_EQ(::kill(manager.pid(), SIGKILL), 0);
+  EXPECT_TRUE(waiting.get()) << "get() on a killed server returned";
+  EXPECT_TRUE(fails_as_gone([&lock] { lock.acquire(); })) << "acquire() returned";
+  EXPECT_ANY_THROW(((void)manager.dict<int, int>()));  // refused, or reset in the handshake
+  manager.shutdown();
+}
 
 bool block_exists(const std::string& name) {
   try {
