@@ -63,8 +63,8 @@ int main() {
   });
   scorer.start();
   scorer.join();
-  std::printf("list: %ld %.1f '%s' %s\n", static_cast<long>(std::get<std::int64_t>(list[0])),
-              std::get<double>(list[1]), std::get<std::string>(list[2]).c_str(),
+  std::printf("list: %ld %.1f '%s' %s\n", static_cast<long>(list.get<std::int64_t>(0)),
+              list.get<double>(1), list.get<std::string>(2).c_str(),
               std::holds_alternative<std::monostate>(list[3]) ? "None" : "?");
   list.shm().unlink();
 }

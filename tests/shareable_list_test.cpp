@@ -85,6 +85,27 @@ TEST(ShareableList, HoldsEveryKindOfItem) {
   empty.shm().unlink();
 }
 
+TEST(ShareableList, GetReadsAnItemAsTheTypeItHolds) {
+  auto u = named_list({42, "text", std::monostate{}});
+  mpx::ShareableList& sl = u.list;
+  EXPECT_EQ(sl.get<std::int64_t>(0), 42);
+  EXPECT_EQ(sl.get<std::string>(-2), "text");
+  EXPECT_EQ(sl.get<std::monostate>(2), std::monostate{});
+  try {
+    (void)sl.get<double>(0);
+    ADD_FAILURE() << "get<double> of an int returned";
+  } catch (const mpx::DecodeError& e) {
+    EXPECT_STREQ(e.what(), "ShareableList: item 0 is an int, not a float");
+  }
+  try {
+    (void)sl.get<std::int64_t>(-1);
+    ADD_FAILURE() << "get<std::int64_t> of None returned";
+  } catch (const mpx::DecodeError& e) {
+    EXPECT_STREQ(e.what(), "ShareableList: item -1 is None, not an int");
+  }
+  EXPECT_THROW((void)sl.get<std::string>(3), mpx::IndexError);
+}
+
 TEST(ShareableList, SetChangesAnItemWithinItsRoom) {
   auto u = named_list({1, "hello", 3.0});
   mpx::ShareableList& sl = u.list;

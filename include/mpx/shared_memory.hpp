@@ -39,6 +39,8 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <type_traits>
+#include <utility>
 #include <variant>
 #include <vector>
 
@@ -107,6 +109,16 @@ class SharedMemory {
   bool tracked_ = false;
 };
 
+namespace detail {
+// The index of T among a variant's types (their count when T is none of them).
+template <class T, class... Ts>
+constexpr std::size_t variant_index(const std::variant<Ts...>*) noexcept {
+  std::size_t i = 0;
+  (void)((std::is_same_v<T, Ts> || (++i, false)) || ...);
+  return i;
+}
+}  // namespace detail
+
 // A list of fixed length whose items live in a SharedMemory block, in CPython's
 // layout (Python's multiprocessing.shared_memory.ShareableList): a Python program opens
 // the same block by name (ShareableList(name=...)) and sees and changes the same items.
@@ -166,6 +178,18 @@ class ShareableList {
   // mpx::IndexError; mpx::DecodeError when the item's bytes are not an item (a torn or
   // foreign write); InvalidStateError after shm().close().
   const Item operator[](std::ptrdiff_t i) const;
+  // sl[i] as a T, one of Item's types. Throws as operator[], and mpx::DecodeError when
+  // the item holds another type ("item 2 is a str, not a float").
+  template <class T>
+  T get(std::ptrdiff_t i) const {
+    constexpr std::size_t wanted = detail::variant_index<T>(static_cast<const Item*>(nullptr));
+    static_assert(wanted < std::variant_size_v<Item>,
+                  "mpx: a ShareableList item is a std::int64_t, double, bool, std::string, "
+                  "std::vector<std::byte> or std::monostate (None)");
+    Item item = (*this)[i];
+    if (T* value = std::get_if<T>(&item)) return std::move(*value);
+    wrong_type(i, item, wanted);
+  }
   // sl[i] = value. Throws mpx::IndexError; mpx::ValueError when a str or bytes does not
   // fit the item's room ("exceeds available storage") or is refused (see above).
   void set(std::ptrdiff_t i, const Item& value);
@@ -186,6 +210,8 @@ class ShareableList {
   // Checks the layout of the list in `shm` (mpx::DecodeError).
   explicit ShareableList(SharedMemory shm);
   std::size_t position(std::ptrdiff_t i, const char* what) const;
+  // Throws the DecodeError of get<T>() (`wanted`: T's index among Item's types).
+  [[noreturn]] static void wrong_type(std::ptrdiff_t i, const Item& item, std::size_t wanted);
   std::byte* base() const { return shm_.buf().data(); }
   // Where the item's data, its format (8 bytes) and its code (1 byte) lie in the block.
   std::size_t data_at(std::size_t i) const noexcept;

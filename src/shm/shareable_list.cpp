@@ -11,6 +11,7 @@
 #include <bit>
 #include <charconv>
 #include <cstring>
+#include <iterator>
 #include <string>
 #include <utility>
 
@@ -231,6 +232,15 @@ const Item ShareableList::operator[](std::ptrdiff_t i) const {
   throw DecodeError("ShareableList: item " + std::to_string(k) + " has format '" +
                     std::string(format) + "' and code " + std::to_string(code) +
                     ", which no writer makes (a torn or foreign write)");
+}
+
+void ShareableList::wrong_type(std::ptrdiff_t i, const Item& item, std::size_t wanted) {
+  // Python's names of Item's types, in their order.
+  static constexpr const char* kNames[] = {"None",    "a bool", "an int",
+                                           "a float", "a str",  "a bytes"};
+  static_assert(std::size(kNames) == std::variant_size_v<Item>);
+  throw DecodeError("ShareableList: item " + std::to_string(i) + " is " + kNames[item.index()] +
+                    ", not " + kNames[wanted]);
 }
 
 void ShareableList::set(std::ptrdiff_t i, const Item& value) {
