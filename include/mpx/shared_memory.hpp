@@ -127,7 +127,7 @@ constexpr std::size_t variant_index(const std::variant<Ts...>*) noexcept {
 //                         std::monostate{}};               // a new block, "psm_…"
 //   auto same = mpx::ShareableList::open(sl.shm().name());  // any process
 //   same.set(0, "hi");  // an item may change type; a str or bytes must fit its room
-//   std::get<std::string>(sl[0]) == "hi";  sl[-1] holds std::monostate (Python's None)
+//   sl.get<std::string>(0) == "hi";  sl[-1] holds std::monostate (Python's None)
 //   sl.shm().close(); sl.shm().unlink();    // as in Python
 //
 // Items are Python's int (std::int64_t), float (double), bool, str (std::string, UTF-8),
