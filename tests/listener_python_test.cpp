@@ -16,14 +16,15 @@
 #include "mpx/listener.hpp"
 #include "mpx/subprocess.hpp"
 #include "support/leak_check.hpp"
+#include "support/python.hpp"
 #include "support/watchdog.hpp"
 
 namespace {
 
 using namespace std::chrono_literals;
 namespace sp = mpx::subprocess;
-
-const char* kPython = "/usr/bin/python3";
+using mpx_test::have_python;
+using mpx_test::kPython;
 
 // argv: address ("unix:PATH" or "tcp:HOST:PORT"), authkey ("" for none), role.
 const char* kScript = R"(
@@ -162,10 +163,6 @@ except AuthenticationError as e:
     print('AuthenticationError', e, flush=True)
     sys.exit(3)
 )";
-
-bool have_python() {
-  return ::access(kPython, X_OK) == 0;
-}
 
 std::string text(const mpx::Bytes& b) {
   return std::string(reinterpret_cast<const char*>(b.data()), b.size());

@@ -17,6 +17,7 @@
 #include "mpx/shared_memory.hpp"
 #include "mpx/subprocess.hpp"
 #include "support/leak_check.hpp"
+#include "support/python.hpp"
 #include "support/watchdog.hpp"
 
 namespace {
@@ -24,12 +25,8 @@ namespace {
 using namespace std::chrono_literals;
 using Item = mpx::ShareableList::Item;
 namespace sp = mpx::subprocess;
-
-const char* kPython = "/usr/bin/python3";
-
-bool have_python() {
-  return ::access(kPython, X_OK) == 0;
-}
+using mpx_test::have_python;
+using mpx_test::kPython;
 
 // Unlinks the list's name when the test ends, however it ends.
 struct Unlinked {
