@@ -209,6 +209,8 @@ class ShareableList {
   friend struct detail::Handoff<ShareableList>;
   // Checks the layout of the list in `shm` (mpx::DecodeError).
   explicit ShareableList(SharedMemory shm);
+  // make_in() for items block_size() checked, in a block of at least that size.
+  static ShareableList lay_out(SharedMemory block, std::span<const Item> items);
   std::size_t position(std::ptrdiff_t i, const char* what) const;
   // Throws the DecodeError of get<T>() (`wanted`: T's index among Item's types).
   [[noreturn]] static void wrong_type(std::ptrdiff_t i, const Item& item, std::size_t wanted);

@@ -128,12 +128,12 @@ ShareableList::ShareableList(std::initializer_list<Item> items, bool track)
     : ShareableList(std::span<const Item>(items.begin(), items.size()), track) {}
 
 ShareableList::ShareableList(std::span<const Item> items, bool track)
-    : ShareableList(make_in(SharedMemory::create(block_size(items), track), items)) {}
+    : ShareableList(lay_out(SharedMemory::create(block_size(items), track), items)) {}
 
 ShareableList ShareableList::create(std::string_view name, std::span<const Item> items,
                                     bool track) {
   const std::size_t size = block_size(items);
-  return make_in(SharedMemory::create(name, size, track), items);
+  return lay_out(SharedMemory::create(name, size, track), items);
 }
 
 ShareableList ShareableList::open(std::string_view name) {
@@ -149,6 +149,10 @@ ShareableList ShareableList::make_in(SharedMemory shm, std::span<const Item> ite
   if (shm.buf().size() < need)
     throw ValueError("ShareableList: the block has " + std::to_string(shm.size()) +
                      " bytes, the items need " + std::to_string(need));
+  return lay_out(std::move(shm), items);
+}
+
+ShareableList ShareableList::lay_out(SharedMemory shm, std::span<const Item> items) {
   std::byte* p = shm.buf().data();
   store_u64(p, items.size());
   std::uint64_t offset = 0;
