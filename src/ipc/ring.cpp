@@ -12,6 +12,7 @@
 #include <new>
 
 #include "ipc/chunk.hpp"
+#include "ipc/ring_wait.hpp"
 #include "mpx/errors.hpp"
 #include "sys/syscall.hpp"
 
@@ -48,10 +49,6 @@ class UnlockGuard {
 
 std::atomic<CommitHook> commit_hook{nullptr};
 
-void run_commit_hook(CommitStep step) noexcept {
-  if (CommitHook hook = commit_hook.load(std::memory_order_relaxed)) hook(step);
-}
-
 // The two halves of a commit (see the crash-safety rules in ring.hpp): journal, count,
 // publish the position, end.
 void journal_begin(CommitJournal& j, uint64_t position, uint64_t count0, uint64_t count1) noexcept {
@@ -75,42 +72,6 @@ bool journal_repair(CommitJournal& j, const std::atomic<uint64_t>& published,
       if (counts[i]) counts[i]->store(j.count[i], std::memory_order_seq_cst);
   journal_end(j);
   return rolled_back;
-}
-
-// A queue's sleeper looks again at least this often. Its waker may be killed after its
-// change and before its wake-up, or after it raised `woken` (which tells the other wakers
-// that a wake-up is on its way): nobody would wake the sleeper then, though an item (or
-// room) waits. Only that crash pays the delay; an idle sleeper wakes once a second.
-constexpr auto kSleepSlice = std::chrono::seconds(1);
-
-// wait_until() of detail/waiter.hpp (spinning first if `spin`), plus the `woken` flag (see
-// RingHeader): a sleeper clears it before it registers, the first waker sets it and calls.
-template <class Pred>
-bool sleep_until(WaitWord& word, std::atomic<uint32_t>& woken, Pred& ready,
-                 const Deadline& deadline, bool spin) {
-  if (ready()) return true;
-  if (spin && spin_until(ready, spin_limit())) return true;
-  for (;;) {
-    woken.store(0, std::memory_order_seq_cst);
-    const uint32_t seq = word.seq.load(std::memory_order_seq_cst);
-    word.sleepers.fetch_add(1, std::memory_order_seq_cst);
-    if (ready()) {
-      word.sleepers.fetch_sub(1, std::memory_order_relaxed);
-      return true;
-    }
-    futex_wait(word.seq, seq, deadline.at_most(kSleepSlice));
-    word.sleepers.fetch_sub(1, std::memory_order_relaxed);
-    if (ready()) return true;
-    if (deadline.expired()) return false;
-  }
-}
-
-// Call after a seq_cst fence that follows the state change.
-void wake(WaitWord& word, std::atomic<uint32_t>& woken) noexcept {
-  if (word.sleepers.load(std::memory_order_relaxed) != 0 &&
-      woken.load(std::memory_order_relaxed) == 0 &&
-      woken.exchange(1, std::memory_order_seq_cst) == 0)
-    notify(word);
 }
 
 }  // namespace
@@ -149,6 +110,10 @@ void Doorbell::ring() noexcept {
 
 void set_commit_hook(CommitHook hook) noexcept {
   commit_hook.store(hook, std::memory_order_relaxed);
+}
+
+void run_commit_hook(CommitStep step) noexcept {
+  if (CommitHook hook = commit_hook.load(std::memory_order_relaxed)) hook(step);
 }
 
 std::size_t Ring::round_capacity(std::size_t bytes) noexcept {

@@ -99,17 +99,26 @@ struct CommitJournal {
 
 // Tests only: called at the commit steps below, in the committing process. kCounted: a
 // queue's message is counted, its position not yet published. kCommitted: a chunk is
-// committed, head not yet published.
-enum class CommitStep { kCounted, kCommitted };
+// committed, head not yet published (a slot ring's item: published). The slot ring's
+// (slot_ring.hpp): kClaimed, a producer holds a slot, its item not yet published;
+// kTaking, a consumer holds an item, its slot not yet freed.
+enum class CommitStep { kCounted, kCommitted, kClaimed, kTaking };
 using CommitHook = void (*)(CommitStep) noexcept;
 void set_commit_hook(CommitHook hook) noexcept;
+// Calls the hook, if one is set (the rings' commit steps).
+void run_commit_hook(CommitStep step) noexcept;
+
+// The magic of the ring header at `region` (kRingMagic, kSlotRingMagic, or neither).
+inline uint32_t ring_magic(const void* region) noexcept {
+  return static_cast<const std::atomic<uint32_t>*>(region)->load(std::memory_order_acquire);
+}
 
 struct alignas(64) RingHeader {
-  // Written once by init().
+  // Written once by init(). The magic comes first in every ring's header (ring_magic()).
+  std::atomic<uint32_t> magic{0};
   uint64_t capacity = 0;
   uint64_t max_chunk = 0;  // largest payload per chunk
   uint64_t maxsize = 0;    // items; 0 = unbounded
-  std::atomic<uint32_t> magic{0};
 
   // Writer side: the lock and what only its holder touches, then (on its own cache
   // line, so that polling readers do not slow the lock down) what readers look at.

@@ -1,0 +1,54 @@
+// src/ipc/ring_wait.hpp — how the shared-memory rings of queues sleep and wake (private:
+// src/ipc/ring.cpp and src/ipc/slot_ring.cpp).
+//
+// wait_until() of detail/waiter.hpp, plus a `woken` flag next to each WaitWord: a sleeper
+// clears it before it registers, the first waker sets it and makes the futex call, so
+// wakers make one call per sleep, not one per item (sleepers stays raised until the
+// sleepers run again).
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+
+#include "mpx/detail/deadline.hpp"
+#include "mpx/detail/waiter.hpp"
+
+namespace mpx::detail {
+
+// A queue's sleeper looks again at least this often. Its waker may be killed after its
+// change and before its wake-up, or after it raised `woken` (which tells the other wakers
+// that a wake-up is on its way): nobody would wake the sleeper then, though an item (or
+// room) waits. Only that crash pays the delay; an idle sleeper wakes once a second.
+inline constexpr auto kSleepSlice = std::chrono::seconds(1);
+
+// Spins first if `spin`. false: the deadline passed and ready() is still false.
+template <class Pred>
+bool sleep_until(WaitWord& word, std::atomic<uint32_t>& woken, Pred& ready,
+                 const Deadline& deadline, bool spin) {
+  if (ready()) return true;
+  if (spin && spin_until(ready, spin_limit())) return true;
+  for (;;) {
+    woken.store(0, std::memory_order_seq_cst);
+    const uint32_t seq = word.seq.load(std::memory_order_seq_cst);
+    word.sleepers.fetch_add(1, std::memory_order_seq_cst);
+    if (ready()) {
+      word.sleepers.fetch_sub(1, std::memory_order_relaxed);
+      return true;
+    }
+    futex_wait(word.seq, seq, deadline.at_most(kSleepSlice));
+    word.sleepers.fetch_sub(1, std::memory_order_relaxed);
+    if (ready()) return true;
+    if (deadline.expired()) return false;
+  }
+}
+
+// Call after a seq_cst fence (or RMW) that follows the state change.
+inline void wake(WaitWord& word, std::atomic<uint32_t>& woken) noexcept {
+  if (word.sleepers.load(std::memory_order_relaxed) != 0 &&
+      woken.load(std::memory_order_relaxed) == 0 &&
+      woken.exchange(1, std::memory_order_seq_cst) == 0)
+    notify(word);
+}
+
+}  // namespace mpx::detail
