@@ -7,9 +7,17 @@
 // A queue is a ring buffer in shared memory: put() copies an encoded item in (mpx/codec.hpp),
 // get() copies it out. There is no feeder thread: put() has finished when it returns, so
 // an item is never lost when its process exits right after, and qsize()/empty()/full()
-// are exact at the moment they are called. Blocking waits spin briefly, then sleep on a
-// futex. Items larger than the ring stream through it whole, never interleaved with
-// another producer's item.
+// are exact while no put or get runs. Blocking waits spin briefly, then sleep on a futex.
+// Items larger than the ring stream through it whole, never interleaved with another
+// producer's item.
+//
+// Small raw items (ints, doubles, enums, trivially copyable structs and std::arrays of at
+// most 24 bytes: mpx::is_trivially_encodable_v) skip the encoding: a Queue or SimpleQueue
+// of them keeps one item per 16- or 32-byte slot and takes no lock (a JoinableQueue, which
+// counts tasks, keeps the message ring). Such a queue holds only its T: opening it by
+// name as another type throws DecodeError. Its capacity is in slots: `maxsize` of them, or
+// as many as `capacity` bytes hold. Killed processes are noticed by pid: processes sharing
+// one must see each other's pids (one pid namespace).
 //
 // Thread and process safety: any number of producers and consumers, threads or processes
 // (inherited through fork, or opened by name). Crash safety: a producer or consumer killed
@@ -23,10 +31,12 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <utility>
 
 #include "mpx/codec.hpp"
@@ -39,29 +49,61 @@ namespace mpx {
 
 namespace detail {
 
-// The untyped queue under Queue<T>: whole byte messages in a shared-memory ring.
+// The items a queue keeps in fixed slots rather than as messages: size 0 for none.
+struct SlotItem {
+  std::size_t size = 0;
+  std::uint64_t tag = 0;  // mpx::type_tag<T>()
+  friend bool operator==(const SlotItem&, const SlotItem&) = default;
+};
+
+// Whether a Queue<T> keeps its items in slots: raw items (one memcpy each way) of at most
+// 24 bytes (src/ipc/slot_ring.hpp).
+template <class T>
+inline constexpr bool slotted_v = is_trivially_encodable_v<T> && sizeof(T) <= 24 &&
+                                  alignof(T) <= 8 && std::is_default_constructible_v<T>;
+
+template <class T>
+SlotItem slot_item_of() {
+  if constexpr (slotted_v<T>)
+    return {sizeof(T), type_tag<T>()};
+  else
+    return {};
+}
+
+// The untyped queue under Queue<T>: whole byte messages in a shared-memory ring, or
+// small raw items in a ring of slots.
 class QueueCore {
  public:
   // Ring bytes used when none are asked for.
   static constexpr std::size_t kDefaultCapacity = std::size_t{1} << 20;
 
-  // An anonymous queue (shared with children forked later).
-  QueueCore(std::size_t maxsize, std::size_t capacity);
+  // An anonymous queue (shared with children forked later). `item`: a slot ring for
+  // these items, unless maxsize of them would take more than 256 MiB.
+  QueueCore(std::size_t maxsize, std::size_t capacity, SlotItem item = {});
   // A named queue (POSIX shared memory "/name", mode 0600); throws FileExistsError.
-  static QueueCore create(const std::string& name, std::size_t maxsize, std::size_t capacity);
-  // Opens a named queue; throws FileNotFoundError.
+  static QueueCore create(const std::string& name, std::size_t maxsize, std::size_t capacity,
+                          SlotItem item = {});
+  // Opens a named queue of either kind; throws FileNotFoundError.
   static QueueCore open(const std::string& name);
   // The queue behind `fd` (fd(), received by a child that is not a fork); takes the fd.
   static QueueCore adopt_fd(int fd);
   // The memfd or shared memory object behind the queue, kept open (for adopt_fd).
   int fd() const;
 
-  // false: timed out. count_task: JoinableQueue's put.
+  // The slot ring's items; size 0 for a message ring.
+  SlotItem slot_item() const;
+  bool slotted() const noexcept { return slotted_; }
+
+  // A message ring's. false: timed out. count_task: JoinableQueue's put.
   bool put(Parts parts, const Deadline& deadline, bool count_task);
-  // false: timed out. `out` is resized to the item.
+  // A message ring's. false: timed out. `out` is resized to the item.
   bool get(Bytes& out, const Deadline& deadline);
+  // A slot ring's: copies slot_item().size bytes in or out. false: timed out.
+  bool put_item(const void* item, const Deadline& deadline);
+  bool get_item(void* item, const Deadline& deadline);
 
   std::size_t qsize() const;
+  bool empty() const;
   std::size_t maxsize() const;
   std::size_t capacity() const;
   void close() noexcept;
@@ -71,19 +113,44 @@ class QueueCore {
 
  private:
   struct State;
-  explicit QueueCore(std::shared_ptr<State> state) noexcept : state_(std::move(state)) {}
+  explicit QueueCore(std::shared_ptr<State> state) noexcept;
   State& handle() const;      // throws InvalidStateError when moved from
   State& open_state() const;  // also when closed
+  [[noreturn]] void throw_slotted();
   std::shared_ptr<State> state_;
+  bool slotted_ = false;
 };
+
+// A queue opened by name or handed over, checked for T: a slot ring holds one item type
+// only, and counts no tasks. A message ring takes any T (a wrong one is a DecodeError on
+// get). Throws DecodeError, or ValueError for a JoinableQueue on a slot ring.
+template <class T>
+QueueCore checked(QueueCore core, bool joinable, const std::string& what) {
+  const SlotItem held = core.slot_item();
+  if (held.size == 0) return core;
+  if (joinable) throw ValueError(what + " is a Queue, not a JoinableQueue: it counts no tasks");
+  if (held != slot_item_of<T>())
+    throw DecodeError(what + " holds items of " + std::to_string(held.size) +
+                      " bytes of another type than " + type_name<T>());
+  return core;
+}
 
 template <class T>
 bool put_value(QueueCore& core, const T& value, const Deadline& deadline, bool count_task) {
+  if constexpr (slotted_v<T>)
+    if (!count_task && core.slotted()) return core.put_item(&value, deadline);
   return with_message(value, [&](Parts parts) { return core.put(parts, deadline, count_task); });
 }
 
 template <class T>
 std::optional<T> get_value(QueueCore& core, const Deadline& deadline) {
+  if constexpr (slotted_v<T>) {
+    if (core.slotted()) {
+      std::optional<T> v(std::in_place);
+      if (!core.get_item(&*v, deadline)) return std::nullopt;
+      return v;
+    }
+  }
   Bytes& buffer = recv_scratch();
   ScratchTrim trim{buffer};
   if (!core.get(buffer, deadline)) return std::nullopt;
@@ -109,7 +176,8 @@ class Queue {
   // OS resources: an anonymous shared mapping, gone with the last process using it.
   // Across fork: a queue made before fork is shared with the child.
   explicit Queue(std::size_t maxsize = 0, std::size_t capacity = 0)
-      : core_(maxsize, capacity == 0 ? detail::QueueCore::kDefaultCapacity : capacity) {}
+      : core_(maxsize, capacity == 0 ? detail::QueueCore::kDefaultCapacity : capacity,
+              detail::slot_item_of<T>()) {}
 
   // A queue other programs can open by name ("name" or "/name": POSIX shared memory,
   // mode 0600). OS resources: the name is unlinked by the creating process when its last
@@ -119,11 +187,15 @@ class Queue {
   // past the first character, or is over 255 bytes); std::system_error.
   static Queue create(const std::string& name, std::size_t maxsize = 0, std::size_t capacity = 0) {
     return Queue(detail::QueueCore::create(
-        name, maxsize, capacity == 0 ? detail::QueueCore::kDefaultCapacity : capacity));
+        name, maxsize, capacity == 0 ? detail::QueueCore::kDefaultCapacity : capacity,
+        detail::slot_item_of<T>()));
   }
-  // Opens a queue made by create(name).
-  // Throws: FileNotFoundError; ValueError (a bad name, as create); std::system_error.
-  static Queue open(const std::string& name) { return Queue(detail::QueueCore::open(name)); }
+  // Opens a queue made by create(name) (or by JoinableQueue<T>::create).
+  // Throws: FileNotFoundError; ValueError (a bad name, as create); DecodeError when a
+  // queue of small raw items (see below) holds another type than T; std::system_error.
+  static Queue open(const std::string& name) {
+    return Queue(detail::checked<T>(detail::QueueCore::open(name), false, "queue '" + name + "'"));
+  }
 
   // Puts `value` at the back. Blocks: while the queue is full (maxsize items, or no room
   // in the ring). Timeout form: throws Full when still full after `timeout` (an item
@@ -162,10 +234,11 @@ class Queue {
     return detail::get_value<T>(core_, detail::Deadline::after(timeout));
   }
 
-  // Items in the queue now (complete items only). Exact at the moment of the call.
+  // Items in the queue now (complete items only). Exact while no put or get runs; a queue
+  // of small raw items counts them slot by slot (empty() stops at the first).
   // Throws (qsize, empty, full): InvalidStateError after close().
   std::size_t qsize() const { return core_.qsize(); }
-  bool empty() const { return qsize() == 0; }
+  bool empty() const { return core_.empty(); }
   // maxsize items are queued (never true for an unbounded queue).
   bool full() const {
     const std::size_t n = qsize();
@@ -216,9 +289,11 @@ class JoinableQueue : public Queue<T> {
     return JoinableQueue(detail::QueueCore::create(
         name, maxsize, capacity == 0 ? detail::QueueCore::kDefaultCapacity : capacity));
   }
-  // Opens a queue made by JoinableQueue::create(name).
+  // Opens a queue made by JoinableQueue::create(name). Throws as Queue::open, and
+  // ValueError for a Queue of small raw items (it counts no tasks).
   static JoinableQueue open(const std::string& name) {
-    return JoinableQueue(detail::QueueCore::open(name));
+    return JoinableQueue(
+        detail::checked<T>(detail::QueueCore::open(name), true, "queue '" + name + "'"));
   }
 
   // Marks one item taken by get() as processed. Never blocks.
@@ -244,13 +319,14 @@ class SimpleQueue {
   friend struct detail::Handoff<SimpleQueue<T>>;
   // capacity: ring bytes (default 1 MiB); larger items stream through.
   explicit SimpleQueue(std::size_t capacity = 0)
-      : core_(0, capacity == 0 ? detail::QueueCore::kDefaultCapacity : capacity) {}
+      : core_(0, capacity == 0 ? detail::QueueCore::kDefaultCapacity : capacity,
+              detail::slot_item_of<T>()) {}
   // Blocks while the ring is full. Throws: InvalidStateError after close().
   void put(const T& value) { detail::put_value(core_, value, detail::Deadline::never(), false); }
   // Blocks until an item arrives. Throws: InvalidStateError after close(); DecodeError.
   T get() { return std::move(*detail::get_value<T>(core_, detail::Deadline::never())); }
   // Throws: InvalidStateError after close().
-  bool empty() const { return core_.qsize() == 0; }
+  bool empty() const { return core_.empty(); }
   void close() noexcept { core_.close(); }
   bool closed() const noexcept { return core_.closed(); }
 
@@ -265,20 +341,24 @@ namespace detail {
 template <class T>
 struct Handoff<Queue<T>> {
   static void save(const Queue<T>& q, HandoffWriter& w) { w.put_fd(q.core_.fd()); }
-  static Queue<T> load(HandoffReader& r) { return Queue<T>(QueueCore::adopt_fd(r.take_fd())); }
+  static Queue<T> load(HandoffReader& r) {
+    return Queue<T>(checked<T>(QueueCore::adopt_fd(r.take_fd()), false, "the queue handed over"));
+  }
 };
 template <class T>
 struct Handoff<JoinableQueue<T>> {
   static void save(const JoinableQueue<T>& q, HandoffWriter& w) { w.put_fd(q.core_.fd()); }
   static JoinableQueue<T> load(HandoffReader& r) {
-    return JoinableQueue<T>(QueueCore::adopt_fd(r.take_fd()));
+    return JoinableQueue<T>(
+        checked<T>(QueueCore::adopt_fd(r.take_fd()), true, "the queue handed over"));
   }
 };
 template <class T>
 struct Handoff<SimpleQueue<T>> {
   static void save(const SimpleQueue<T>& q, HandoffWriter& w) { w.put_fd(q.core_.fd()); }
   static SimpleQueue<T> load(HandoffReader& r) {
-    return SimpleQueue<T>(QueueCore::adopt_fd(r.take_fd()));
+    return SimpleQueue<T>(
+        checked<T>(QueueCore::adopt_fd(r.take_fd()), false, "the queue handed over"));
   }
 };
 }  // namespace detail
