@@ -302,20 +302,6 @@ class Ring {
     std::atomic_ref<bool> r(keeping_up_);
     if (r.load(std::memory_order_relaxed) != v) r.store(v, std::memory_order_relaxed);
   }
-  // Spins as long as spin_until() would, looking at `ready` every kLazyPolls pauses.
-  template <class Pred>
-  static bool spin_lazily(Pred& ready) {
-    for (int spun = 0; spun < spin_limit(); spun += kLazyPolls) {
-      for (int i = 0; i < kLazyPolls; ++i)
-        cpu_relax();
-      if (ready()) return true;
-    }
-    return false;
-  }
-  // Measured on the 2-vCPU guest (M ints/s, a pause is 36-72 ns there): every pause 5.3,
-  // 16 pauses 6.8-7.1, 32 6.7-7.3, 64 7.0-7.5; 16 bounds the lazy look's delay to ~1 us.
-  static constexpr int kLazyPolls = 16;
-
   // Connections: where the chunk at `at` ends if it is committed, else 0.
   uint64_t committed_end(uint64_t at) const noexcept;
 

@@ -43,6 +43,23 @@ bool sleep_until(WaitWord& word, std::atomic<uint32_t>& woken, Pred& ready,
   }
 }
 
+// Spins as long as spin_until() would, looking at `ready` every kLazyPolls pauses: for a
+// consumer whose last get found its item waiting (the producer is ahead of it), so that
+// the producer fills the lines the consumer would poll without handing each back and
+// forth, and the consumer takes the batch.
+// Measured on the 2-vCPU guest (M ints/s, a pause is 36-72 ns there): every pause 5.3,
+// 16 pauses 6.8-7.1, 32 6.7-7.3, 64 7.0-7.5; 16 bounds the lazy look's delay to ~1 us.
+inline constexpr int kLazyPolls = 16;
+template <class Pred>
+bool spin_lazily(Pred& ready) {
+  for (int spun = 0; spun < spin_limit(); spun += kLazyPolls) {
+    for (int i = 0; i < kLazyPolls; ++i)
+      cpu_relax();
+    if (ready()) return true;
+  }
+  return false;
+}
+
 // Call after a seq_cst fence (or RMW) that follows the state change.
 inline void wake(WaitWord& word, std::atomic<uint32_t>& woken) noexcept {
   if (word.sleepers.load(std::memory_order_relaxed) != 0 &&

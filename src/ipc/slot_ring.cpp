@@ -106,7 +106,7 @@ bool SlotRing::put(const void* src, const Deadline& deadline) {
       continue;
     }
     if (d < 0) {  // the slot still holds the previous lap: full
-      if (!wait_change(w, seen, false, deadline)) return false;
+      if (!wait_change(w, seen, false, deadline, true)) return false;
       continue;
     }
     if (!w.compare_exchange_strong(seen, make_word(at.lap, kClaimed, me), std::memory_order_acquire,
@@ -125,6 +125,7 @@ bool SlotRing::put(const void* src, const Deadline& deadline) {
 bool SlotRing::get(void* dst, const Deadline& deadline) {
   const auto me = static_cast<uint64_t>(sys::this_pid());
   uint64_t p = h_->deq.load(std::memory_order_relaxed);
+  bool waited = false;
   for (;;) {
     const Place at = place(p);
     std::atomic<uint64_t>& w = word(at.index);
@@ -135,13 +136,19 @@ bool SlotRing::get(void* dst, const Deadline& deadline) {
       continue;
     }
     if (d < 0 || state_of(seen) != kFull) {  // not yet published: empty here
-      if (!wait_change(w, seen, true, deadline)) return false;
+      waited = true;
+      auto changed = [&] { return w.load(std::memory_order_acquire) != seen; };
+      const bool lazily = keeping_up() && !deadline.expired();
+      set_keeping_up(false);
+      if (!(lazily && spin_lazily(changed)) && !wait_change(w, seen, true, deadline, !lazily))
+        return false;
       continue;
     }
     if (!w.compare_exchange_strong(seen, make_word(at.lap, kTaking, me), std::memory_order_acquire,
                                    std::memory_order_relaxed))
       continue;
     h_->deq.store(p + 1, std::memory_order_relaxed);
+    if (!waited) set_keeping_up(true);  // the item was waiting: the producer is ahead
     run_commit_hook(CommitStep::kTaking);
     std::memcpy(dst, item(at.index), item_size_);
     w.exchange(make_word(at.lap + 1, kFree, 0), std::memory_order_seq_cst);
@@ -151,10 +158,10 @@ bool SlotRing::get(void* dst, const Deadline& deadline) {
 }
 
 bool SlotRing::wait_change(std::atomic<uint64_t>& w, uint64_t seen, bool for_data,
-                           const Deadline& deadline) {
+                           const Deadline& deadline, bool spin) {
   auto changed = [&] { return w.load(std::memory_order_acquire) != seen; };
   if (deadline.expired()) return changed() || free_if_abandoned(w, seen);
-  if (spin_until(changed, spin_limit())) return true;
+  if (spin && spin_until(changed, spin_limit())) return true;
   WaitWord& ww = for_data ? h_->data_word : h_->space_word;
   std::atomic<uint32_t>& woken = for_data ? h_->data_woken : h_->space_woken;
   for (;;) {
@@ -182,16 +189,21 @@ bool SlotRing::free_if_abandoned(std::atomic<uint64_t>& w, uint64_t seen) noexce
   return true;
 }
 
-// Calls f(word, lap) for each position that may hold an item: from the consumers' hint
-// to the producers', at most one lap (the hints may lag; a freed slot's word is ahead).
+// Calls f(word, lap) for each position that may hold an item. The hints may lag their
+// side by a position per producer (consumer) at work, so the walk starts at most a lap
+// before the producers' hint, at the consumers' hint if later, and goes past the
+// producers' hint as long as slots are claimed at their lap (claims are contiguous). A
+// slot's word counts only at its own lap, so no item counts twice.
 template <class F>
 bool SlotRing::for_each_live(F&& f) const noexcept {
   const uint64_t e = h_->enq.load(std::memory_order_acquire);
   uint64_t p = h_->deq.load(std::memory_order_acquire);
   if (e > slots_ && p < e - slots_) p = e - slots_;
-  for (; p < e; ++p) {
+  for (const uint64_t end = p + 2 * slots_; p < end; ++p) {
     const Place at = place(p);
-    if (!f(word(at.index).load(std::memory_order_acquire), at.lap)) return false;
+    const uint64_t w = word(at.index).load(std::memory_order_acquire);
+    if (p >= e && (lap_diff(w, at.lap) != 0 || state_of(w) == kFree)) break;
+    if (!f(w, at.lap)) return false;
   }
   return true;
 }

@@ -35,8 +35,9 @@
 // other's pids (those that share a named queue through /dev/shm of one machine do, unless
 // containers separate their pid namespaces).
 //
-// Waiting: like the message ring's queues (ring_wait.hpp). The publishing and freeing
-// exchanges are the full fences the wake-up check needs.
+// Waiting: like the message ring's queues (ring_wait.hpp), a consumer that keeps up
+// looking lazily too. The publishing and freeing exchanges are the full fences the
+// wake-up check needs.
 #pragma once
 
 #include <atomic>
@@ -114,15 +115,26 @@ class SlotRing {
     return *reinterpret_cast<std::atomic<uint64_t>*>(data_ + index * stride_);
   }
   std::byte* item(uint64_t index) const noexcept { return data_ + index * stride_ + 8; }
-  // Waits until the word no longer reads `seen` (freeing it first if its owner died).
-  bool wait_change(std::atomic<uint64_t>& w, uint64_t seen, bool for_data,
-                   const Deadline& deadline);
+  // Waits until the word no longer reads `seen` (freeing it first if its owner died),
+  // spinning first if `spin`.
+  bool wait_change(std::atomic<uint64_t>& w, uint64_t seen, bool for_data, const Deadline& deadline,
+                   bool spin);
   // Frees the slot whose word reads `seen` if a dead process holds it. Whether it did, or
   // the word changed meanwhile.
   bool free_if_abandoned(std::atomic<uint64_t>& w, uint64_t seen) noexcept;
   // Calls f(word, lap) for every position that may hold an item until f returns false.
   template <class F>
   bool for_each_live(F&& f) const noexcept;
+
+  // Whether this process's last get found its item waiting (a hint shared by its threads):
+  // its next wait then looks lazily (ring_wait.hpp's spin_lazily).
+  bool keeping_up() noexcept {
+    return std::atomic_ref<bool>(keeping_up_).load(std::memory_order_relaxed);
+  }
+  void set_keeping_up(bool v) noexcept {
+    std::atomic_ref<bool> r(keeping_up_);
+    if (r.load(std::memory_order_relaxed) != v) r.store(v, std::memory_order_relaxed);
+  }
 
   SlotRingHeader* h_ = nullptr;
   std::byte* data_ = nullptr;
@@ -131,6 +143,7 @@ class SlotRing {
   bool pow2_ = false;  // slots is a power of two: 1 << shift_
   unsigned shift_ = 0;
   std::size_t item_size_ = 0;
+  alignas(std::atomic_ref<bool>::required_alignment) bool keeping_up_ = false;
 };
 
 }  // namespace mpx::detail
