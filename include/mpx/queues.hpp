@@ -172,7 +172,8 @@ class Queue {
 
   // maxsize: most items held at once (0: unbounded but for memory). capacity: bytes of
   // the ring (rounded up to a power of two; default 1 MiB); an item larger than the ring
-  // still passes, streamed through it.
+  // still passes, streamed through it. Small raw items (top of this file) get `maxsize`
+  // slots, or as many as `capacity` bytes hold; capacity() then counts the slots' bytes.
   // OS resources: an anonymous shared mapping, gone with the last process using it.
   // Across fork: a queue made before fork is shared with the child.
   explicit Queue(std::size_t maxsize = 0, std::size_t capacity = 0)
@@ -192,7 +193,8 @@ class Queue {
   }
   // Opens a queue made by create(name) (or by JoinableQueue<T>::create).
   // Throws: FileNotFoundError; ValueError (a bad name, as create); DecodeError when a
-  // queue of small raw items (see below) holds another type than T; std::system_error.
+  // queue of small raw items (top of this file) holds another type than T;
+  // std::system_error.
   static Queue open(const std::string& name) {
     return Queue(detail::checked<T>(detail::QueueCore::open(name), false, "queue '" + name + "'"));
   }
