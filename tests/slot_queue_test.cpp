@@ -18,6 +18,8 @@
 #include "mpx/queues.hpp"
 #include "support/child.hpp"
 #include "support/leak_check.hpp"
+#include "sys/membarrier.hpp"
+#include "sys/self.hpp"
 
 namespace {
 
@@ -75,6 +77,30 @@ TEST(SlotQueueTest, OpenedAsAnotherTypeItThrowsDecodeError) {
   EXPECT_EQ(plain.get(1s), 6);
   jobs.task_done();
   EXPECT_TRUE(jobs.join(0ms));
+}
+
+// A process that membarrier(2) does not reach (refused by the kernel or a seccomp filter)
+// fences its own stores; sleepers on both sides still wake. Four slots: both sides sleep.
+TEST(SlotQueueTest, AProcessThatMembarrierDoesNotReachFencesItsOwnStores) {
+  mpx::Queue<int> q(4);
+  mpx::Queue<int> back(4);
+  constexpr int kItems = 20000;
+  Child unreached([&] {
+    const pid_t me = mpx::sys::this_pid();
+    mpx::sys::detail::heavy_fence_registered.store(0);
+    mpx::sys::detail::heavy_fence_refused.store(me);
+    if (mpx::sys::reached_by_heavy_fence(me)) ::_exit(2);
+    for (int i = 0; i < kItems; ++i)
+      back.put(q.get(30s) + 1);
+  });
+  std::thread feeder([&] {
+    for (int i = 0; i < kItems; ++i)
+      q.put(i);
+  });
+  for (int i = 0; i < kItems; ++i)
+    ASSERT_EQ(back.get(30s), i + 1);
+  feeder.join();
+  EXPECT_EQ(unreached.join(), 0);
 }
 
 // Kills the calling process at `step` of a put or get.

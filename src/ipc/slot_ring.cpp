@@ -2,11 +2,13 @@
 #include "ipc/slot_ring.hpp"
 
 #include <bit>
+#include <chrono>
 #include <cstring>
 #include <new>
 
 #include "ipc/ring.hpp"
 #include "ipc/ring_wait.hpp"
+#include "sys/membarrier.hpp"
 #include "sys/self.hpp"
 
 namespace mpx::detail {
@@ -44,6 +46,29 @@ constexpr int64_t lap_diff(uint64_t w, uint64_t lap) noexcept {
 std::size_t stride_for(std::size_t item_size) noexcept {
   return item_size <= 8 ? 16 : 32;
 }
+
+// Hands a slot on: stores its word, then wakes the other side's sleepers, if any. In a
+// process reached by heavy_fence() the store needs no fence: a sleeper announces itself
+// and then runs heavy_fence() before it looks at the word (membarrier.hpp); other
+// processes exchange, a full fence.
+void hand_on(std::atomic<uint64_t>& w, uint64_t value, bool light, WaitWord& word,
+             std::atomic<uint32_t>& woken) noexcept {
+  if (!light) {
+    w.exchange(value, std::memory_order_seq_cst);
+    wake(word, woken);
+    return;
+  }
+  w.store(value, std::memory_order_release);
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  if (word.sleepers.load(std::memory_order_acquire) != 0 &&
+      woken.load(std::memory_order_acquire) == 0 &&
+      woken.exchange(1, std::memory_order_seq_cst) == 0)
+    notify(word);
+}
+
+// A sleeper whose process heavy_fence() refuses cannot make a light storer's store
+// visible before it sleeps: it sleeps this long at most, and looks again.
+constexpr auto kUnfencedSleep = std::chrono::milliseconds(10);
 
 // Where to look next after position p: past it, or where the hint already is.
 uint64_t next_after(uint64_t p, const std::atomic<uint64_t>& hint) noexcept {
@@ -94,7 +119,8 @@ SlotRing::SlotRing(void* region) noexcept
       item_size_(h_->item_size) {}
 
 bool SlotRing::put(const void* src, const Deadline& deadline) {
-  const auto me = static_cast<uint64_t>(sys::this_pid());
+  const pid_t pid = sys::this_pid();
+  const auto me = static_cast<uint64_t>(pid);
   uint64_t p = h_->enq.load(std::memory_order_relaxed);
   for (;;) {
     const Place at = place(p);
@@ -115,15 +141,16 @@ bool SlotRing::put(const void* src, const Deadline& deadline) {
     h_->enq.store(p + 1, std::memory_order_relaxed);
     run_commit_hook(CommitStep::kClaimed);
     std::memcpy(item(at.index), src, item_size_);
-    w.exchange(make_word(at.lap, kFull, 0), std::memory_order_seq_cst);
+    hand_on(w, make_word(at.lap, kFull, 0), sys::reached_by_heavy_fence(pid), h_->data_word,
+            h_->data_woken);
     run_commit_hook(CommitStep::kCommitted);
-    wake(h_->data_word, h_->data_woken);
     return true;
   }
 }
 
 bool SlotRing::get(void* dst, const Deadline& deadline) {
-  const auto me = static_cast<uint64_t>(sys::this_pid());
+  const pid_t pid = sys::this_pid();
+  const auto me = static_cast<uint64_t>(pid);
   uint64_t p = h_->deq.load(std::memory_order_relaxed);
   bool waited = false;
   for (;;) {
@@ -151,8 +178,8 @@ bool SlotRing::get(void* dst, const Deadline& deadline) {
     if (!waited) set_keeping_up(true);  // the item was waiting: the producer is ahead
     run_commit_hook(CommitStep::kTaking);
     std::memcpy(dst, item(at.index), item_size_);
-    w.exchange(make_word(at.lap + 1, kFree, 0), std::memory_order_seq_cst);
-    wake(h_->space_word, h_->space_woken);
+    hand_on(w, make_word(at.lap + 1, kFree, 0), sys::reached_by_heavy_fence(pid), h_->space_word,
+            h_->space_woken);
     return true;
   }
 }
@@ -166,15 +193,23 @@ bool SlotRing::wait_change(std::atomic<uint64_t>& w, uint64_t seen, bool for_dat
   std::atomic<uint32_t>& woken = for_data ? h_->data_woken : h_->space_woken;
   for (;;) {
     if (free_if_abandoned(w, seen)) return true;
-    // Back here at every wake-up (another item, another free slot: the slot's owner may
-    // have died meanwhile) and at least once a slice.
-    const uint32_t seq = ww.seq.load(std::memory_order_acquire);
-    auto woken_or_changed = [&] {
-      return changed() || ww.seq.load(std::memory_order_acquire) != seq;
-    };
-    if (sleep_until(ww, woken, woken_or_changed, deadline.at_most(kSleepSlice), false) && changed())
+    // ring_wait.hpp's sleep, with heavy_fence() between announcing and looking (see
+    // hand_on()). Back here at every wake-up (another item, another free slot: the slot's
+    // owner may have died meanwhile) and at least once a slice.
+    woken.store(0, std::memory_order_seq_cst);
+    const uint32_t seq = ww.seq.load(std::memory_order_seq_cst);
+    ww.sleepers.fetch_add(1, std::memory_order_seq_cst);
+    const bool fenced = sys::heavy_fence();
+    if (changed()) {
+      ww.sleepers.fetch_sub(1, std::memory_order_relaxed);
       return true;
-    if (deadline.expired()) return changed();
+    }
+    const Deadline slice =
+        fenced ? deadline.at_most(kSleepSlice) : deadline.at_most(kUnfencedSleep);
+    futex_wait(ww.seq, seq, slice);
+    ww.sleepers.fetch_sub(1, std::memory_order_relaxed);
+    if (changed()) return true;
+    if (deadline.expired()) return false;
   }
 }
 

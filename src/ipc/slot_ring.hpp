@@ -12,9 +12,9 @@
 //   taking(L)    the consumer `pid` is copying it out; it then frees the slot for lap L+1
 // Every change of state is one atomic operation on the word: a producer claims a free slot
 // with a compare-exchange (the only one that can win it), copies the item in and
-// publishes it with an exchange; a consumer claims a full slot likewise, copies the item
-// out and frees the slot with an exchange. No lock word, no count: one line per item for
-// small items, and two read-modify-writes on each side, both on the item's own line.
+// publishes it with a store; a consumer claims a full slot likewise, copies the item out
+// and frees the slot with a store. No lock word, no count: one line per four small items,
+// and one read-modify-write on each side, on the item's own line.
 //
 // enq and deq are hints, not locks: where the next producer (consumer) starts to look. A
 // producer stores enq = p + 1 after it claimed p (plain store; a slow one may move it
@@ -36,8 +36,12 @@
 // containers separate their pid namespaces).
 //
 // Waiting: like the message ring's queues (ring_wait.hpp), a consumer that keeps up
-// looking lazily too. The publishing and freeing exchanges are the full fences the
-// wake-up check needs.
+// looking lazily too. The wake-up check after a store needs a full fence between the
+// store and the look at the sleepers; the sleeper pays for it instead (membarrier(2):
+// sys/membarrier.hpp): it announces itself, runs heavy_fence() and only then looks at
+// the word. A process that membarrier does not reach publishes and frees with an
+// exchange, a full fence, and sleeps in short slices (its own heavy_fence() cannot make
+// other processes' stores visible).
 #pragma once
 
 #include <atomic>
