@@ -7,7 +7,9 @@
 
 #include <array>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <optional>
 #include <span>
 #include <string>
@@ -20,6 +22,7 @@
 #include "support/leak_check.hpp"
 #include "sys/membarrier.hpp"
 #include "sys/self.hpp"
+#include "sys/syscall.hpp"
 
 namespace {
 
@@ -79,17 +82,18 @@ TEST(SlotQueueTest, OpenedAsAnotherTypeItThrowsDecodeError) {
   EXPECT_TRUE(jobs.join(0ms));
 }
 
-// A process that membarrier(2) does not reach (refused by the kernel or a seccomp filter)
-// fences its own stores; sleepers on both sides still wake. Four slots: both sides sleep.
-TEST(SlotQueueTest, AProcessThatMembarrierDoesNotReachFencesItsOwnStores) {
+// A process that membarrier(2) refuses (a kernel without it, a seccomp filter) fences its
+// own stores and sleeps in short slices; sleepers on both sides still wake. Four slots:
+// both sides sleep.
+TEST(SlotQueueTest, AProcessThatMembarrierRefusesFencesItsOwnStores) {
   mpx::Queue<int> q(4);
   mpx::Queue<int> back(4);
   constexpr int kItems = 20000;
   Child unreached([&] {
-    const pid_t me = mpx::sys::this_pid();
-    mpx::sys::detail::heavy_fence_registered.store(0);
-    mpx::sys::detail::heavy_fence_refused.store(me);
-    if (mpx::sys::reached_by_heavy_fence(me)) ::_exit(2);
+    mpx::sys::set_failure_injector(
+        [](const char* what) { return std::strncmp(what, "membarrier", 10) == 0 ? EPERM : 0; });
+    if (mpx::sys::reached_by_heavy_fence(mpx::sys::this_pid())) ::_exit(2);
+    if (mpx::sys::heavy_fence()) ::_exit(3);
     for (int i = 0; i < kItems; ++i)
       back.put(q.get(30s) + 1);
   });

@@ -22,6 +22,25 @@ namespace mpx::detail {
 // room) waits. Only that crash pays the delay; an idle sleeper wakes once a second.
 inline constexpr auto kSleepSlice = std::chrono::seconds(1);
 
+// One sleep: announces a sleeper, runs `fence` (nothing, or the sleeper's half of an
+// asymmetric fence: slot_ring.cpp), looks at ready(), and sleeps until woken or `until`.
+// Returns ready().
+template <class Pred, class Fence>
+bool sleep_once(WaitWord& word, std::atomic<uint32_t>& woken, Pred& ready, const Deadline& until,
+                Fence&& fence) {
+  woken.store(0, std::memory_order_seq_cst);
+  const uint32_t seq = word.seq.load(std::memory_order_seq_cst);
+  word.sleepers.fetch_add(1, std::memory_order_seq_cst);
+  fence();
+  if (ready()) {
+    word.sleepers.fetch_sub(1, std::memory_order_relaxed);
+    return true;
+  }
+  futex_wait(word.seq, seq, until);
+  word.sleepers.fetch_sub(1, std::memory_order_relaxed);
+  return ready();
+}
+
 // Spins first if `spin`. false: the deadline passed and ready() is still false.
 template <class Pred>
 bool sleep_until(WaitWord& word, std::atomic<uint32_t>& woken, Pred& ready,
@@ -29,16 +48,7 @@ bool sleep_until(WaitWord& word, std::atomic<uint32_t>& woken, Pred& ready,
   if (ready()) return true;
   if (spin && spin_until(ready, spin_limit())) return true;
   for (;;) {
-    woken.store(0, std::memory_order_seq_cst);
-    const uint32_t seq = word.seq.load(std::memory_order_seq_cst);
-    word.sleepers.fetch_add(1, std::memory_order_seq_cst);
-    if (ready()) {
-      word.sleepers.fetch_sub(1, std::memory_order_relaxed);
-      return true;
-    }
-    futex_wait(word.seq, seq, deadline.at_most(kSleepSlice));
-    word.sleepers.fetch_sub(1, std::memory_order_relaxed);
-    if (ready()) return true;
+    if (sleep_once(word, woken, ready, deadline.at_most(kSleepSlice), [] {})) return true;
     if (deadline.expired()) return false;
   }
 }
@@ -60,10 +70,11 @@ bool spin_lazily(Pred& ready) {
   return false;
 }
 
-// Call after a seq_cst fence (or RMW) that follows the state change.
+// Call after a seq_cst fence (or RMW) that follows the state change, or after the
+// storer's half of an asymmetric fence (slot_ring.cpp).
 inline void wake(WaitWord& word, std::atomic<uint32_t>& woken) noexcept {
-  if (word.sleepers.load(std::memory_order_relaxed) != 0 &&
-      woken.load(std::memory_order_relaxed) == 0 &&
+  if (word.sleepers.load(std::memory_order_acquire) != 0 &&
+      woken.load(std::memory_order_acquire) == 0 &&
       woken.exchange(1, std::memory_order_seq_cst) == 0)
     notify(word);
 }

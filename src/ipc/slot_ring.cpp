@@ -60,14 +60,12 @@ void hand_on(std::atomic<uint64_t>& w, uint64_t value, bool light, WaitWord& wor
   }
   w.store(value, std::memory_order_release);
   std::atomic_signal_fence(std::memory_order_seq_cst);
-  if (word.sleepers.load(std::memory_order_acquire) != 0 &&
-      woken.load(std::memory_order_acquire) == 0 &&
-      woken.exchange(1, std::memory_order_seq_cst) == 0)
-    notify(word);
+  wake(word, woken);
 }
 
-// A sleeper whose process heavy_fence() refuses cannot make a light storer's store
-// visible before it sleeps: it sleeps this long at most, and looks again.
+// A sleeper in a process that membarrier refuses (its registration failed) may not make
+// a light storer's store visible before it sleeps: it sleeps this long at most, and
+// looks again.
 constexpr auto kUnfencedSleep = std::chrono::milliseconds(10);
 
 // Where to look next after position p: past it, or where the hint already is.
@@ -191,24 +189,14 @@ bool SlotRing::wait_change(std::atomic<uint64_t>& w, uint64_t seen, bool for_dat
   if (spin && spin_until(changed, spin_limit())) return true;
   WaitWord& ww = for_data ? h_->data_word : h_->space_word;
   std::atomic<uint32_t>& woken = for_data ? h_->data_woken : h_->space_woken;
+  // Announcing, then heavy_fence() (see hand_on()). Back here at every wake-up (another
+  // item, another free slot: the slot's owner may have died meanwhile) and at least once
+  // a slice.
+  const auto slice = sys::reached_by_heavy_fence(sys::this_pid()) ? kSleepSlice : kUnfencedSleep;
   for (;;) {
     if (free_if_abandoned(w, seen)) return true;
-    // ring_wait.hpp's sleep, with heavy_fence() between announcing and looking (see
-    // hand_on()). Back here at every wake-up (another item, another free slot: the slot's
-    // owner may have died meanwhile) and at least once a slice.
-    woken.store(0, std::memory_order_seq_cst);
-    const uint32_t seq = ww.seq.load(std::memory_order_seq_cst);
-    ww.sleepers.fetch_add(1, std::memory_order_seq_cst);
-    const bool fenced = sys::heavy_fence();
-    if (changed()) {
-      ww.sleepers.fetch_sub(1, std::memory_order_relaxed);
+    if (sleep_once(ww, woken, changed, deadline.at_most(slice), [] { sys::heavy_fence(); }))
       return true;
-    }
-    const Deadline slice =
-        fenced ? deadline.at_most(kSleepSlice) : deadline.at_most(kUnfencedSleep);
-    futex_wait(ww.seq, seq, slice);
-    ww.sleepers.fetch_sub(1, std::memory_order_relaxed);
-    if (changed()) return true;
     if (deadline.expired()) return false;
   }
 }
