@@ -13,8 +13,8 @@
 // Every change of state is one atomic operation on the word: a producer claims a free slot
 // with a compare-exchange (the only one that can win it), copies the item in and
 // publishes it with a store; a consumer claims a full slot likewise, copies the item out
-// and frees the slot with a store. No lock word, no count: one line per four small items,
-// and one read-modify-write on each side, on the item's own line.
+// and frees the slot with a store. No lock word, no count: a line holds two or four
+// items, and each side makes one read-modify-write, on the item's own line.
 //
 // enq and deq are hints, not locks: where the next producer (consumer) starts to look. A
 // producer stores enq = p + 1 after it claimed p (plain store; a slow one may move it
@@ -33,7 +33,9 @@
 // its spin ends and then each time it wakes (at least once a second, ring_wait.hpp). A
 // pid is only good inside one pid namespace: processes sharing a slot ring must see each
 // other's pids (those that share a named queue through /dev/shm of one machine do, unless
-// containers separate their pid namespaces).
+// containers separate their pid namespaces). Should a dead holder's pid be given to a new
+// process before a waiter looks (the kernel cycles through all pids first), the slot
+// stays held until that process ends.
 //
 // Waiting: like the message ring's queues (ring_wait.hpp), a consumer that keeps up
 // looking lazily too. The wake-up check after a store needs a full fence between the
