@@ -322,7 +322,23 @@ TEST(Listener, ConnectionRefusedAndMissingFile) {
     mpx::Listener l("127.0.0.1:0");
     port = std::stoi(l.address().substr(10));
   }
-  EXPECT_THROW((void)mpx::Client("127.0.0.1:" + std::to_string(port)), std::system_error);
+  const std::string address = "127.0.0.1:" + std::to_string(port);
+  try {
+    (void)mpx::Client(address);
+    ADD_FAILURE() << "connected to a closed listener";
+  } catch (const mpx::ConnectionRefusedError& e) {  // an mpx::ConnectionError, an mpx::OSError
+    EXPECT_EQ(e.errno_value(), ECONNREFUSED);
+    EXPECT_EQ(e.filename(), address);
+  }
+  // A Unix socket file nobody listens on any more.
+  const std::string path = mpx_test::unique_name("refused") + ".sock";
+  const std::string file = "/tmp/" + path;
+  {
+    mpx::Listener l(file);
+    ASSERT_EQ(::link(file.c_str(), (file + ".kept").c_str()), 0);  // outlives l's unlink
+  }
+  EXPECT_THROW((void)mpx::Client(file + ".kept"), mpx::ConnectionRefusedError);
+  ::unlink((file + ".kept").c_str());
 }
 
 // Python hands a Listener/Client connection to any child. Here: a spawn or forkserver

@@ -229,6 +229,19 @@ class NotADirectoryError : public OSError {
   using OSError::OSError;
 };
 
+// A connection failed (Python's ConnectionError).
+class ConnectionError : public OSError {
+ public:
+  using OSError::OSError;
+};
+
+// Nobody listens at the address connected to (ECONNREFUSED): Client() to a server that
+// is gone, or not started yet.
+class ConnectionRefusedError : public ConnectionError {
+ public:
+  using ConnectionError::ConnectionError;
+};
+
 // A send to a connection whose every reader is gone (Python's BrokenPipeError). It is
 // the std::system_error for EPIPE, so code that catches either sees it.
 class BrokenPipeError : public std::system_error {
@@ -249,6 +262,8 @@ class BrokenPipeError : public std::system_error {
       throw PermissionError(err, std::move(filename));
     case ENOTDIR:
       throw NotADirectoryError(err, std::move(filename));
+    case ECONNREFUSED:
+      throw ConnectionRefusedError(err, std::move(filename));
     default:
       throw OSError(err, std::move(filename));
   }

@@ -114,7 +114,8 @@ void no_delay(const sys::Fd& fd, int family) {
 
 [[noreturn]] void throw_address_error(const char* what, const std::string& address) {
   const int err = errno;
-  if (err == ENOENT || err == EACCES || err == EPERM || err == EEXIST || err == ENOTDIR)
+  if (err == ENOENT || err == EACCES || err == EPERM || err == EEXIST || err == ENOTDIR ||
+      err == ECONNREFUSED)
     throw_os_error(err, address);
   sys::throw_errno(what, err);
 }
