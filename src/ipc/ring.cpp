@@ -466,8 +466,8 @@ bool Ring::read_locked(ReserveFn reserve, void* ctx, const Deadline& deadline, b
         bool spin = !spun;
         bool came = false;
         if constexpr (kCounted) {
-          const bool lazily = keeping_up() && !deadline.expired();
-          set_keeping_up(false);
+          const bool lazily = keeping_up_.get() && !deadline.expired();
+          keeping_up_.set(false);
           if (lazily) {
             spin = false;
             came = spin_lazily(ready);
@@ -494,7 +494,7 @@ bool Ring::read_locked(ReserveFn reserve, void* ctx, const Deadline& deadline, b
         if (!mid) continue;
       }
     } else if (kCounted && !mid) {
-      set_keeping_up(true);  // a message was waiting: the producer is ahead
+      keeping_up_.set(true);  // a message was waiting: the producer is ahead
     }
 
     const ChunkHeader c =

@@ -81,6 +81,7 @@
 #include <vector>
 
 #include "ipc/byte_ring.hpp"
+#include "ipc/ring_wait.hpp"
 #include "mpx/detail/deadline.hpp"
 #include "mpx/detail/waiter.hpp"
 #include "sys/robust_mutex.hpp"
@@ -293,22 +294,13 @@ class Ring {
     return std::atomic_ref<uint64_t>(
         *reinterpret_cast<uint64_t*>(data_ + static_cast<std::size_t>(pos & (h_->capacity - 1))));
   }
-  // Queues: whether this process's last get found its item waiting (a hint shared by its
-  // threads; see "Waiting" above).
-  bool keeping_up() noexcept {
-    return std::atomic_ref<bool>(keeping_up_).load(std::memory_order_relaxed);
-  }
-  void set_keeping_up(bool v) noexcept {
-    std::atomic_ref<bool> r(keeping_up_);
-    if (r.load(std::memory_order_relaxed) != v) r.store(v, std::memory_order_relaxed);
-  }
   // Connections: where the chunk at `at` ends if it is committed, else 0.
   uint64_t committed_end(uint64_t at) const noexcept;
 
   RingHeader* h_ = nullptr;
   std::byte* data_ = nullptr;
   Doorbell* bell_ = nullptr;
-  alignas(std::atomic_ref<bool>::required_alignment) bool keeping_up_ = false;
+  KeepingUp keeping_up_;  // queues (see "Waiting" above)
 };
 
 }  // namespace mpx::detail

@@ -1,5 +1,5 @@
 // src/ipc/ring_wait.hpp — how the shared-memory rings of queues sleep and wake (private:
-// src/ipc/ring.cpp and src/ipc/slot_ring.cpp).
+// the message ring, ring.hpp, and the slot ring, slot_ring.hpp).
 //
 // wait_until() of detail/waiter.hpp, plus a `woken` flag next to each WaitWord: a sleeper
 // clears it before it registers, the first waker sets it and makes the futex call, so
@@ -52,6 +52,22 @@ bool sleep_until(WaitWord& word, std::atomic<uint32_t>& woken, Pred& ready,
     if (deadline.expired()) return false;
   }
 }
+
+// Whether this process's last get from a queue found its item waiting (the producer is
+// ahead of it): a hint shared by the process's threads, kept in the process's handle of
+// the ring (copyable, hence a plain bool seen through atomic_ref). Its next wait then
+// spins lazily (below).
+class KeepingUp {
+ public:
+  bool get() noexcept { return std::atomic_ref<bool>(v_).load(std::memory_order_relaxed); }
+  void set(bool v) noexcept {
+    std::atomic_ref<bool> r(v_);
+    if (r.load(std::memory_order_relaxed) != v) r.store(v, std::memory_order_relaxed);
+  }
+
+ private:
+  alignas(std::atomic_ref<bool>::required_alignment) bool v_ = false;
+};
 
 // Spins as long as spin_until() would, looking at `ready` every kLazyPolls pauses: for a
 // consumer whose last get found its item waiting (the producer is ahead of it), so that

@@ -163,8 +163,8 @@ bool SlotRing::get(void* dst, const Deadline& deadline) {
     if (d < 0 || state_of(seen) != kFull) {  // not yet published: empty here
       waited = true;
       auto changed = [&] { return w.load(std::memory_order_acquire) != seen; };
-      const bool lazily = keeping_up() && !deadline.expired();
-      set_keeping_up(false);
+      const bool lazily = keeping_up_.get() && !deadline.expired();
+      keeping_up_.set(false);
       if (!(lazily && spin_lazily(changed)) && !wait_change(w, seen, true, deadline, !lazily))
         return false;
       continue;
@@ -173,7 +173,7 @@ bool SlotRing::get(void* dst, const Deadline& deadline) {
                                    std::memory_order_relaxed))
       continue;
     h_->deq.store(p + 1, std::memory_order_relaxed);
-    if (!waited) set_keeping_up(true);  // the item was waiting: the producer is ahead
+    if (!waited) keeping_up_.set(true);  // the item was waiting: the producer is ahead
     run_commit_hook(CommitStep::kTaking);
     std::memcpy(dst, item(at.index), item_size_);
     hand_on(w, make_word(at.lap + 1, kFree, 0), sys::reached_by_heavy_fence(pid), h_->space_word,

@@ -50,6 +50,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "ipc/ring_wait.hpp"
 #include "mpx/detail/deadline.hpp"
 #include "mpx/detail/waiter.hpp"
 
@@ -132,16 +133,6 @@ class SlotRing {
   template <class F>
   bool for_each_live(F&& f) const noexcept;
 
-  // Whether this process's last get found its item waiting (a hint shared by its threads):
-  // its next wait then looks lazily (ring_wait.hpp's spin_lazily).
-  bool keeping_up() noexcept {
-    return std::atomic_ref<bool>(keeping_up_).load(std::memory_order_relaxed);
-  }
-  void set_keeping_up(bool v) noexcept {
-    std::atomic_ref<bool> r(keeping_up_);
-    if (r.load(std::memory_order_relaxed) != v) r.store(v, std::memory_order_relaxed);
-  }
-
   SlotRingHeader* h_ = nullptr;
   std::byte* data_ = nullptr;
   uint64_t slots_ = 0;
@@ -149,7 +140,7 @@ class SlotRing {
   bool pow2_ = false;  // slots is a power of two: 1 << shift_
   unsigned shift_ = 0;
   std::size_t item_size_ = 0;
-  alignas(std::atomic_ref<bool>::required_alignment) bool keeping_up_ = false;
+  KeepingUp keeping_up_;
 };
 
 }  // namespace mpx::detail
